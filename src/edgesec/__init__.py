@@ -1,0 +1,3 @@
+"""edgesec: a security toolset for IoT edge routers."""
+
+__version__ = "0.2.0"
