@@ -1,0 +1,572 @@
+"""Load the original edgesec ``config.ini`` into typed, validated, frozen settings.
+
+The INI dialect follows the original (minIni): section and key names are
+case-insensitive, values may be double-quoted, ``#``/``;`` start a comment
+outside quotes, booleans are read from their first character.  Every key is
+described once in a section schema (name, parser, default); unknown keys are
+warnings, bad values raise :class:`ConfigError` naming file, section, key and
+value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+IFNAMSIZ = 15  # longest Linux interface name
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names where it is."""
+
+
+# ---------------------------------------------------------------------------
+# value parsers: str -> typed value, raising ValueError with a short reason
+
+
+def parse_bool(text: str) -> bool:
+    if text and text[0] in "1tTyY":
+        return True
+    if text and text[0] in "0fFnN":
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def parse_port(text: str) -> int:
+    port = parse_int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port number 0-65535")
+    return port
+
+
+def parse_ipv4(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ValueError("expected an IPv4 address") from None
+
+
+def parse_prefixlen(text: str) -> int:
+    n = parse_int(text)
+    if not 0 <= n <= 32:
+        raise ValueError("expected a prefix length 0-32")
+    return n
+
+
+def parse_ifname(text: str) -> str:
+    if len(text) > IFNAMSIZ or any(c in text for c in " /:\t"):
+        raise ValueError(f"expected an interface name of at most {IFNAMSIZ} characters")
+    return text
+
+
+def parse_str(text: str) -> str:
+    return text
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_colon_list(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(":") if part)
+
+
+# ---------------------------------------------------------------------------
+# structured list values
+
+
+@dataclass(frozen=True, slots=True)
+class Subnet:
+    """One device subnet: a VLAN, its bridge and the gateway's address on it."""
+
+    vlan: int
+    gateway: ipaddress.IPv4Address
+    broadcast: ipaddress.IPv4Address
+    network: ipaddress.IPv4Network
+    bridge: str
+
+    @property
+    def netmask(self) -> str:
+        return str(self.network.netmask)
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpRange:
+    vlan: int
+    first: ipaddress.IPv4Address
+    last: ipaddress.IPv4Address
+    netmask: str
+    lease_time: str
+
+
+def parse_interface_entry(text: str, prefix: str) -> Subnet:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise ValueError('expected "vlan,gateway_ip,broadcast_ip,netmask"')
+    vlan = parse_vlan(parts[0])
+    gateway = ipaddress.IPv4Address(parse_ipv4(parts[1]))
+    broadcast = ipaddress.IPv4Address(parse_ipv4(parts[2]))
+    try:
+        network = ipaddress.IPv4Network(f"{gateway}/{parts[3]}", strict=False)
+    except ValueError:
+        raise ValueError("expected a netmask such as 255.255.255.0") from None
+    return Subnet(vlan, gateway, broadcast, network, parse_ifname(f"{prefix}{vlan}"))
+
+
+def parse_dhcp_range(text: str) -> DhcpRange:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 5:
+        raise ValueError('expected "vlan,first_ip,last_ip,netmask,lease_time"')
+    vlan = parse_vlan(parts[0])
+    first = ipaddress.IPv4Address(parse_ipv4(parts[1]))
+    last = ipaddress.IPv4Address(parse_ipv4(parts[2]))
+    netmask = str(ipaddress.IPv4Network(f"0.0.0.0/{parse_ipv4(parts[3])}").netmask)
+    if int(last) < int(first):
+        raise ValueError("last address is below the first")
+    if not re.fullmatch(r"\d+[smhdw]?|infinite", parts[4]):
+        raise ValueError("expected a lease time such as 24h, 30m or infinite")
+    return DhcpRange(vlan, first, last, netmask, parts[4])
+
+
+def parse_vlan(text: str) -> int:
+    vlan = parse_int(text)
+    if not 0 <= vlan <= 4094:
+        raise ValueError("expected a VLAN id 0-4094")
+    return vlan
+
+
+# ---------------------------------------------------------------------------
+# settings dataclasses: field name = snake_case of the INI key
+
+
+def key(ini: str, parser: Callable[[str], Any], default: Any) -> Any:
+    """Declare a setting read from INI key ``ini`` with ``parser``."""
+    return field(default=default, metadata={"ini": ini, "parser": parser})
+
+
+def path_key(ini: str, default: str) -> Any:
+    return field(default=Path(default) if default else None, metadata={"ini": ini, "path": True})
+
+
+@dataclass(frozen=True)
+class SystemSettings:
+    bin_path: tuple[str, ...] = key(
+        "binPath", parse_colon_list, ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin")
+    )
+    create_interfaces: bool = key("createInterfaces", parse_bool, True)
+    ignore_error_on_if_create: bool = key("ignoreErrorOnIfCreate", parse_bool, True)
+    allow_all_connections: bool = key("allowAllConnections", parse_bool, False)
+    allow_all_nat: bool = key("allowAllNat", parse_bool, False)
+    ap_detect: bool = key("apDetect", parse_bool, False)
+    generate_ssid: bool = key("generateSsid", parse_bool, False)
+    allocate_vlans: bool = key("allocateVlans", parse_bool, False)
+    default_open_vlan_id: int = key("defaultOpenVlanId", parse_vlan, 0)
+    exec_ap: bool = key("execAp", parse_bool, False)
+    exec_radius: bool = key("execRadius", parse_bool, False)
+    exec_dhcp: bool = key("execDhcp", parse_bool, False)
+    exec_capture: bool = key("execCapture", parse_bool, False)
+    exec_mdns_forward: bool = key("execMdnsForward", parse_bool, False)
+    exec_firewall: bool = key("execFirewall", parse_bool, False)
+    exec_crypt: bool = key("execCrypt", parse_bool, True)
+    set_ip_forward: bool = key("setIpForward", parse_bool, False)
+    connection_db_path: Path | None = path_key("connectionDbPath", "edgesec.sqlite")
+    crypt_db_path: Path | None = path_key("cryptDbPath", "crypt.sqlite")
+    pid_file_path: Path | None = path_key("pidFilePath", "edgesec.pid")
+    crypt_passphrase_file: Path | None = path_key("cryptPassphraseFile", "")
+    crypt_backend: str = key("cryptBackend", parse_str, "passphrase")
+    store_psk_in_vault: bool = key("storePskInVault", parse_bool, False)
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    capture_db_path: Path | None = path_key("captureDbPath", "capture.sqlite")
+    filter: str = key("filter", parse_str, "")
+    promiscuous: bool = key("promiscuous", parse_bool, False)
+    buffer_timeout: int = key("bufferTimeout", parse_int, 10)
+    immediate: bool = key("immediate", parse_bool, False)
+    middleware_params: str = key("middlewareParams", parse_str, "")
+    middlewares: tuple[str, ...] = key("middlewares", parse_list, ("header",))
+    capture_interfaces: tuple[str, ...] = key("captureInterfaces", parse_list, ())
+    pcap_dir_path: Path | None = path_key("pcapDirPath", "pcap")
+    pcap_rotate_size: int = key("pcapRotateSize", parse_int, 16 * 1024 * 1024)
+    pcap_store_size: int = key("pcapStoreSize", parse_int, 256 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    supervisor_control_port: int = key("supervisorControlPort", parse_port, 32001)
+    supervisor_control_path: Path | None = path_key("supervisorControlPath", "edgesec.sock")
+    supervisor_control_address: str = key("supervisorControlAddress", parse_ipv4, "127.0.0.1")
+    supervisor_control_key: str = key("supervisorControlKey", parse_str, "")
+    supervisor_control_key_file: Path | None = path_key("supervisorControlKeyFile", "")
+
+
+@dataclass(frozen=True)
+class ApSettings:
+    ap_bin_path: Path | None = path_key("apBinPath", "/usr/sbin/hostapd")
+    ap_file_path: Path | None = path_key("apFilePath", "hostapd.conf")
+    ap_log_path: Path | None = path_key("apLogPath", "")
+    interface: str = key("interface", parse_ifname, "")
+    device: str = key("device", parse_str, "")
+    vlan_tagged_interface: str = key("vlanTaggedInterface", parse_ifname, "")
+    ssid: str = key("ssid", parse_str, "edgesec")
+    wpa_passphrase: str = key("wpaPassphrase", parse_str, "")
+    driver: str = key("driver", parse_str, "nl80211")
+    hw_mode: str = key("hwMode", parse_str, "g")
+    channel: int = key("channel", parse_int, 11)
+    wmm_enabled: int = key("wmmEnabled", parse_int, 1)
+    auth_algs: int = key("authAlgs", parse_int, 1)
+    wpa: int = key("wpa", parse_int, 2)
+    wpa_key_mgmt: str = key("wpaKeyMgmt", parse_str, "WPA-PSK")
+    rsn_pairwise: str = key("rsnPairwise", parse_str, "CCMP")
+    ctrl_interface: Path | None = path_key("ctrlInterface", "/var/run/hostapd")
+    macaddr_acl: int = key("macaddrAcl", parse_int, 2)
+    dynamic_vlan: int = key("dynamicVlan", parse_int, 1)
+    vlan_file: Path | None = path_key("vlanFile", "hostapd.vlan")
+    logger_stdout: int = key("loggerStdout", parse_int, -1)
+    logger_stdout_level: int = key("loggerStdoutLevel", parse_int, 0)
+    logger_syslog: int = key("loggerSyslog", parse_int, -1)
+    logger_syslog_level: int = key("loggerSyslogLevel", parse_int, 0)
+    ignore_broadcast_ssid: int = key("ignoreBroadcastSsid", parse_int, 0)
+    wpa_psk_radius: int = key("wpaPskRadius", parse_int, 2)
+    psk_backend: str = key("pskBackend", parse_str, "radius")
+    wpa_psk_file: Path | None = path_key("wpaPskFile", "hostapd.wpa_psk")
+
+
+@dataclass(frozen=True)
+class RadiusSettings:
+    port: int = key("port", parse_port, 1812)
+    client_ip: str = key("clientIP", parse_ipv4, "127.0.0.1")
+    client_mask: int = key("clientMask", parse_prefixlen, 32)
+    server_ip: str = key("serverIP", parse_ipv4, "127.0.0.1")
+    server_mask: int = key("serverMask", parse_prefixlen, 32)
+    secret: str = key("secret", parse_str, "")
+    require_message_authenticator: bool = key("requireMessageAuthenticator", parse_bool, True)
+
+
+@dataclass(frozen=True)
+class NatSettings:
+    nat_bridge: str = key("natBridge", parse_str, "")
+    nat_interface: str = key("natInterface", parse_ifname, "")
+
+
+@dataclass(frozen=True)
+class FirewallSettings:
+    firewall_bin_path: Path | None = path_key("firewallBinPath", "")
+    table_name: str = key("tableName", parse_str, "edgesec")
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    servers: tuple[str, ...] = key("servers", parse_list, ())
+    mdns_reflect_ip4: bool = key("mdnsReflectIp4", parse_bool, True)
+    mdns_reflect_ip6: bool = key("mdnsReflectIp6", parse_bool, True)
+    mdns_filter: str = key("mdnsFilter", parse_str, "")
+    mdns_auto_bridge: bool = key("mdnsAutoBridge", parse_bool, True)
+    mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 0)
+    mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_list, ())
+    mdns_rate_limit: int = key("mdnsRateLimit", parse_int, 50)
+
+
+@dataclass(frozen=True)
+class DhcpSettings:
+    dhcp_bin_path: Path | None = path_key("dhcpBinPath", "/usr/sbin/dnsmasq")
+    dhcp_config_path: Path | None = path_key("dhcpConfigPath", "dnsmasq.conf")
+    dhcp_script_path: Path | None = path_key("dhcpScriptPath", "dnsmasq_exec.sh")
+    dhcp_leasefile_path: Path | None = path_key("dhcpLeasefilePath", "dnsmasq.leases")
+    ranges: tuple[DhcpRange, ...] = ()
+
+    def range_for_vlan(self, vlan: int) -> DhcpRange | None:
+        return next((r for r in self.ranges if r.vlan == vlan), None)
+
+
+@dataclass(frozen=True)
+class InterfacesSettings:
+    bridge_prefix: str = key("bridgePrefix", parse_str, "br")
+    interface_prefix: str = key("interfacePrefix", parse_str, "br")
+    vlan_pool_prefix: str = key("vlanPoolPrefix", parse_str, "")
+    vlan_pool_prefix_len: int = key("vlanPoolPrefixLen", parse_prefixlen, 28)
+    vlan_pool_first_vlan: int = key("vlanPoolFirstVlan", parse_vlan, 100)
+    subnets: tuple[Subnet, ...] = ()
+
+    def subnet_for_vlan(self, vlan: int) -> Subnet | None:
+        index = self.__dict__.get("_by_vlan")
+        if index is None:
+            index = {s.vlan: s for s in self.subnets}
+            object.__setattr__(self, "_by_vlan", index)
+        return index.get(vlan)
+
+    def subnet_for_ip(self, ip: str) -> Subnet | None:
+        try:
+            addr = ipaddress.IPv4Address(ip.split("/")[0])
+        except ValueError:
+            return None
+        return next((s for s in self.subnets if addr in s.network), None)
+
+    @property
+    def pool_vlans(self) -> frozenset[int]:
+        """VLANs generated from the pool (each meant for one device)."""
+        return frozenset(s.vlan for s in self.subnets if s.vlan >= self.vlan_pool_first_vlan
+                         and self.vlan_pool_prefix)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything edgesec reads from ``config.ini``."""
+
+    path: Path | None = None
+    system: SystemSettings = field(default_factory=SystemSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
+    ap: ApSettings = field(default_factory=ApSettings)
+    radius: RadiusSettings = field(default_factory=RadiusSettings)
+    nat: NatSettings = field(default_factory=NatSettings)
+    firewall: FirewallSettings = field(default_factory=FirewallSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    dhcp: DhcpSettings = field(default_factory=DhcpSettings)
+    interfaces: InterfacesSettings = field(default_factory=InterfacesSettings)
+
+
+SECTIONS: dict[str, type] = {
+    "system": SystemSettings,
+    "capture": CaptureSettings,
+    "supervisor": SupervisorSettings,
+    "ap": ApSettings,
+    "radius": RadiusSettings,
+    "nat": NatSettings,
+    "firewall": FirewallSettings,
+    "dns": DnsSettings,
+    "dhcp": DhcpSettings,
+    "interfaces": InterfacesSettings,
+}
+
+# ---------------------------------------------------------------------------
+# the INI reader
+
+
+@dataclass
+class IniLine:
+    section: str
+    key: str
+    value: str
+    lineno: int
+
+
+def strip_value(raw: str) -> str:
+    """Remove a trailing comment outside quotes and de-quote the value."""
+    out: list[str] = []
+    quoted = False
+    for ch in raw:
+        if ch == '"':
+            quoted = not quoted
+            continue
+        if not quoted and ch in "#;":
+            break
+        out.append(ch)
+    return "".join(out).strip()
+
+
+def read_ini(text: str, source: str) -> list[IniLine]:
+    """Split INI text into (section, key, value) lines; names lower-cased."""
+    lines: list[IniLine] = []
+    section = ""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            end = line.find("]")
+            if end < 0:
+                raise ConfigError(f"{source}:{lineno}: section header without ']': {line!r}")
+            section = line[1:end].strip().lower()
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{source}:{lineno}: expected 'key = value', got {line!r}")
+        lines.append(IniLine(section, name.strip().lower(), strip_value(value), lineno))
+    return lines
+
+
+def _parse_section(cls: type, section: str, entries: dict[str, IniLine], base: Path,
+                   source: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        ini = f.metadata.get("ini")
+        if ini is None:
+            continue
+        entry = entries.pop(ini.lower(), None)
+        if entry is None:
+            if f.metadata.get("path") and f.default is not None:
+                values[f.name] = _resolve(f.default, base)
+            continue
+        if f.metadata.get("path"):
+            values[f.name] = _resolve(Path(entry.value), base) if entry.value else None
+            continue
+        try:
+            values[f.name] = f.metadata["parser"](entry.value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{source}:{entry.lineno}: [{section}] {ini} = {entry.value!r}: {exc}"
+            ) from None
+    return values
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else (base / path)
+
+
+def _numbered(entries: dict[str, IniLine], stem: str) -> list[IniLine]:
+    """Pop ``stemN`` keys in numeric order."""
+    found = []
+    for name in list(entries):
+        m = re.fullmatch(re.escape(stem) + r"(\d+)", name)
+        if m:
+            found.append((int(m.group(1)), entries.pop(name)))
+    return [line for _, line in sorted(found, key=lambda t: t[0])]
+
+
+def _pool_subnets(ifs: dict[str, Any], explicit: list[Subnet], prefix: str) -> list[Subnet]:
+    pool = ifs.get("vlan_pool_prefix", "")
+    if not pool:
+        return []
+    network = ipaddress.IPv4Network(pool, strict=False)
+    plen = ifs.get("vlan_pool_prefix_len", 28)
+    first_vlan = ifs.get("vlan_pool_first_vlan", 100)
+    if plen > 30 or plen < network.prefixlen:
+        raise ValueError(f"vlanPoolPrefixLen {plen} does not fit in {network}")
+    used = {s.vlan for s in explicit}
+    out = []
+    vlan = first_vlan
+    for sub in network.subnets(new_prefix=plen):
+        while vlan in used:
+            vlan += 1
+        if vlan > 4094:
+            break
+        if any(sub.overlaps(s.network) for s in explicit):
+            continue
+        hosts = list(sub.hosts()) if plen >= 24 else None
+        gateway = hosts[0] if hosts else sub.network_address + 1
+        out.append(Subnet(vlan, gateway, sub.broadcast_address, sub,
+                          parse_ifname(f"{prefix}{vlan}")))
+        vlan += 1
+    return out
+
+
+def parse_settings(text: str, source: str = "<config>", base: Path | None = None) -> Settings:
+    """Parse INI text into :class:`Settings`; raise :class:`ConfigError` on bad values."""
+    base = base or Path.cwd()
+    by_section: dict[str, dict[str, IniLine]] = {}
+    for line in read_ini(text, source):
+        by_section.setdefault(line.section, {})[line.key] = line
+
+    parsed: dict[str, dict[str, Any]] = {}
+    for name, cls in SECTIONS.items():
+        parsed[name] = _parse_section(cls, name, by_section.get(name, {}), base, source)
+
+    ifs = parsed["interfaces"]
+    prefix = ifs.get("interface_prefix", "br")
+    explicit: list[Subnet] = []
+    for entry in _numbered(by_section.get("interfaces", {}), "if"):
+        try:
+            explicit.append(parse_interface_entry(entry.value, prefix))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{source}:{entry.lineno}: [interfaces] {entry.key} = {entry.value!r}: {exc}"
+            ) from None
+    try:
+        pool = _pool_subnets(ifs, explicit, prefix)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [interfaces] vlanPoolPrefix: {exc}") from None
+    vlans = [s.vlan for s in explicit]
+    if len(vlans) != len(set(vlans)):
+        raise ConfigError(f"{source}: [interfaces] the same VLAN is listed twice")
+    ifs["subnets"] = tuple(explicit + pool)
+
+    ranges: list[DhcpRange] = []
+    for entry in _numbered(by_section.get("dhcp", {}), "dhcprange"):
+        try:
+            ranges.append(parse_dhcp_range(entry.value))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{source}:{entry.lineno}: [dhcp] {entry.key} = {entry.value!r}: {exc}"
+            ) from None
+    parsed["dhcp"]["ranges"] = tuple(ranges)
+
+    for section, entries in by_section.items():
+        if section not in SECTIONS:
+            log.warning("%s: unknown section [%s] ignored", source, section)
+            continue
+        for entry in entries.values():
+            log.warning("%s:%d: unknown key [%s] %s ignored", source, entry.lineno, section,
+                        entry.key)
+
+    settings = Settings(
+        path=Path(source) if source != "<config>" else None,
+        **{name: cls(**parsed[name]) for name, cls in SECTIONS.items()},
+    )
+    _check(settings, source)
+    return settings
+
+
+def _check(settings: Settings, source: str) -> None:
+    """Cross-key checks the original makes at start-up."""
+    sys = settings.system
+    ifs = settings.interfaces
+    if ifs.subnets and ifs.subnet_for_vlan(sys.default_open_vlan_id) is None:
+        raise ConfigError(
+            f"{source}: [system] defaultOpenVlanId = {sys.default_open_vlan_id}: "
+            "no [interfaces] ifN entry has that VLAN"
+        )
+    path = settings.supervisor.supervisor_control_path
+    if path is not None and len(str(path).encode()) > 107:
+        raise ConfigError(f"{source}: [supervisor] supervisorControlPath = '{path}': "
+                          "longer than a UNIX socket path may be (107 bytes)")
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and parse a config file; relative paths resolve against its directory."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    return parse_settings(text, str(p), p.resolve().parent)
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(section, key, value) rows of the effective settings, for ``config check``."""
+    rows: list[tuple[str, str, str]] = []
+    for name in SECTIONS:
+        sect = getattr(settings, name)
+        for f in fields(sect):
+            value = getattr(sect, f.name)
+            ini = f.metadata.get("ini")
+            if ini is not None:
+                if isinstance(value, tuple):
+                    value = ",".join(value)
+                rows.append((name, ini, "" if value is None else str(value)))
+        if name == "interfaces":
+            for s in settings.interfaces.subnets:
+                rows.append((name, f"vlan{s.vlan}",
+                             f"{s.bridge} {s.gateway}/{s.network.prefixlen} bcast {s.broadcast}"))
+        if name == "dhcp":
+            for r in settings.dhcp.ranges:
+                rows.append((name, f"range{r.vlan}",
+                             f"{r.first}-{r.last} {r.netmask} {r.lease_time}"))
+    return rows
