@@ -1,0 +1,1 @@
+"""Network-namespace lab: the test bed (``topology``) and its helper services."""
