@@ -1,0 +1,466 @@
+"""The device registry: the gateway's only state, and every policy decision on it.
+
+Devices, bridges and tickets live here; every mutation is committed to the
+:class:`~edgesec.store.Store` before it returns and is then published on the
+:class:`~edgesec.events.EventBus`, from which the enforcing services (firewall,
+dnsmasq, hostapd, supervisor events) reconcile.  The admission decision used
+by RADIUS (:meth:`Registry.admit`) is made here too, so the supervisor and the
+RADIUS server can never disagree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from edgesec.config import Settings
+from edgesec.events import Event, EventBus
+from edgesec.store import BridgeRow, DeviceRow, Store, TicketRow
+
+log = logging.getLogger(__name__)
+
+STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = 0, 1, 2
+IP_ADD, IP_OLD, IP_DEL = 1, 2, 3
+TICKET_LIFETIME_S = 60
+MAX_LABEL = 254
+
+_MAC_HEX = re.compile(r"[0-9a-fA-F]{2}")
+
+
+class RegistryError(ValueError):
+    """A request the registry refuses; the message says why."""
+
+
+def normalise_mac(text: str) -> str:
+    """Return ``aa:bb:cc:dd:ee:ff`` for a MAC in any common notation, else raise.
+
+    Accepted: colon, dash, dot (Cisco) or no separators, any case.  Unlike the
+    original, trailing junk is refused rather than ignored.
+    """
+    compact = re.sub(r"[:.\-]", "", text)
+    if len(compact) != 12 or not all(_MAC_HEX.fullmatch(compact[i:i + 2])
+                                     for i in range(0, 12, 2)):
+        raise RegistryError(f"invalid MAC address {text!r}")
+    if len(text) not in (12, 14, 17) or (len(text) == 17 and len(set(text[2::3])) != 1):
+        raise RegistryError(f"invalid MAC address {text!r}")
+    compact = compact.lower()
+    return ":".join(compact[i:i + 2] for i in range(0, 12, 2))
+
+
+def validate_psk(psk: str) -> str:
+    """A WPA passphrase: 8-63 printable ASCII characters, or 64 hex digits."""
+    if len(psk) == 64 and re.fullmatch(r"[0-9a-fA-F]{64}", psk):
+        return psk
+    if not 8 <= len(psk) <= 63 or not all(0x20 <= ord(c) < 0x7F for c in psk):
+        raise RegistryError("a passphrase must be 8-63 printable ASCII characters or 64 hex digits")
+    return psk
+
+
+def sdbm_hash(mac: str) -> int:
+    """The original's sdbm hash over the 6 MAC bytes (uint32)."""
+    h = 0
+    for byte in bytes.fromhex(mac.replace(":", "")):
+        h = (byte + (h << 6) + (h << 16) - h) & 0xFFFFFFFF
+    return h
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """Everything the gateway knows about one device (the original's mac_conn_info)."""
+
+    mac: str
+    allow: bool = True
+    vlanid: int = 0
+    nat: bool = False
+    psk: str = ""
+    primary_ip: str = ""
+    secondary_ip: str = ""
+    label: str = ""
+    id: str = ""
+    join_ts: int = 0
+    status: int = STATUS_UNKNOWN
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        return tuple(ip for ip in (self.primary_ip, self.secondary_ip) if ip)
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    a: str
+    b: str
+    reason: str = "manual"
+    created: int = 0
+    expires: int = 0  # unix seconds, 0 = never
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    passphrase: str
+    issuer: str
+    label: str
+    vlanid: int
+    created: int
+    expires: int
+    used_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to "may this MAC join, and how?"."""
+
+    accept: bool
+    vlan: int = -1
+    psk: str = ""
+    label: str = ""
+    reason: str = ""
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+class Registry:
+    """Devices, bridges and tickets, durable in a :class:`Store`."""
+
+    def __init__(self, settings: Settings, store: Store, bus: EventBus | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus or EventBus()
+        self.clock = clock
+        self._devices: dict[str, Device] = {}
+        self._by_ip: dict[str, str] = {}
+        self._bridges: dict[tuple[str, str], Bridge] = {}
+        self._tickets: dict[str, Ticket] = {}
+        self._load()
+
+    # -- loading -------------------------------------------------------------
+    def _load(self) -> None:
+        for r in self.store.load_devices():
+            dev = Device(r.mac, r.allow, r.vlanid, r.nat, r.psk, r.primaryip, r.secondaryip,
+                         r.label, r.id, r.timestamp, r.status)
+            self._remember(dev)
+        for b in self.store.load_bridges():
+            self._bridges[(b.mac_a, b.mac_b)] = Bridge(b.mac_a, b.mac_b, b.reason, b.created,
+                                                       b.expires)
+        for t in self.store.load_tickets():
+            self._tickets[t.passphrase] = Ticket(t.passphrase, t.issuer, t.label, t.vlanid,
+                                                 t.created, t.expires, t.used_by)
+
+    def _remember(self, dev: Device) -> None:
+        old = self._devices.get(dev.mac)
+        if old:
+            for ip in old.ips:
+                if self._by_ip.get(ip) == dev.mac:
+                    del self._by_ip[ip]
+        self._devices[dev.mac] = dev
+        for ip in dev.ips:
+            self._by_ip[ip] = dev.mac
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, mac: str) -> Device | None:
+        return self._devices.get(normalise_mac(mac))
+
+    def devices(self) -> list[Device]:
+        return list(self._devices.values())
+
+    def device_by_ip(self, ip: str) -> Device | None:
+        mac = self._by_ip.get(ip)
+        return self._devices.get(mac) if mac else None
+
+    def bridges(self) -> list[tuple[str, str]]:
+        return list(self._bridges)
+
+    def bridge_records(self) -> list[Bridge]:
+        return list(self._bridges.values())
+
+    def has_bridge(self, a: str, b: str) -> bool:
+        return _pair(normalise_mac(a), normalise_mac(b)) in self._bridges
+
+    def bridge_partners(self, mac: str) -> list[str]:
+        mac = normalise_mac(mac)
+        return [b if a == mac else a for a, b in self._bridges if mac in (a, b)]
+
+    def tickets(self) -> list[Ticket]:
+        return list(self._tickets.values())
+
+    # -- device writes -------------------------------------------------------
+    def _new_device(self, mac: str) -> Device:
+        """Defaults of a brand-new record (the original's init_default_mac_info).
+
+        Safer than the original: a record created as a side effect (``ADD_NAT``
+        or ``SET_IP`` of an unknown MAC) is only allowed when
+        ``allowAllConnections`` is true; otherwise it takes ``ACCEPT_MAC`` or a
+        ticket to admit it.
+        """
+        sys = self.settings.system
+        return Device(mac=mac, allow=sys.allow_all_connections,
+                      vlanid=sys.default_open_vlan_id, nat=sys.allow_all_nat)
+
+    def _current(self, mac: str) -> Device:
+        return self._devices.get(mac) or self._new_device(mac)
+
+    def _save(self, dev: Device, *events: Event) -> Device:
+        """Commit ``dev`` (giving it an id if new), then publish ``events``."""
+        if not dev.id:
+            dev = replace(dev, id=str(uuid.uuid4()))
+        with self.store.transaction():
+            self.store.put_device(self._row(dev))
+        self._remember(dev)
+        self.bus.publish(Event("device", dev.mac, {"device": dev}))
+        for event in events:
+            self.bus.publish(event)
+        return dev
+
+    @staticmethod
+    def _row(d: Device) -> DeviceRow:
+        return DeviceRow(d.id, d.mac, d.status, d.vlanid, d.primary_ip, d.secondary_ip, d.nat,
+                         d.allow, d.label, d.join_ts, d.psk)
+
+    def _check_vlan(self, vlan: int) -> None:
+        if self.settings.interfaces.subnet_for_vlan(vlan) is None:
+            raise RegistryError(f"VLAN {vlan} is not a configured subnet")
+
+    def accept_mac(self, mac: str, vlan: int) -> Device:
+        mac = normalise_mac(mac)
+        self._check_vlan(vlan)
+        dev = self._current(mac)
+        new = replace(dev, allow=True, vlanid=vlan)
+        if dev.vlanid != vlan and mac in self._devices:
+            # Addresses of the old subnet are no longer valid on the new one.
+            new = replace(new, primary_ip="", secondary_ip="")
+        return self._save(new)
+
+    def deny_mac(self, mac: str) -> Device:
+        mac = normalise_mac(mac)
+        return self._save(replace(self._current(mac), allow=False))
+
+    def set_nat(self, mac: str, on: bool) -> Device:
+        mac = normalise_mac(mac)
+        return self._save(replace(self._current(mac), nat=on))
+
+    def assign_psk(self, mac: str, psk: str) -> Device:
+        mac = normalise_mac(mac)
+        return self._save(replace(self._current(mac), psk=validate_psk(psk)))
+
+    def clear_psk(self, mac: str) -> Device:
+        mac = normalise_mac(mac)
+        return self._save(replace(self._current(mac), psk=""))
+
+    def set_label(self, mac: str, label: str) -> Device:
+        mac = normalise_mac(mac)
+        return self._save(replace(self._current(mac), label=_check_label(label)))
+
+    def set_status(self, mac: str, status: int) -> Device | None:
+        """Record the AP connection status; unknown MACs only get the event."""
+        mac = normalise_mac(mac)
+        event = Event("ap", mac, {"status": status})
+        dev = self._devices.get(mac)
+        if dev is None:
+            self.bus.publish(event)
+            return None
+        return self._save(replace(dev, status=status), event)
+
+    def set_ip(self, kind: str, mac: str, ip: str) -> Device | None:
+        """Apply a DHCP lease report (the original's SET_IP).
+
+        ``kind`` is ``add``/``old``/``del`` (first three letters count, as in
+        the original) or ``arp`` (ignored).  Returns the device, or ``None``
+        for ``arp``.
+        """
+        head = kind[:3]
+        if head == "arp":
+            return None
+        if head not in ("add", "old", "del"):
+            raise RegistryError(f"unknown lease type {kind!r}")
+        mac = normalise_mac(mac)
+        try:
+            addr = str(ipaddress.IPv4Address(ip.split("/")[0]))
+        except ValueError:
+            raise RegistryError(f"invalid IPv4 address {ip!r}") from None
+        if self.settings.interfaces.subnet_for_ip(addr) is None:
+            raise RegistryError(f"{addr} is in no configured subnet")
+        dev = self._current(mac)
+        if head == "del":
+            new = replace(
+                dev,
+                primary_ip="" if dev.primary_ip == addr else dev.primary_ip,
+                secondary_ip="" if dev.secondary_ip == addr else dev.secondary_ip,
+            )
+            return self._save(new, Event("ip", mac, {"ip": addr, "type": IP_DEL,
+                                                     "primary": int(dev.primary_ip == addr)}))
+        if addr in dev.ips:
+            return dev
+        if not dev.primary_ip:
+            new, primary = replace(dev, primary_ip=addr), 1
+        elif not dev.secondary_ip:
+            new, primary = replace(dev, secondary_ip=addr), 0
+        else:
+            # The original fails here forever; a newer lease replaces the secondary.
+            new, primary = replace(dev, secondary_ip=addr), 0
+        self._release_ip_elsewhere(addr, mac)
+        code = IP_ADD if head == "add" else IP_OLD
+        return self._save(new, Event("ip", mac, {"ip": addr, "type": code, "primary": primary}))
+
+    def _release_ip_elsewhere(self, addr: str, mac: str) -> None:
+        """An address belongs to one device: a lease moving to ``mac`` leaves the old holder."""
+        holder = self._by_ip.get(addr)
+        if holder and holder != mac:
+            old = self._devices[holder]
+            self._save(replace(
+                old,
+                primary_ip="" if old.primary_ip == addr else old.primary_ip,
+                secondary_ip="" if old.secondary_ip == addr else old.secondary_ip,
+            ))
+
+    # -- bridges ---------------------------------------------------------------
+    def add_bridge(self, a: str, b: str, reason: str = "manual", ttl: int = 0) -> Bridge:
+        a, b = normalise_mac(a), normalise_mac(b)
+        if a == b:
+            raise RegistryError("a device cannot be bridged to itself")
+        pair = _pair(a, b)
+        now = int(self.clock())
+        existing = self._bridges.get(pair)
+        if existing and existing.expires == 0 and ttl == 0:
+            return existing
+        bridge = Bridge(pair[0], pair[1], reason, existing.created if existing else now,
+                        now + ttl if ttl else 0)
+        with self.store.transaction():
+            self.store.put_bridge(BridgeRow(bridge.a, bridge.b, bridge.reason, bridge.created,
+                                            bridge.expires))
+        self._bridges[pair] = bridge
+        if not existing:
+            self.bus.publish(Event("bridge_added", pair[0], {"peer": pair[1], "reason": reason}))
+        return bridge
+
+    def remove_bridge(self, a: str, b: str, reason: str = "manual") -> bool:
+        pair = _pair(normalise_mac(a), normalise_mac(b))
+        return bool(self._remove_bridges([pair], reason))
+
+    def clear_bridges(self, mac: str) -> int:
+        mac = normalise_mac(mac)
+        return self._remove_bridges([p for p in self._bridges if mac in p], "cleared")
+
+    def expire_bridges(self) -> int:
+        """Remove bridges whose expiry has passed (auto-bridges with a lifetime)."""
+        now = self.clock()
+        return self._remove_bridges(
+            [p for p, b in self._bridges.items() if b.expires and b.expires <= now], "expired")
+
+    def _remove_bridges(self, pairs: list[tuple[str, str]], reason: str) -> int:
+        pairs = [p for p in pairs if p in self._bridges]
+        if not pairs:
+            return 0
+        with self.store.transaction():
+            self.store.delete_bridges(pairs)
+        for pair in pairs:
+            del self._bridges[pair]
+            self.bus.publish(Event("bridge_removed", pair[0], {"peer": pair[1],
+                                                               "reason": reason}))
+        return len(pairs)
+
+    # -- tickets and admission -------------------------------------------------
+    def register_ticket(self, issuer: str, label: str, vlan: int) -> Ticket:
+        """A single-use onboarding passphrase for the next new device (60 s)."""
+        issuer = normalise_mac(issuer)
+        label = _check_label(label)
+        self._check_vlan(vlan)
+        self._drop_expired_tickets()
+        now = int(self.clock())
+        passphrase = "".join(str(secrets.randbelow(10)) for _ in range(16))
+        ticket = Ticket(passphrase, issuer, label, vlan, now, now + TICKET_LIFETIME_S)
+        with self.store.transaction():
+            self.store.put_ticket(TicketRow(ticket.passphrase, ticket.issuer, ticket.label,
+                                            ticket.vlanid, ticket.created, ticket.expires, ""))
+        self._tickets[passphrase] = ticket
+        return ticket
+
+    def _drop_expired_tickets(self) -> None:
+        now = self.clock()
+        dead = [p for p, t in self._tickets.items() if t.expires <= now or t.used_by]
+        if dead:
+            with self.store.transaction():
+                self.store.delete_tickets(dead)
+            for p in dead:
+                del self._tickets[p]
+
+    def _open_ticket(self, passphrase: str | None) -> Ticket | None:
+        self._drop_expired_tickets()
+        if passphrase is not None:
+            return self._tickets.get(passphrase)
+        return min(self._tickets.values(), key=lambda t: t.created, default=None)
+
+    def allocate_vlan(self, mac: str) -> int:
+        """VLAN for a brand-new device.
+
+        With a VLAN pool configured every new device gets a pool VLAN no other
+        device has; otherwise the original's rule (sdbm hash over the ``ifN``
+        entries, or ``defaultOpenVlanId``).
+        """
+        sys = self.settings.system
+        ifs = self.settings.interfaces
+        if not sys.allocate_vlans:
+            return sys.default_open_vlan_id
+        pool = sorted(ifs.pool_vlans)
+        if pool:
+            used = {d.vlanid for d in self._devices.values()}
+            free = next((v for v in pool if v not in used), None)
+            if free is None:
+                raise RegistryError("the VLAN pool is exhausted")
+            return free
+        subnets = ifs.subnets
+        if len(subnets) <= 1:
+            return sys.default_open_vlan_id
+        return subnets[sdbm_hash(mac) % len(subnets)].vlan
+
+    def admit(self, mac: str, passphrase: str | None = None) -> Admission:
+        """Decide whether ``mac`` may join, on which VLAN and with which passphrase.
+
+        Safer than the original: with ``allowAllConnections = false`` an
+        unknown device is only admitted through an unused, unexpired ticket,
+        which is then bound to it; a denied device is always rejected.
+        """
+        mac = normalise_mac(mac)
+        sys = self.settings.system
+        default_psk = self.settings.ap.wpa_passphrase
+        dev = self._devices.get(mac)
+        if dev is not None and not dev.allow:
+            return Admission(False, reason="device is denied")
+        if dev is not None:
+            return self._admitted(dev, dev.psk or default_psk, "known device")
+        if sys.allow_all_connections:
+            new = replace(self._new_device(mac), vlanid=self.allocate_vlan(mac))
+            return self._admitted(new, default_psk, "allowAllConnections")
+        ticket = self._open_ticket(passphrase)
+        if ticket is None:
+            return Admission(False, reason="unknown device and no open ticket")
+        new = replace(self._new_device(mac), allow=True, vlanid=ticket.vlanid,
+                      psk=ticket.passphrase, label=ticket.label)
+        with self.store.transaction():
+            self.store.put_ticket(TicketRow(ticket.passphrase, ticket.issuer, ticket.label,
+                                            ticket.vlanid, ticket.created, ticket.expires, mac))
+        del self._tickets[ticket.passphrase]
+        return self._admitted(new, ticket.passphrase, "ticket")
+
+    def _admitted(self, dev: Device, psk: str, reason: str) -> Admission:
+        self._check_vlan_or_default(dev)
+        dev = self._save(replace(dev, join_ts=int(self.clock() * 1_000_000)))
+        return Admission(True, dev.vlanid, psk, dev.label, reason)
+
+    def _check_vlan_or_default(self, dev: Device) -> None:
+        if self.settings.interfaces.subnets and \
+                self.settings.interfaces.subnet_for_vlan(dev.vlanid) is None:
+            raise RegistryError(f"device {dev.mac} is on VLAN {dev.vlanid}, which is not configured")
+
+
+def _check_label(label: str) -> str:
+    if len(label.encode()) > MAX_LABEL or any(c in label for c in "\n\r\0"):
+        raise RegistryError(f"a label is at most {MAX_LABEL} bytes on one line")
+    return label

@@ -1,0 +1,180 @@
+"""SQLite persistence of the device registry.
+
+The connection DB keeps the original's ``instance`` table (same name and
+columns, so an original database opens unchanged) and adds what the original
+lost on restart: IP addresses (already columns of ``instance``), ``bridges``
+and ``tickets``.  The schema is versioned with ``PRAGMA user_version`` and
+migrated forward on open.  Every write is one transaction committed with WAL
+and ``synchronous=FULL`` before the call returns, so an acknowledged change
+survives ``kill -9`` and power loss.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 2
+
+# Version 1 is the original edgesec's table; later versions are ours.
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE IF NOT EXISTS instance (
+        id TEXT NOT NULL, mac TEXT NOT NULL, status INTEGER, vlanid INTEGER,
+        primaryip TEXT, secondaryip TEXT, nat INTEGER, allow INTEGER,
+        label TEXT, timestamp INTEGER, pass TEXT, PRIMARY KEY (id, mac));
+    """,
+    2: """
+    CREATE UNIQUE INDEX IF NOT EXISTS instance_mac ON instance (mac);
+    CREATE TABLE IF NOT EXISTS bridges (
+        mac_a TEXT NOT NULL, mac_b TEXT NOT NULL, reason TEXT NOT NULL DEFAULT 'manual',
+        created INTEGER NOT NULL DEFAULT 0, expires INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (mac_a, mac_b), CHECK (mac_a < mac_b));
+    CREATE TABLE IF NOT EXISTS tickets (
+        passphrase TEXT PRIMARY KEY, issuer TEXT NOT NULL, label TEXT NOT NULL,
+        vlanid INTEGER NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL,
+        used_by TEXT NOT NULL DEFAULT '');
+    """,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: str
+    mac: str
+    status: int
+    vlanid: int
+    primaryip: str
+    secondaryip: str
+    nat: bool
+    allow: bool
+    label: str
+    timestamp: int
+    psk: str
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeRow:
+    mac_a: str
+    mac_b: str
+    reason: str
+    created: int
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRow:
+    passphrase: str
+    issuer: str
+    label: str
+    vlanid: int
+    created: int
+    expires: int
+    used_by: str
+
+
+class Store:
+    """One SQLite connection to the connection DB; methods are transactions."""
+
+    def __init__(self, path: Path | str | None) -> None:
+        target = ":memory:" if path in (None, "", ":memory:") else str(path)
+        if target != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.path = target
+        self.db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                if target == 2:
+                    self._dedupe_macs()
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={target}")
+
+    def _dedupe_macs(self) -> None:
+        """The original keyed rows by (id, mac); keep one row per MAC before indexing it."""
+        self.db.execute(
+            "DELETE FROM instance WHERE rowid NOT IN (SELECT max(rowid) FROM instance GROUP BY mac)"
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; rolled back if the body raises."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- reads -------------------------------------------------------------
+    def load_devices(self) -> list[DeviceRow]:
+        rows = self.db.execute(
+            "SELECT id, mac, status, vlanid, primaryip, secondaryip, nat, allow, label,"
+            " timestamp, pass FROM instance ORDER BY rowid"
+        )
+        return [
+            DeviceRow(r[0], r[1], r[2] or 0, r[3] or 0, r[4] or "", r[5] or "", bool(r[6]),
+                      bool(r[7]), r[8] or "", r[9] or 0, r[10] or "")
+            for r in rows
+        ]
+
+    def load_bridges(self) -> list[BridgeRow]:
+        rows = self.db.execute(
+            "SELECT mac_a, mac_b, reason, created, expires FROM bridges ORDER BY rowid"
+        )
+        return [BridgeRow(*r) for r in rows]
+
+    def load_tickets(self) -> list[TicketRow]:
+        rows = self.db.execute(
+            "SELECT passphrase, issuer, label, vlanid, created, expires, used_by FROM tickets"
+        )
+        return [TicketRow(*r) for r in rows]
+
+    # -- writes (call inside transaction()) ---------------------------------
+    def put_device(self, row: DeviceRow) -> None:
+        self.db.execute(
+            "INSERT INTO instance (id, mac, status, vlanid, primaryip, secondaryip, nat, allow,"
+            " label, timestamp, pass) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(mac) DO UPDATE SET id=excluded.id, status=excluded.status,"
+            " vlanid=excluded.vlanid, primaryip=excluded.primaryip,"
+            " secondaryip=excluded.secondaryip, nat=excluded.nat, allow=excluded.allow,"
+            " label=excluded.label, timestamp=excluded.timestamp, pass=excluded.pass",
+            (row.id, row.mac, row.status, row.vlanid, row.primaryip, row.secondaryip,
+             int(row.nat), int(row.allow), row.label, row.timestamp, row.psk),
+        )
+
+    def put_bridge(self, row: BridgeRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO bridges (mac_a, mac_b, reason, created, expires)"
+            " VALUES (?,?,?,?,?)",
+            (row.mac_a, row.mac_b, row.reason, row.created, row.expires),
+        )
+
+    def delete_bridges(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.db.executemany("DELETE FROM bridges WHERE mac_a=? AND mac_b=?", list(pairs))
+
+    def put_ticket(self, row: TicketRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO tickets (passphrase, issuer, label, vlanid, created,"
+            " expires, used_by) VALUES (?,?,?,?,?,?,?)",
+            (row.passphrase, row.issuer, row.label, row.vlanid, row.created, row.expires,
+             row.used_by),
+        )
+
+    def delete_tickets(self, passphrases: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM tickets WHERE passphrase=?", [(p,) for p in passphrases])
