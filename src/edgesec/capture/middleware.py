@@ -1,0 +1,91 @@
+"""The middleware plugin interface and its discovery.
+
+A middleware is a class with a ``name`` and three methods — the original's
+``init``/``process``/``free`` idea::
+
+    class MyMiddleware:
+        name = "mine"
+        def init(self, ctx: Context) -> None: ...      # open files, create tables
+        def process(self, batch: Batch) -> None: ...   # called per batch of frames
+        def close(self) -> None: ...                   # flush and release
+
+Plugins are found through the Python entry-point group
+``edgesec.capture.middlewares`` (``name = "package.module:Class"``); the
+built-ins are registered the same way in edgesec's pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+
+from edgesec.capture.decode import Rows
+from edgesec.capture.options import CaptureOptions
+from edgesec.capture.pcapfile import Packet
+
+ENTRY_POINT_GROUP = "edgesec.capture.middlewares"
+
+
+@dataclass(slots=True)
+class Context:
+    """What a middleware gets at init.
+
+    ``db`` is the shared capture-DB connection (WAL); the pipeline commits it
+    after every batch (or once at the end in single-transaction mode), so a
+    middleware only executes statements on it.
+    """
+
+    db: sqlite3.Connection
+    options: CaptureOptions
+    linktype: int = 1
+    transaction: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Frames captured on one interface; ``frames[i]`` decodes ``packets[i]``."""
+
+    ifname: str
+    packets: list[Packet]
+    frames: list[Rows]
+
+
+@runtime_checkable
+class Middleware(Protocol):
+    """The plugin interface (see module docstring)."""
+
+    name: str
+
+    def init(self, ctx: Context) -> None: ...
+
+    def process(self, batch: Batch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MiddlewareError(Exception):
+    """A middleware could not be found or loaded."""
+
+
+def available() -> dict[str, str]:
+    """Registered middleware names -> ``module:Class``."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load(name: str) -> Middleware:
+    """Instantiate the middleware registered as ``name``."""
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not matches:
+        known = ", ".join(sorted(available())) or "none"
+        raise MiddlewareError(f"unknown capture middleware {name!r} (registered: {known})")
+    try:
+        cls = matches[0].load()
+        mw = cls()
+    except Exception as exc:  # a plugin's import error must not look like ours
+        raise MiddlewareError(f"cannot load middleware {name!r}: {exc}") from exc
+    if not isinstance(mw, Middleware):
+        raise MiddlewareError(f"middleware {name!r} lacks init/process/close")
+    return mw

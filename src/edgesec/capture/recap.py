@@ -1,0 +1,71 @@
+"""Recap: run a pcap file or stream through the capture middlewares.
+
+``recap(stream, options, ...)`` reads packets in batches, feeds them to a
+:class:`~edgesec.capture.pipeline.Pipeline` and returns a
+:class:`RecapResult`. A damaged pcap keeps every packet read before the
+damage (committed) and reports the error in the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from edgesec.capture.options import CaptureOptions
+from edgesec.capture.pcapfile import Packet, PcapError, PcapReader
+from edgesec.capture.pipeline import Pipeline
+
+Progress = Callable[[int, int], None]  # (packets so far, bytes so far)
+
+
+@dataclass(slots=True)
+class RecapResult:
+    """Outcome of one recap run."""
+
+    packets: int
+    rows: int
+    bytes_read: int
+    error: str | None = None
+    middleware_errors: int = 0
+
+
+def recap(stream: BinaryIO, options: CaptureOptions, *, ifname: str = "ifname",
+          transaction: bool = False, middlewares: Sequence[str] | None = None,
+          progress: Progress | None = None) -> RecapResult:
+    """Import the pcap ``stream`` into ``options.capture_db_path``."""
+    error: str | None = None
+    reader: PcapReader | None = None
+    try:
+        reader = PcapReader(stream)
+    except PcapError as exc:
+        error = str(exc)
+    linktype = reader.linktype if reader else 1
+    if reader and linktype != 1:
+        error = f"unsupported link type {linktype} (only Ethernet, 1, is decoded)"
+        reader = None
+    pipe = Pipeline(options, middlewares or options.middlewares,
+                    transaction=transaction, linktype=linktype)
+    try:
+        if reader is not None:
+            size = options.batch_size
+            batch: list[Packet] = []
+            try:
+                for pkt in reader:
+                    batch.append(pkt)
+                    if len(batch) >= size:
+                        pipe.feed(ifname, batch)
+                        batch = []
+                        if progress:
+                            progress(pipe.packets, reader.bytes_read)
+            except PcapError as exc:
+                error = str(exc)
+            if batch:
+                pipe.feed(ifname, batch)
+            if progress:
+                progress(pipe.packets, reader.bytes_read)
+    finally:
+        pipe.close()
+    return RecapResult(packets=pipe.packets, rows=pipe.rows,
+                       bytes_read=reader.bytes_read if reader else 0,
+                       error=error, middleware_errors=pipe.errors)
