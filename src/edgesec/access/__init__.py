@@ -1,0 +1,1 @@
+"""Device access: RADIUS MAC authentication, hostapd management, PSK-file backend."""

@@ -1,0 +1,272 @@
+"""edgesec's RADIUS server: asyncio UDP, answers hostapd's MAC-ACL Access-Requests.
+
+Owns the network side of admission: which clients may ask (``clientIP/clientMask``
+and the shared secret), BlastRADIUS protection (Message-Authenticator required on
+requests, always sent on replies), duplicate detection with a reply cache, and
+the translation of the registry's :class:`Admission` into Accept/Reject with the
+VLAN tunnel attributes and a salt-encrypted Tunnel-Password.  The decision itself
+is the registry's (``admit(mac, passphrase)``); this module holds no policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edgesec.access import radius_codec as rc
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_TTL = 30.0  # seconds a reply is kept for retransmissions (RFC 5080 §2.2.2)
+DUPLICATE_MAX = 8192  # cached replies at most; the oldest are evicted first
+
+
+class Admitting(Protocol):
+    """What the server needs from the registry."""
+
+    def admit(self, mac: str, passphrase: str | None = None) -> Any: ...
+
+
+@dataclass(slots=True)
+class RadiusCounters:
+    """Per-server counters (RFC 2619 in spirit), shown by ``status()``."""
+
+    requests: int = 0
+    accepts: int = 0
+    rejects: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    unknown_client: int = 0
+    bad_authenticator: int = 0
+    missing_authenticator: int = 0
+    unknown_code: int = 0
+    policy_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class RadiusConfig:
+    """Everything the server needs, independent of the INI layout."""
+
+    secret: bytes
+    server_ip: str = "127.0.0.1"
+    port: int = 1812
+    clients: ipaddress.IPv4Network = field(
+        default_factory=lambda: ipaddress.IPv4Network("127.0.0.1/32"))
+    require_message_authenticator: bool = True
+    default_psk: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.secret:
+            raise ValueError("[radius] secret must not be empty: RADIUS needs a shared secret")
+
+
+class RadiusServer(asyncio.DatagramProtocol):
+    """The protocol object; one instance per bound socket."""
+
+    def __init__(self, config: RadiusConfig, policy: Admitting,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.policy = policy
+        self.counters = RadiusCounters()
+        self._clock = clock
+        self._secret = config.secret
+        self._net = int(config.clients.network_address)
+        self._mask = int(config.clients.netmask)
+        self._client_ok: dict[str, bool] = {}
+        self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    # -- asyncio -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        reply = self.handle(data, addr)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors etc.
+        log.debug("radius socket error: %s", exc)
+
+    # -- the request path ----------------------------------------------------------
+    def client_allowed(self, ip: str) -> bool:
+        ok = self._client_ok.get(ip)
+        if ok is None:
+            try:
+                ok = (int(ipaddress.IPv4Address(ip)) & self._mask) == self._net
+            except ValueError:
+                ok = False
+            if len(self._client_ok) > 4096:
+                self._client_ok.clear()
+            self._client_ok[ip] = ok
+        return ok
+
+    def handle(self, data: bytes, addr: Any) -> bytes | None:
+        """Process one datagram; return the reply bytes or None to stay silent."""
+        c = self.counters
+        if not self.client_allowed(addr[0]):
+            c.unknown_client += 1
+            return None
+        try:
+            req = rc.decode(data)
+        except rc.RadiusError as exc:
+            c.malformed += 1
+            log.debug("radius: malformed packet from %s: %s", addr, exc)
+            return None
+        if req.code != rc.ACCESS_REQUEST:
+            c.unknown_code += 1
+            return None
+        c.requests += 1
+        key = (addr, req.ident, req.authenticator)
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            c.duplicates += 1
+            return cached[1]
+        if req.ma_offset < 0:
+            c.missing_authenticator += 1
+            if self.config.require_message_authenticator:
+                log.debug("radius: Access-Request from %s without Message-Authenticator dropped",
+                          addr)
+                return None
+            log.warning("radius: Access-Request from %s without Message-Authenticator "
+                        "(accepted because requireMessageAuthenticator=false)", addr)
+        elif not rc.verify_request_ma(req, self._secret):
+            c.bad_authenticator += 1
+            log.debug("radius: bad Message-Authenticator from %s (wrong secret?)", addr)
+            return None
+        reply = self._decide(req)
+        self._remember(key, now, reply)
+        return reply
+
+    def _remember(self, key: tuple[Any, int, bytes], now: float, reply: bytes) -> None:
+        cache = self._cache
+        if len(cache) >= DUPLICATE_MAX:
+            # drop expired entries, then the oldest quarter if still full
+            for k in [k for k, (exp, _) in cache.items() if exp <= now]:
+                del cache[k]
+            if len(cache) >= DUPLICATE_MAX:
+                for k in list(cache)[: DUPLICATE_MAX // 4]:
+                    del cache[k]
+        cache[key] = (now + DUPLICATE_TTL, reply)
+
+    def _decide(self, req: rc.Request) -> bytes:
+        secret = self._secret
+        c = self.counters
+        mac, passphrase, why = self._identify(req)
+        if mac is None:
+            c.rejects += 1
+            log.info("radius: reject (%s)", why)
+            return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
+        try:
+            adm = self.policy.admit(mac, passphrase)
+        except Exception:  # the registry refused or failed: never crash, never accept
+            c.policy_errors += 1
+            c.rejects += 1
+            log.exception("radius: admission of %s failed", mac)
+            return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
+        if not adm.accept or not 0 <= adm.vlan <= 4094:
+            c.rejects += 1
+            log.info("radius: reject %s (%s)", mac, getattr(adm, "reason", ""))
+            return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
+        attrs = rc.vlan_attributes(adm.vlan)
+        psk = (adm.psk or self.config.default_psk).encode()
+        if psk:
+            attrs += rc.tunnel_password_attribute(psk, secret, req.authenticator)
+        c.accepts += 1
+        log.debug("radius: accept %s vlan %d", mac, adm.vlan)
+        return rc.encode_reply(rc.ACCESS_ACCEPT, req, secret, attrs)
+
+    def _identify(self, req: rc.Request) -> tuple[str | None, str | None, str]:
+        """(mac, passphrase or None, reason) from the request's attributes.
+
+        The MAC comes from Calling-Station-Id, else User-Name; if both name a MAC
+        they must agree.  A User-Password equal to the MAC (hostapd's MAC-ACL
+        request) means "no passphrase"; anything else is passed on as a
+        passphrase (tickets).
+        """
+        station = req.get(rc.CALLING_STATION_ID)
+        user = req.get(rc.USER_NAME)
+        if user is None:
+            return None, None, "no User-Name"
+        mac_station = rc.parse_mac(station) if station is not None else None
+        mac_user = rc.parse_mac(user)
+        if mac_station and mac_user and mac_station != mac_user:
+            return None, None, f"User-Name {mac_user} differs from Calling-Station-Id"
+        mac = mac_station or mac_user
+        if mac is None:
+            return None, None, "no MAC in Calling-Station-Id or User-Name"
+        pw = req.get(rc.USER_PASSWORD)
+        if pw is None:
+            return None, None, f"{mac}: no User-Password"
+        try:
+            plain = rc.decrypt_user_password(pw, self._secret, req.authenticator)
+        except rc.RadiusError as exc:
+            return None, None, f"{mac}: {exc}"
+        if rc.parse_mac(plain) == mac:
+            return mac, None, ""
+        try:
+            return mac, plain.decode("utf-8"), ""
+        except UnicodeDecodeError:
+            return None, None, f"{mac}: User-Password is not text"
+
+
+class RadiusService:
+    """Service wrapper (start/stop/status) around one bound :class:`RadiusServer`."""
+
+    name = "radius"
+
+    def __init__(self, config: RadiusConfig, policy: Admitting) -> None:
+        self.config = config
+        self.protocol = RadiusServer(config, policy)
+        self._transport: asyncio.DatagramTransport | None = None
+        self.port = config.port
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self.protocol, local_addr=(self.config.server_ip, self.config.port))
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        log.info("radius: listening on %s:%d for clients %s", self.config.server_ip,
+                 self.port, self.config.clients)
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def status(self) -> str:
+        if self._transport is None:
+            return "stopped"
+        c = self.protocol.counters
+        return (f"listening {self.config.server_ip}:{self.port} requests {c.requests} "
+                f"accepts {c.accepts} rejects {c.rejects} dropped "
+                f"{c.malformed + c.unknown_client + c.bad_authenticator}")
+
+
+def radius_config_from_settings(settings: Any) -> RadiusConfig:
+    """Map ``[radius]`` (and the AP's default passphrase) to :class:`RadiusConfig`."""
+    r = settings.radius
+    clients = ipaddress.IPv4Network(f"{r.client_ip}/{r.client_mask}", strict=False)
+    return RadiusConfig(
+        secret=r.secret.encode(),
+        server_ip=r.server_ip or "127.0.0.1",
+        port=r.port,
+        clients=clients,
+        require_message_authenticator=getattr(r, "require_message_authenticator", True),
+        default_psk=settings.ap.wpa_passphrase,
+    )
+
+
+def build_radius_service(settings: Any, registry: Admitting) -> RadiusService:
+    """Factory for the gateway: the RADIUS service answering from ``registry``."""
+    return RadiusService(radius_config_from_settings(settings), registry)

@@ -1,0 +1,273 @@
+"""RADIUS wire format for edgesec's MAC-authentication server (pure functions).
+
+Owns: decoding Access-Requests (RFC 2865 §3/§5), Message-Authenticator checks
+(RFC 3579 §3.2), User-Password decryption (RFC 2865 §5.2), Tunnel-Password salt
+encryption (RFC 2868 §3.5) and encoding Access-Accept/Reject replies that always
+carry a Message-Authenticator (first attribute, as the BlastRADIUS guidance
+recommends) and a Response Authenticator.
+
+Why not pyrad's ``Packet`` here: it builds an ``OrderedDict`` per packet,
+re-encodes the attributes to compute Message-Authenticator and needs a
+dictionary; this module works on the raw bytes and was measured about 4x faster
+per request (``bench/radius.py --codec``).  pyrad is still used as the
+independent implementation in the tests and the benchmark client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import struct
+from dataclasses import dataclass
+
+ACCESS_REQUEST = 1
+ACCESS_ACCEPT = 2
+ACCESS_REJECT = 3
+
+USER_NAME = 1
+USER_PASSWORD = 2
+CALLING_STATION_ID = 31
+PROXY_STATE = 33
+TUNNEL_TYPE = 64
+TUNNEL_MEDIUM_TYPE = 65
+TUNNEL_PASSWORD = 69
+MESSAGE_AUTHENTICATOR = 80
+TUNNEL_PRIVATE_GROUP_ID = 81
+
+TUNNEL_TYPE_VLAN = 13
+TUNNEL_MEDIUM_IEEE_802 = 6
+
+MAX_PACKET = 4096  # RFC 2865 §3: maximum length
+MAX_PASSPHRASE = 64  # WPA: 8..63 ASCII or 64 hex digits
+_ZERO16 = bytes(16)
+_HEADER = struct.Struct("!BBH")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?:[-:.]?[0-9a-fA-F]{2}){5}")
+_MAC_HEX = re.compile(r"[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}")
+
+
+class RadiusError(ValueError):
+    """A packet that is not a well-formed RADIUS packet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded request: header fields, attributes in order, raw bytes."""
+
+    code: int
+    ident: int
+    authenticator: bytes
+    attributes: tuple[tuple[int, bytes], ...]
+    raw: bytes
+    ma_offset: int  # offset of the Message-Authenticator value, -1 if absent
+
+    def get(self, attr_type: int) -> bytes | None:
+        """First value of an attribute, or None."""
+        for t, v in self.attributes:
+            if t == attr_type:
+                return v
+        return None
+
+    def all(self, attr_type: int) -> list[bytes]:
+        return [v for t, v in self.attributes if t == attr_type]
+
+
+def decode(data: bytes) -> Request:
+    """Decode one RADIUS packet; raise :class:`RadiusError` if malformed.
+
+    Octets after the Length field are padding and ignored (RFC 2865 §3).
+    A packet with more than one Message-Authenticator, or one that is not
+    16 octets long, is malformed (RFC 3579 §3.2).
+    """
+    n = len(data)
+    if n < 20:
+        raise RadiusError(f"packet too short ({n} octets, need 20)")
+    code, ident, length = _HEADER.unpack_from(data)
+    if length < 20 or length > MAX_PACKET:
+        raise RadiusError(f"invalid Length field {length}")
+    if length > n:
+        raise RadiusError(f"Length field {length} exceeds the {n} octets received")
+    raw = bytes(data[:length])
+    attrs: list[tuple[int, bytes]] = []
+    ma_offset = -1
+    pos = 20
+    while pos < length:
+        if pos + 2 > length:
+            raise RadiusError(f"truncated attribute header at offset {pos}")
+        atype = raw[pos]
+        alen = raw[pos + 1]
+        if alen < 2 or pos + alen > length:
+            raise RadiusError(f"attribute {atype} at offset {pos} has invalid length {alen}")
+        if atype == MESSAGE_AUTHENTICATOR:
+            if alen != 18:
+                raise RadiusError(f"Message-Authenticator of length {alen}, must be 18")
+            if ma_offset >= 0:
+                raise RadiusError("more than one Message-Authenticator")
+            ma_offset = pos + 2
+        attrs.append((atype, raw[pos + 2 : pos + alen]))
+        pos += alen
+    return Request(code, ident, raw[4:20], tuple(attrs), raw, ma_offset)
+
+
+def message_authenticator(secret: bytes, packet_with_zero_ma: bytes) -> bytes:
+    """HMAC-MD5 over the packet whose Message-Authenticator value is zeroed."""
+    return hmac.digest(secret, packet_with_zero_ma, "md5")
+
+
+def verify_request_ma(req: Request, secret: bytes) -> bool:
+    """True if the request's Message-Authenticator is present and valid."""
+    off = req.ma_offset
+    if off < 0:
+        return False
+    raw = req.raw
+    expected = hmac.digest(secret, raw[:off] + _ZERO16 + raw[off + 16 :], "md5")
+    return hmac.compare_digest(expected, raw[off : off + 16])
+
+
+def _xor16(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
+
+
+def decrypt_user_password(value: bytes, secret: bytes, authenticator: bytes) -> bytes:
+    """RFC 2865 §5.2 User-Password decryption (trailing NUL padding removed)."""
+    if not value or len(value) % 16 or len(value) > 128:
+        raise RadiusError(f"User-Password of invalid length {len(value)}")
+    out = bytearray()
+    last = authenticator
+    for i in range(0, len(value), 16):
+        block = value[i : i + 16]
+        out += _xor16(block, hashlib.md5(secret + last).digest())
+        last = block
+    return bytes(out).rstrip(b"\x00")
+
+
+def encrypt_user_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
+    """RFC 2865 §5.2 User-Password encryption (used by tests and the bench client)."""
+    if len(password) > 128:
+        raise ValueError("User-Password longer than 128 octets")
+    padded = password + bytes(-len(password) % 16 or (16 if not password else 0))
+    out = bytearray()
+    last = authenticator
+    for i in range(0, len(padded), 16):
+        block = _xor16(padded[i : i + 16], hashlib.md5(secret + last).digest())
+        out += block
+        last = block
+    return bytes(out)
+
+
+def salt_encrypt(plain: bytes, secret: bytes, request_authenticator: bytes,
+                 salt: bytes | None = None) -> bytes:
+    """RFC 2868 §3.5 encryption of a Tunnel-Password value (without the tag octet).
+
+    Returns salt (2 octets, high bit set) followed by the encrypted
+    ``[len][plain][zero padding]`` string.  ``salt`` is random unless given
+    (tests use fixed salts to pin vectors).
+    """
+    if len(plain) > 239:
+        raise ValueError("Tunnel-Password longer than 239 octets does not fit")
+    if salt is None:
+        salt = os.urandom(2)
+    if len(salt) != 2:
+        raise ValueError("salt must be 2 octets")
+    salt = bytes((salt[0] | 0x80, salt[1]))
+    data = bytes((len(plain),)) + plain
+    data += bytes(-len(data) % 16)
+    out = bytearray(salt)
+    last = request_authenticator + salt
+    for i in range(0, len(data), 16):
+        block = _xor16(data[i : i + 16], hashlib.md5(secret + last).digest())
+        out += block
+        last = block
+    return bytes(out)
+
+
+def salt_decrypt(value: bytes, secret: bytes, request_authenticator: bytes) -> bytes:
+    """Inverse of :func:`salt_encrypt` (value = salt + ciphertext, no tag)."""
+    if len(value) < 18 or (len(value) - 2) % 16:
+        raise RadiusError(f"salt-encrypted value of invalid length {len(value)}")
+    salt, cipher = value[:2], value[2:]
+    out = bytearray()
+    last = request_authenticator + salt
+    for i in range(0, len(cipher), 16):
+        block = cipher[i : i + 16]
+        out += _xor16(block, hashlib.md5(secret + last).digest())
+        last = block
+    n = out[0]
+    if n > len(out) - 1:
+        raise RadiusError("salt-encrypted length octet exceeds the data")
+    return bytes(out[1 : 1 + n])
+
+
+def encode_attribute(atype: int, value: bytes) -> bytes:
+    if len(value) > 253:
+        raise ValueError(f"attribute {atype} value of {len(value)} octets does not fit")
+    return bytes((atype, len(value) + 2)) + value
+
+
+def vlan_attributes(vlan: int) -> bytes:
+    """Tunnel-Type=VLAN, Tunnel-Medium-Type=IEEE-802, Tunnel-Private-Group-ID=vlan (RFC 3580)."""
+    return (
+        encode_attribute(TUNNEL_TYPE, struct.pack("!I", TUNNEL_TYPE_VLAN))
+        + encode_attribute(TUNNEL_MEDIUM_TYPE, struct.pack("!I", TUNNEL_MEDIUM_IEEE_802))
+        + encode_attribute(TUNNEL_PRIVATE_GROUP_ID, str(vlan).encode())
+    )
+
+
+def tunnel_password_attribute(psk: bytes, secret: bytes, request_authenticator: bytes,
+                              salt: bytes | None = None) -> bytes:
+    """Tunnel-Password with tag 0 and a salt-encrypted passphrase."""
+    return encode_attribute(
+        TUNNEL_PASSWORD, b"\x00" + salt_encrypt(psk, secret, request_authenticator, salt)
+    )
+
+
+def encode_reply(code: int, req: Request, secret: bytes, attributes: bytes = b"") -> bytes:
+    """Encode a reply to ``req``: Message-Authenticator first, then the request's
+    Proxy-State attributes in order (RFC 2865 §5.33), then ``attributes``.
+
+    The Response Authenticator is MD5(Code|Id|Length|RequestAuth|Attributes|Secret).
+    """
+    proxy = b"".join(encode_attribute(PROXY_STATE, v) for v in req.all(PROXY_STATE))
+    body = proxy + attributes
+    length = 20 + 18 + len(body)
+    if length > MAX_PACKET:
+        raise ValueError("reply too long")
+    header = _HEADER.pack(code, req.ident, length)
+    ma = hmac.digest(secret, header + req.authenticator + b"\x50\x12" + _ZERO16 + body, "md5")
+    attrs = b"\x50\x12" + ma + body
+    response_auth = hashlib.md5(header + req.authenticator + attrs + secret).digest()
+    return header + response_auth + attrs
+
+
+def encode_request(ident: int, authenticator: bytes, secret: bytes,
+                   attributes: list[tuple[int, bytes]], with_ma: bool = True) -> bytes:
+    """Encode an Access-Request (Message-Authenticator first when ``with_ma``).
+
+    Used by tests and the benchmark client; the server never sends requests.
+    """
+    body = b"".join(encode_attribute(t, v) for t, v in attributes)
+    if with_ma:
+        length = 20 + 18 + len(body)
+        header = _HEADER.pack(ACCESS_REQUEST, ident, length)
+        zeroed = header + authenticator + b"\x50\x12" + _ZERO16 + body
+        return header + authenticator + b"\x50\x12" + hmac.digest(secret, zeroed, "md5") + body
+    return _HEADER.pack(ACCESS_REQUEST, ident, 20 + len(body)) + authenticator + body
+
+
+def parse_mac(text: bytes | str) -> str | None:
+    """Normalise a MAC written as hostapd/RADIUS clients do (``001122334455``,
+    ``00-11-22-33-44-55``, ``00:11:...``, ``0011.2233.4455``) to
+    ``00:11:22:33:44:55``; None if it is not a MAC."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    text = text.strip()
+    if not (_MAC_RE.fullmatch(text) or _MAC_HEX.fullmatch(text)):
+        return None
+    digits = re.sub(r"[-:.]", "", text).lower()
+    if len(digits) != 12:
+        return None
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
