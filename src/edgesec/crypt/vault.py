@@ -289,7 +289,7 @@ class Vault:
             cur = self._conn.execute("DELETE FROM store WHERE key=?", (key,))
             return cur.rowcount > 0
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         """All stored key names, sorted (names are not secret, as in the original)."""
         with self._lock:
             return [r[0] for r in self._conn.execute("SELECT key FROM store ORDER BY key")]
@@ -350,7 +350,7 @@ class Vault:
             old_active = self._active
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                plain = [(k, self.get(k)) for k in self.keys()]
+                plain = [(k, self.get(k)) for k in self.names()]
                 self._conn.execute(
                     "INSERT INTO secrets (id, value, alg) VALUES (?, ?, ?)",
                     (kid, root.wrap(raw, _aad("secrets", kid, self._vault_id)), WRAP_ALG))
