@@ -1,4 +1,158 @@
-"""Command-line entry point (placeholder while the foundation lands)."""
+"""The ``edgesec`` command line: run, ctl, config, and the parts' own sub-commands."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgesec import __version__
+from edgesec.config import ConfigError, describe, load_settings
+
+app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
+                  no_args_is_help=True, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+# Sub-applications owned by other parts; mounted when their module is present.
+SUB_APPS = {
+    "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
+    "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
+    "lab": ("edgesec.lab.cli", "app", "Virtual IoT devices in network namespaces."),
+}
+
+
+def setup_logging(verbosity: int) -> None:
+    """Like the original: -ddd is INFO, -dddd DEBUG; warnings are always shown."""
+    level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgesec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[Optional[bool], typer.Option("--version", "-v", callback=_version,  # noqa: UP007
+                                                    is_eager=True, help="Print the version.")] = None,
+) -> None:
+    """edgesec: per-device isolation, RADIUS, mDNS reflection, capture and a vault."""
+
+
+def _load(config: Path):
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"edgesec: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("-c", "--config", help="config.ini of the original")],
+    debug: Annotated[int, typer.Option("-d", count=True, help="More log output (repeat).")] = 0,
+) -> None:
+    """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads)."""
+    setup_logging(debug)
+    settings = _load(config)
+    from edgesec.gateway import Gateway
+
+    try:
+        gateway = Gateway(settings)
+        asyncio.run(gateway.run())
+    except Exception as exc:
+        logging.getLogger("edgesec").debug("start-up failed", exc_info=True)
+        typer.echo(f"edgesec: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ctl(
+    words: Annotated[list[str], typer.Argument(help="COMMAND [ARGS...], or 'watch'")],
+    socket_path: Annotated[Optional[str], typer.Option("--socket", "-s",  # noqa: UP007
+                                                       help="supervisor UNIX socket")] = None,
+    udp: Annotated[Optional[str], typer.Option("--udp", help="HOST:PORT")] = None,  # noqa: UP007
+    config: Annotated[Optional[Path], typer.Option("-c", "--config")] = None,  # noqa: UP007
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the reply")] = 5.0,
+) -> None:
+    """Send one supervisor command and print the reply (exit 1 on FAIL).
+
+    `edgesec ctl watch` subscribes to events and prints them as they come.
+    """
+    from edgesec.supervisor.client import ClientError, SupervisorClient, default_socket
+
+    key = b""
+    if config is not None:
+        settings = _load(config)
+        socket_path = socket_path or str(settings.supervisor.supervisor_control_path)
+        from edgesec.gateway import _control_key
+
+        key = _control_key(settings)
+    try:
+        if udp:
+            host, _, port = udp.rpartition(":")
+            client = SupervisorClient(udp=(host, int(port)), key=key, timeout=timeout)
+        else:
+            client = SupervisorClient(unix_path=socket_path or default_socket(), timeout=timeout)
+        with client:
+            if words == ["watch"]:
+                for line in client.events():
+                    typer.echo(line)
+                return
+            reply = client.request(" ".join(words))
+    except ClientError as exc:
+        typer.echo(f"edgesec: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    typer.echo(reply, nl=False)
+    if reply == "FAIL\n":
+        raise typer.Exit(1)
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="config.ini to check")]) -> None:
+    """Load FILE, report errors (exit 2) or print the effective settings."""
+    logging.basicConfig(level=logging.WARNING, format="edgesec: warning: %(message)s")
+    settings = _load(file)
+    section = ""
+    for sect, key, value in describe(settings):
+        if sect != section:
+            typer.echo(f"[{sect}]")
+            section = sect
+        typer.echo(f"{key} = {value}")
+
+
+@app.command()
+def demo() -> None:
+    """The README's `make demo`: a scripted walk through the gateway."""
+    module = importlib.import_module("edgesec.demo")
+    raise typer.Exit(module.main())
+
+
+def _mount_sub_apps() -> None:
+    for name, (module, attr, help_text) in SUB_APPS.items():
+        try:
+            sub = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        app.add_typer(sub, name=name, help=help_text)
+
 
 def main() -> None:
-    print("edgesec")
+    _mount_sub_apps()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The supervisor: control protocol, command handlers and sockets."""

@@ -1,0 +1,159 @@
+"""Supervisor command handlers: argument checks, registry calls, reply text.
+
+Each handler takes a :class:`Request` and returns the full reply.  A handler
+returns only after the registry committed the change, so ``OK`` means durable.
+Argument rules follow the original (cmd_processor.c) except that extra
+arguments are refused instead of ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edgesec.registry import Registry, RegistryError, normalise_mac
+from edgesec.supervisor import protocol as proto
+
+log = logging.getLogger(__name__)
+
+Channel = Literal["unix", "udp", "udp-auth"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    name: str
+    args: tuple[str, ...]
+    channel: Channel = "unix"
+    peer: object = None
+
+
+Handler = Callable[[Request], str]
+
+
+class CommandError(ValueError):
+    """Bad arguments; answered FAIL and logged."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    handler: Handler
+    arity: tuple[int, ...] | None  # allowed argument counts, None = handler checks
+    secret: bool = False
+
+
+@dataclass
+class CommandTable:
+    """Name -> handler; extra families (crypt, mDNS) register themselves."""
+
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+    def register(self, name: str, handler: Handler, arity: tuple[int, ...] | None = None,
+                 secret: bool = False) -> None:
+        self.entries[name] = _Entry(handler, arity, secret)
+
+    def register_family(self, names: frozenset[str], handle: Callable[[str, tuple[str, ...]], str],
+                        secret: frozenset[str] = frozenset()) -> None:
+        """Register commands served by one ``handle(name, args) -> reply`` function."""
+        for name in names:
+            self.register(name, lambda r, _h=handle: _h(r.name, r.args), None, name in secret)
+
+    def dispatch(self, request: Request) -> str:
+        entry = self.entries.get(request.name)
+        if entry is None:
+            log.info("unknown command %.40r", request.name)
+            return proto.FAIL
+        if entry.arity is not None and len(request.args) not in entry.arity:
+            log.info("%s: expected %s arguments, got %d", request.name,
+                     " or ".join(map(str, entry.arity)), len(request.args))
+            return proto.FAIL
+        if entry.secret and request.channel == "udp":
+            log.warning("%s refused: secret-returning command over unauthenticated UDP",
+                        request.name)
+            return proto.FAIL
+        try:
+            return entry.handler(request)
+        except (CommandError, RegistryError) as exc:
+            log.info("%s: %s", request.name, exc)
+            return proto.FAIL
+        except Exception:
+            log.exception("%s failed", request.name)
+            return proto.FAIL
+
+
+def parse_vlan(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 4094:
+        raise CommandError(f"invalid VLAN id {text!r}")
+    return int(text)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class NetworkCommands:
+    """The original's network and system commands over a :class:`Registry`."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def install(self, table: CommandTable) -> None:
+        r = self.registry
+        table.register("PING_SUPERVISOR", lambda _: proto.PONG, (0,))
+        table.register("SET_IP", self.set_ip, (3,))
+        table.register("ACCEPT_MAC", lambda q: self._ok(r.accept_mac(q.args[0],
+                                                                     parse_vlan(q.args[1]))), (2,))
+        table.register("DENY_MAC", lambda q: self._ok(r.deny_mac(q.args[0])), (1,))
+        table.register("ADD_NAT", lambda q: self._ok(r.set_nat(q.args[0], True)), (1,))
+        table.register("REMOVE_NAT", lambda q: self._ok(r.set_nat(q.args[0], False)), (1,))
+        table.register("ASSIGN_PSK", lambda q: self._ok(r.assign_psk(q.args[0], q.args[1])), (2,))
+        table.register("CLEAR_PSK", lambda q: self._ok(r.clear_psk(q.args[0])), (1,))
+        table.register("GET_MAP", self.get_map, (1,))
+        table.register("GET_ALL", lambda _: proto.format_devices(r.devices()), (0,))
+        table.register("ADD_BRIDGE", self.add_bridge, (2,))
+        table.register("REMOVE_BRIDGE", self.remove_bridge, (2,))
+        table.register("CLEAR_BRIDGE", lambda q: self._ok(r.clear_bridges(q.args[0])), (1,))
+        table.register("GET_BRIDGES", lambda _: proto.format_bridges(r.bridges()), (0,))
+        table.register("REGISTER_TICKET", self.register_ticket, (3,))
+
+    @staticmethod
+    def _ok(_result: object) -> str:
+        return proto.OK
+
+    def set_ip(self, q: Request) -> str:
+        kind, mac, ip = q.args
+        self.registry.set_ip(kind, mac, ip)
+        return proto.OK
+
+    def get_map(self, q: Request) -> str:
+        dev = self.registry.get(q.args[0])
+        return proto.format_device(dev) if dev else proto.OK
+
+    def _macs_of(self, a: str, b: str) -> tuple[str, str]:
+        """ADD_BRIDGE takes two MACs or two IPv4 addresses of known devices."""
+        if _is_ipv4(a) and _is_ipv4(b):
+            da, db = self.registry.device_by_ip(a), self.registry.device_by_ip(b)
+            if da is None or db is None:
+                raise CommandError("both addresses must belong to known devices")
+            return da.mac, db.mac
+        return normalise_mac(a), normalise_mac(b)
+
+    def add_bridge(self, q: Request) -> str:
+        a, b = self._macs_of(*q.args)
+        self.registry.add_bridge(a, b)
+        return proto.OK
+
+    def remove_bridge(self, q: Request) -> str:
+        a, b = self._macs_of(*q.args)
+        self.registry.remove_bridge(a, b)
+        return proto.OK
+
+    def register_ticket(self, q: Request) -> str:
+        issuer, label, vlan = q.args
+        return self.registry.register_ticket(issuer, label, parse_vlan(vlan)).passphrase + "\n"

@@ -1,0 +1,160 @@
+"""The supervisor's text protocol: parsing requests and formatting replies (pure).
+
+Byte-compatible with the original: one command per datagram, words separated
+by single spaces, trailing whitespace ignored, replies ``OK\\n``/``FAIL\\n``
+or data lines ending in ``\\n``.  Differences, all documented in
+docs/supervisor.md: malformed input (empty, non-UTF-8, NUL bytes, oversized,
+unknown command) is answered ``FAIL`` instead of silence.
+
+Authenticated UDP framing (new): ``EDGESEC1 <unix_ts> <nonce_hex> <hmac_hex>
+<command>``, where the HMAC-SHA256 under the shared key covers
+``EDGESEC1 <unix_ts> <nonce_hex> <command>``.  Replies to authenticated
+requests are framed ``EDGESEC1 <nonce_hex> <hmac_hex> <reply>`` with the HMAC
+over ``EDGESEC1 <nonce_hex> <reply>``, so the client can check the reply
+belongs to its request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from edgesec.registry import Bridge, Device
+
+OK = "OK\n"
+FAIL = "FAIL\n"
+PONG = "PONG\n"
+MAX_DATAGRAM = 32 * 1024
+TRAILING = "\t\n\v\f\r "
+AUTH_MAGIC = "EDGESEC1"
+AUTH_WINDOW_S = 30
+
+
+class ProtocolError(ValueError):
+    """A datagram that is not a well-formed command."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    args: tuple[str, ...]
+
+
+def parse_command(data: bytes) -> Command:
+    """Split one request datagram into a command name and its arguments."""
+    if not data:
+        raise ProtocolError("empty datagram")
+    if len(data) > MAX_DATAGRAM:
+        raise ProtocolError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    if b"\0" in data:
+        raise ProtocolError("NUL byte in command")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("command is not UTF-8") from None
+    text = text.rstrip(TRAILING)
+    if not text:
+        raise ProtocolError("blank command")
+    words = text.split(" ")
+    if not words[0]:
+        raise ProtocolError("command starts with a space")
+    return Command(words[0], tuple(words[1:]))
+
+
+def format_device(d: Device) -> str:
+    """The original's 11-field device line (GET_MAP, GET_ALL)."""
+    return (
+        f"{'a' if d.allow else 'd'},{d.mac},{d.primary_ip},{d.secondary_ip},{d.vlanid},"
+        f"{int(d.nat)},{d.label},{d.id},{int(bool(d.psk))},{d.join_ts},{d.status}\n"
+    )
+
+
+def format_devices(devices: list[Device]) -> str:
+    return "".join(format_device(d) for d in devices) or OK
+
+
+def format_bridges(bridges: list[Bridge] | list[tuple[str, str]]) -> str:
+    lines = []
+    for b in bridges:
+        a, c = (b.a, b.b) if isinstance(b, Bridge) else b
+        lines.append(f"{a},{c}\n")
+    return "".join(lines) or OK
+
+
+def format_event(kind: str, mac: str, data: dict) -> str | None:
+    """An event datagram: the original's ``IP``/``AP`` lines plus documented extensions."""
+    if kind == "ip":
+        if data["type"] not in (1, 2):
+            return None
+        return f"IP {mac} {data['ip']} {data['type']} {data['primary']}\n"
+    if kind == "ap":
+        return f"AP {mac} {data['status']}\n"
+    if kind == "bridge_added":
+        return f"BRIDGE_ADDED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
+    if kind == "bridge_removed":
+        return f"BRIDGE_REMOVED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
+    if kind == "mdns" and "text" in data:
+        return f"MDNS {data['text']}\n"
+    return None
+
+
+def _word(text: str) -> str:
+    return text.replace(" ", "_") or "-"
+
+
+# -- authenticated UDP framing ----------------------------------------------
+
+
+def _mac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_request(key: bytes, command: str, now: float | None = None,
+                 nonce: str | None = None) -> tuple[bytes, str]:
+    """Frame ``command`` for an authenticated UDP channel; returns (datagram, nonce)."""
+    ts = int(time.time() if now is None else now)
+    nonce = nonce or secrets.token_hex(8)
+    head = f"{AUTH_MAGIC} {ts} {nonce}"
+    return f"{head} {_mac(key, f'{head} {command}')} {command}".encode(), nonce
+
+
+def verify_request(key: bytes, data: bytes, now: float | None = None) -> tuple[str, str, int]:
+    """Check an authenticated datagram; returns (command text, nonce, timestamp)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("authenticated datagram is not UTF-8") from None
+    parts = text.split(" ", 4)
+    if len(parts) != 5 or parts[0] != AUTH_MAGIC:
+        raise ProtocolError("datagram lacks the EDGESEC1 authentication header")
+    _, ts_text, nonce, tag, command = parts
+    if not ts_text.isdigit() or len(nonce) != 16 or not _is_hex(nonce):
+        raise ProtocolError("malformed authentication header")
+    expected = _mac(key, f"{AUTH_MAGIC} {ts_text} {nonce} {command}")
+    if not hmac.compare_digest(expected, tag):
+        raise ProtocolError("bad HMAC")
+    ts = int(ts_text)
+    if abs((time.time() if now is None else now) - ts) > AUTH_WINDOW_S:
+        raise ProtocolError("timestamp outside the replay window")
+    return command, nonce, ts
+
+
+def sign_reply(key: bytes, nonce: str, reply: str) -> bytes:
+    return f"{AUTH_MAGIC} {nonce} {_mac(key, f'{AUTH_MAGIC} {nonce} {reply}')} {reply}".encode()
+
+
+def verify_reply(key: bytes, nonce: str, data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    parts = text.split(" ", 3)
+    if len(parts) != 4 or parts[0] != AUTH_MAGIC or parts[1] != nonce:
+        raise ProtocolError("reply does not answer this request")
+    if not hmac.compare_digest(_mac(key, f"{AUTH_MAGIC} {nonce} {parts[3]}"), parts[2]):
+        raise ProtocolError("bad reply HMAC")
+    return parts[3]
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)

@@ -1,0 +1,232 @@
+"""The supervisor's sockets: a UNIX datagram socket and a UDP socket, plus event fan-out.
+
+Safer than the original (docs/supervisor.md): the UDP socket binds 127.0.0.1
+unless configured otherwise, and a non-loopback bind requires a shared key
+with every UDP request authenticated (HMAC + timestamp + nonce against
+replay); the UNIX socket is created mode 0660; every malformed datagram is
+answered ``FAIL`` with a rate-limited log line; event subscribers that go
+away are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from edgesec.events import Event, EventBus
+from edgesec.supervisor import protocol as proto
+from edgesec.supervisor.commands import Channel, CommandTable, Request
+
+log = logging.getLogger(__name__)
+
+MAX_SUBSCRIBERS = 64
+MAX_SEND_FAILURES = 3
+LOG_BURST = 10  # malformed-datagram log lines per LOG_WINDOW_S
+LOG_WINDOW_S = 10.0
+
+
+class ConfigurationError(RuntimeError):
+    """The supervisor cannot start as configured."""
+
+
+class RateLimitedLog:
+    """At most ``LOG_BURST`` warnings per window; the rest are counted."""
+
+    def __init__(self) -> None:
+        self.window_start = 0.0
+        self.count = 0
+        self.suppressed = 0
+
+    def warn(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.window_start > LOG_WINDOW_S:
+            if self.suppressed:
+                log.warning("%d more malformed datagrams were not logged", self.suppressed)
+            self.window_start, self.count, self.suppressed = now, 0, 0
+        if self.count < LOG_BURST:
+            self.count += 1
+            log.warning(msg, *args)
+        else:
+            self.suppressed += 1
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, server: SupervisorServer, channel: Channel) -> None:
+        self.server = server
+        self.channel = channel
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        reply = self.server.handle(data, addr, self.channel)
+        if reply is not None and addr and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("%s socket error: %s", self.channel, exc)
+
+
+class SupervisorServer:
+    """Serves a :class:`CommandTable` on the configured sockets."""
+
+    name = "supervisor"
+
+    def __init__(self, table: CommandTable, bus: EventBus, unix_path: Path | None,
+                 udp_address: str = "127.0.0.1", udp_port: int = 0, key: bytes = b"") -> None:
+        self.table = table
+        self.bus = bus
+        self.unix_path = unix_path
+        self.udp_address = udp_address
+        self.udp_port = udp_port
+        self.key = key
+        self.udp_authenticated = not ipaddress.ip_address(udp_address).is_loopback
+        if self.udp_authenticated and udp_port and not key:
+            raise ConfigurationError(
+                f"[supervisor] the UDP socket would listen on {udp_address}, which is not "
+                "loopback: set supervisorControlKey (or supervisorControlKeyFile) so that "
+                "requests are authenticated, or bind 127.0.0.1")
+        self.subscribers: collections.OrderedDict[tuple[str, Any], int] = \
+            collections.OrderedDict()
+        self.bad = RateLimitedLog()
+        self.malformed = 0
+        self._seen_nonces: dict[str, float] = {}
+        self._endpoints: list[_Endpoint] = []
+        self._unsubscribe = bus.subscribe(self._on_event)
+        self.bound_udp: tuple[str, int] | None = None
+        table.register("SUBSCRIBE_EVENTS", self._subscribe, (0,))
+        table.register("UNSUBSCRIBE_EVENTS", self._unsubscribe_peer, (0,))
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.unix_path is not None:
+            path = self.unix_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() or path.is_symlink():
+                path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            old = os.umask(0o117)
+            try:
+                sock.bind(str(path))
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o660)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
+            await self._serve(loop, sock, "unix")
+        if self.udp_port:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.udp_address, self.udp_port))
+            self.bound_udp = sock.getsockname()
+            await self._serve(loop, sock, "udp-auth" if self.udp_authenticated else "udp")
+        log.info("supervisor listening on %s and udp %s", self.unix_path, self.bound_udp)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                     channel: Channel) -> None:
+        sock.setblocking(False)
+        _, endpoint = await loop.create_datagram_endpoint(
+            lambda: _Endpoint(self, channel), sock=sock)
+        endpoint.sock = sock
+        self._endpoints.append(endpoint)
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        for endpoint in self._endpoints:
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        self._endpoints.clear()
+        if self.unix_path is not None and self.unix_path.exists():
+            self.unix_path.unlink()
+
+    def status(self) -> str:
+        return (f"listening unix={self.unix_path} udp={self.bound_udp} "
+                f"subscribers={len(self.subscribers)} malformed={self.malformed}")
+
+    # -- requests ----------------------------------------------------------------
+    def handle(self, data: bytes, addr: Any, channel: Channel) -> bytes | None:
+        nonce = ""
+        if channel == "udp-auth":
+            try:
+                text, nonce, ts = proto.verify_request(self.key, data)
+                self._check_replay(nonce, ts)
+            except proto.ProtocolError as exc:
+                self.malformed += 1
+                self.bad.warn("unauthenticated UDP datagram from %s: %s", addr, exc)
+                return None  # no oracle for attackers
+            data = text.encode()
+        try:
+            command = proto.parse_command(data)
+        except proto.ProtocolError as exc:
+            self.malformed += 1
+            self.bad.warn("malformed command from %s: %s", addr or "unbound client", exc)
+            reply = proto.FAIL
+        else:
+            reply = self.table.dispatch(Request(command.name, command.args, channel,
+                                                (channel, addr)))
+        if channel == "udp-auth":
+            return proto.sign_reply(self.key, nonce, reply)
+        return reply.encode()
+
+    def _check_replay(self, nonce: str, ts: int) -> None:
+        now = time.time()
+        if len(self._seen_nonces) > 10_000:
+            cutoff = now - 2 * proto.AUTH_WINDOW_S
+            self._seen_nonces = {n: t for n, t in self._seen_nonces.items() if t > cutoff}
+        if nonce in self._seen_nonces:
+            raise proto.ProtocolError("replayed nonce")
+        self._seen_nonces[nonce] = now
+
+    # -- events ------------------------------------------------------------------
+    def _subscribe(self, q: Request) -> str:
+        channel, addr = q.peer  # type: ignore[misc]
+        if not addr:
+            return proto.FAIL  # an unbound UNIX client cannot receive events
+        key = (channel, addr)
+        self.subscribers[key] = 0
+        self.subscribers.move_to_end(key)
+        while len(self.subscribers) > MAX_SUBSCRIBERS:
+            dropped, _ = self.subscribers.popitem(last=False)
+            log.warning("too many event subscribers: dropped the oldest %s", dropped)
+        return proto.OK
+
+    def _unsubscribe_peer(self, q: Request) -> str:
+        self.subscribers.pop(q.peer, None)  # type: ignore[arg-type]
+        return proto.OK
+
+    def _on_event(self, event: Event) -> None:
+        text = proto.format_event(event.kind, event.mac, dict(event.data))
+        if text is None or not self.subscribers:
+            return
+        self.broadcast(text.encode())
+
+    def broadcast(self, payload: bytes) -> None:
+        socks = {ep.channel: ep.sock for ep in self._endpoints if ep.sock is not None}
+        for key in list(self.subscribers):
+            channel, addr = key
+            sock = socks.get(channel)
+            if sock is None:
+                continue
+            try:
+                sock.sendto(payload, addr)
+                self.subscribers[key] = 0
+            except (BlockingIOError, InterruptedError):
+                pass  # a slow subscriber misses one event; it is not dropped for that
+            except OSError as exc:
+                failures = self.subscribers.get(key, 0) + 1
+                if failures >= MAX_SEND_FAILURES or isinstance(
+                        exc, (FileNotFoundError, ConnectionRefusedError)):
+                    log.info("event subscriber %s went away (%s): dropped", addr, exc)
+                    self.subscribers.pop(key, None)
+                else:
+                    self.subscribers[key] = failures
