@@ -21,7 +21,7 @@ import typer
 from edgesec.capture.options import CaptureOptions
 from edgesec.capture.recap import RecapResult, recap
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False,
                   help="Decode a pcap file or stream into the capture DB.")
 
 
@@ -48,6 +48,7 @@ def _run(stream: BinaryIO, options: CaptureOptions, ifname: str, transaction: bo
 
 @app.callback(invoke_without_command=True)
 def recap_command(
+    ctx: typer.Context,
     pcap: Annotated[Path | None, typer.Option("-p", help="pcap input file")] = None,
     db: Annotated[Path | None, typer.Option("-f", help="output SQLite DB (FIFO with -k)")] = None,
     ifname: Annotated[str, typer.Option("-i", help="interface name recorded")] = "ifname",
@@ -59,6 +60,9 @@ def recap_command(
         "--middlewares", help="comma-separated middlewares")] = "header",
 ) -> None:
     """Decode PCAP (or stdin) into the header tables of DB."""
+    if pcap is None and db is None and not stdin and not pipe:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)])
     if db is None:
         typer.echo("error: -f DB is required", err=True)

@@ -76,11 +76,13 @@ class PcapReader:
         eof = False
         while True:
             if len(buf) - pos < 16 and not eof:
-                more = self._stream.read(_CHUNK)
-                if not more:
-                    eof = True
-                buf = buf[pos:] + more
+                buf = buf[pos:]
                 pos = 0
+                while len(buf) < 16 and not eof:
+                    more = self._stream.read(_CHUNK)
+                    if not more:
+                        eof = True
+                    buf += more
             if len(buf) - pos == 0 and eof:
                 return
             if len(buf) - pos < 16:

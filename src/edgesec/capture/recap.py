@@ -44,7 +44,7 @@ def recap(stream: BinaryIO, options: CaptureOptions, *, ifname: str = "ifname",
     if reader and linktype != 1:
         error = f"unsupported link type {linktype} (only Ethernet, 1, is decoded)"
         reader = None
-    pipe = Pipeline(options, middlewares or options.middlewares,
+    pipe = Pipeline(options, middlewares or ("header",),
                     transaction=transaction, linktype=linktype)
     try:
         if reader is not None:
