@@ -559,7 +559,7 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             ini = f.metadata.get("ini")
             if ini is not None:
                 if isinstance(value, tuple):
-                    value = ",".join(value)
+                    value = (":" if f.name == "bin_path" else ",").join(value)
                 rows.append((name, ini, "" if value is None else str(value)))
         if name == "interfaces":
             for s in settings.interfaces.subnets:
