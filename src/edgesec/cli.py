@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -43,8 +43,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    version: Annotated[Optional[bool], typer.Option("--version", "-v", callback=_version,  # noqa: UP007
-                                                    is_eager=True, help="Print the version.")] = None,
+    version: Annotated[bool | None, typer.Option(
+        "--version", "-v", callback=_version, is_eager=True, help="Print the version.")] = None,
 ) -> None:
     """edgesec: per-device isolation, RADIUS, mDNS reflection, capture and a vault."""
 
@@ -79,10 +79,10 @@ def run(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def ctl(
     words: Annotated[list[str], typer.Argument(help="COMMAND [ARGS...], or 'watch'")],
-    socket_path: Annotated[Optional[str], typer.Option("--socket", "-s",  # noqa: UP007
+    socket_path: Annotated[str | None, typer.Option("--socket", "-s",
                                                        help="supervisor UNIX socket")] = None,
-    udp: Annotated[Optional[str], typer.Option("--udp", help="HOST:PORT")] = None,  # noqa: UP007
-    config: Annotated[Optional[Path], typer.Option("-c", "--config")] = None,  # noqa: UP007
+    udp: Annotated[str | None, typer.Option("--udp", help="HOST:PORT")] = None,
+    config: Annotated[Path | None, typer.Option("-c", "--config")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the reply")] = 5.0,
 ) -> None:
     """Send one supervisor command and print the reply (exit 1 on FAIL).

@@ -46,6 +46,7 @@ class SupervisedProcess:
         self.restarts = 0
         self.last_exit: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._relay: asyncio.Task[None] | None = None
         self._stopping = False
         self._started = asyncio.Event()
 
@@ -74,7 +75,7 @@ class SupervisedProcess:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)
         log.info("%s started: pid %d", self.name, self.proc.pid)
-        asyncio.create_task(self._relay_output(self.proc), name=f"log-{self.name}")
+        self._relay = asyncio.create_task(self._relay_output(self.proc), name=f"log-{self.name}")
         if self.on_started is not None:
             result = self.on_started(self.proc.pid)
             if asyncio.iscoroutine(result):

@@ -457,7 +457,8 @@ class Registry:
     def _check_vlan_or_default(self, dev: Device) -> None:
         if self.settings.interfaces.subnets and \
                 self.settings.interfaces.subnet_for_vlan(dev.vlanid) is None:
-            raise RegistryError(f"device {dev.mac} is on VLAN {dev.vlanid}, which is not configured")
+            raise RegistryError(
+                f"device {dev.mac} is on VLAN {dev.vlanid}, which is not configured")
 
 
 def _check_label(label: str) -> str:
