@@ -131,10 +131,10 @@ def verify_request(key: bytes, data: bytes, now: float | None = None) -> tuple[s
     if len(parts) != 5 or parts[0] != AUTH_MAGIC:
         raise ProtocolError("datagram lacks the EDGESEC1 authentication header")
     _, ts_text, nonce, tag, command = parts
-    if not ts_text.isdigit() or len(nonce) != 16 or not _is_hex(nonce):
+    if not (ts_text.isascii() and ts_text.isdigit()) or len(nonce) != 16 or not _is_hex(nonce):
         raise ProtocolError("malformed authentication header")
     expected = _mac(key, f"{AUTH_MAGIC} {ts_text} {nonce} {command}")
-    if not hmac.compare_digest(expected, tag):
+    if not hmac.compare_digest(expected.encode(), tag.encode()):
         raise ProtocolError("bad HMAC")
     ts = int(ts_text)
     if abs((time.time() if now is None else now) - ts) > AUTH_WINDOW_S:
@@ -151,7 +151,8 @@ def verify_reply(key: bytes, nonce: str, data: bytes) -> str:
     parts = text.split(" ", 3)
     if len(parts) != 4 or parts[0] != AUTH_MAGIC or parts[1] != nonce:
         raise ProtocolError("reply does not answer this request")
-    if not hmac.compare_digest(_mac(key, f"{AUTH_MAGIC} {nonce} {parts[3]}"), parts[2]):
+    if not hmac.compare_digest(_mac(key, f"{AUTH_MAGIC} {nonce} {parts[3]}").encode(),
+                               parts[2].encode()):
         raise ProtocolError("bad reply HMAC")
     return parts[3]
 
