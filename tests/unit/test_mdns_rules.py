@@ -93,10 +93,12 @@ def _announce_and_expose(k: Knowledge, reg: Registry, iface: str = "br5") -> Non
     k.expose(iface, "10.0.2.10", A, 0)
 
 
-def test_bridge_when_answer_was_reflected_onto_b(registry):
+def test_bridge_when_answer_was_reflected_onto_b_only_if_passive(registry):
     k = Knowledge()
     _announce_and_expose(k, registry)
     d = decide(k, registry.device_by_ip, "10.0.5.10", "10.0.2.10", "br5", 1)
+    assert not d.bridge and "never discovered" in d.reason
+    d = decide(k, registry.device_by_ip, "10.0.5.10", "10.0.2.10", "br5", 1, passive=True)
     assert d.bridge and {d.a, d.b} == {A, B}
     assert "devicea.local" in d.reason and d.reason.startswith("mdns:")
     events: list[Event] = []
@@ -118,7 +120,8 @@ def test_bridge_when_b_queried_the_name(registry):
 
 def test_no_bridge_for_device_that_never_discovered(registry):
     k = Knowledge()
-    _announce_and_expose(k, registry, iface="br5")
+    _announce_and_expose(k, registry, iface="br7")
+    k.learn(decode(_query("other.local")), "10.0.7.10", C, "br7", 0)
     d = decide(k, registry.device_by_ip, "10.0.7.10", "10.0.2.10", "br7", 1)
     assert not d.bridge and "never discovered" in d.reason
 
@@ -128,6 +131,7 @@ def test_announcing_a_victims_address_is_not_bridged(registry):
     k = Knowledge()
     k.learn(decode(_answer("evil.local", "10.0.5.20")), "10.0.2.10", A, "br2", 0)
     k.expose("br7", "10.0.5.20", A, 0)
+    k.learn(decode(_query("evil.local")), "10.0.7.10", C, "br7", 0)
     d = decide(k, registry.device_by_ip, "10.0.7.10", "10.0.5.20", "br7", 1)
     assert not d.bridge and "not announced by its owner" in d.reason
     # and an address nobody leased is refused too
@@ -139,6 +143,7 @@ def test_announcing_a_victims_address_is_not_bridged(registry):
 def test_switch_off_expiry_and_window(registry):
     k = Knowledge(discovery_ttl=30)
     _announce_and_expose(k, registry)
+    k.learn(decode(_query("devicea.local")), "10.0.5.10", B, "br5", 0)
     assert not decide(k, registry.device_by_ip, "10.0.5.10", "10.0.2.10", "br5", 1,
                       enabled=False).bridge
     assert not decide(k, registry.device_by_ip, "10.0.5.10", "10.0.2.10", "br5", 31).bridge

@@ -12,8 +12,12 @@ The rule (safer than the original, which trusted any A record):
    and A itself announced X over mDNS (so a device announcing a victim's
    address gains nothing);
 3. the connecting source is a known device B, B != A;
-4. B discovered X: the answer carrying X was reflected onto B's bridge, or
-   B queried one of the names resolving to X, within the discovery window.
+4. B discovered X: B itself queried one of the names resolving to X (the
+   host name, the service instance or the service type) within the discovery
+   window.  Merely sharing a bridge onto which an answer was reflected is not
+   enough by default (every device of a subnet receives every reflected
+   answer, which says nothing about intent); ``passive=True``
+   (``mdnsBridgePassive``) also accepts that.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def decide(
     interface: str,
     now: float,
     enabled: bool = True,
+    passive: bool = False,
 ) -> Decision:
     """Apply the rule to a first packet ``src_ip`` -> ``dst_ip`` seen on ``interface``."""
     if not enabled:
@@ -73,10 +78,10 @@ def decide(
         return Decision(False, a, "", f"source {src_ip} is not a known device")
     if a == b:
         return Decision(False, a, b, "source and destination are the same device")
-    if knowledge.exposed_to(interface, dst_ip, now) == a:
-        how = f"the answer was reflected onto {interface}"
-    elif knowledge.queried(src_ip, knowledge.names_for(dst_ip, now), now):
+    if knowledge.queried(src_ip, knowledge.names_for(dst_ip, now), now):
         how = f"{src_ip} queried its name"
+    elif passive and knowledge.exposed_to(interface, dst_ip, now) == a:
+        how = f"the answer was reflected onto {interface}"
     else:
         return Decision(False, a, b, f"{src_ip} never discovered {dst_ip}")
     names = sorted(n for n in knowledge.names_for(dst_ip, now) if "._" not in n)

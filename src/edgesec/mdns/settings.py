@@ -7,15 +7,16 @@ config module that does not yet know a key still yields the documented
 default.  Keys (INI name -> field, default):
 
 ================== ========================= =========
-mdnsReflectIp4     mdns_reflect_ip4           false
-mdnsReflectIp6     mdns_reflect_ip6           false
+mdnsReflectIp4     mdns_reflect_ip4           true (as edgesec.config)
+mdnsReflectIp6     mdns_reflect_ip6           true (as edgesec.config)
 mdnsFilter         mdns_filter                ""  (kept for compatibility, unused)
 mdnsAutoBridge     mdns_auto_bridge           true
 mdnsBridgeExpiry   mdns_bridge_expiry         0   (seconds, 0 = never)
 mdnsServiceAllow   mdns_service_allow         ""  (comma list, empty = all)
 mdnsRateLimit      mdns_rate_limit            50  (packets/s per source+iface)
-mdnsRateBurst      mdns_rate_burst            100 (packets)
 mdnsMaxPacket      mdns_max_packet            9000 (bytes)
+mdnsBridgePassive  mdns_bridge_passive        false
+mdnsRateBurst      mdns_rate_burst            100 (packets)
 mdnsDiscoveryTtl   mdns_discovery_ttl         600 (seconds)
 mdnsLogGroup       mdns_log_group             5353 (NFLOG group)
 ================== ========================= =========
@@ -58,9 +59,10 @@ def _as_bool(value: Any) -> bool:
 class MdnsSettings:
     """Everything the mDNS service needs beyond the subnet list."""
 
-    reflect_ip4: bool = False
-    reflect_ip6: bool = False
+    reflect_ip4: bool = True
+    reflect_ip6: bool = True
     auto_bridge: bool = True
+    bridge_passive: bool = False
     bridge_expiry: float = 0.0
     service_allow: tuple[str, ...] = ()
     rate_limit: float = 50.0
@@ -93,6 +95,7 @@ class MdnsSettings:
             reflect_ip4=_as_bool(get("mdns_reflect_ip4", d.reflect_ip4)),
             reflect_ip6=_as_bool(get("mdns_reflect_ip6", d.reflect_ip6)),
             auto_bridge=_as_bool(get("mdns_auto_bridge", d.auto_bridge)),
+            bridge_passive=_as_bool(get("mdns_bridge_passive", d.bridge_passive)),
             bridge_expiry=float(get("mdns_bridge_expiry", d.bridge_expiry)),
             service_allow=parse_service_list(get("mdns_service_allow", "")),
             rate_limit=float(get("mdns_rate_limit", d.rate_limit)),

@@ -1,0 +1,241 @@
+"""The mDNS service: reflector + knowledge + automatic bridging, for the gateway.
+
+Owns wiring the parts together and the service protocol (async start/stop,
+one-line status), the ``MDNS_NAMES`` supervisor command and the ``mdns``
+events on the registry's bus:
+
+* ``Event("mdns", mac, {"action": "announce", "name", "type", "value", "ip",
+  "interface", "ttl"})`` for each newly learned record;
+* ``Event("mdns", mac_b, {"action": "bridge", "peer": mac_a, "reason"})``
+  when an automatic bridge was made (the registry's own ``bridge_added``
+  event carries the same reason).
+
+Entry points for the lead: :func:`build_mdns_service` (factory used by
+``edgesec.gateway``), :meth:`MdnsService.handle_mdns_names` and
+:meth:`MdnsService.register_commands`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from edgesec.events import Event
+from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
+from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, Limits, Message
+from edgesec.mdns.detect import Detector
+from edgesec.mdns.knowledge import Knowledge
+from edgesec.mdns.nflog import NflogSocket
+from edgesec.mdns.pipeline import Interface, Pipeline
+from edgesec.mdns.ratelimit import RateLimiter
+from edgesec.mdns.reflector import Reflector
+from edgesec.mdns.settings import MdnsSettings
+
+__all__ = ["MdnsService", "build_mdns_service"]
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 2.0
+MAX_EVENTS_PER_PACKET = 16
+
+
+class MdnsService:
+    """Reflects mDNS between device bridges and bridges devices that discovered each other."""
+
+    name = "mdns"
+
+    def __init__(self, settings: Any, registry: Any, mdns: MdnsSettings | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.mdns = mdns or MdnsSettings.from_settings(settings)
+        nat_if = getattr(getattr(settings, "nat", None), "nat_interface", "") or ""
+        self.subnets = [
+            (s.bridge, s.gateway, s.network)
+            for s in settings.interfaces.subnets
+            if s.bridge != nat_if  # never the WAN
+        ]
+        self.knowledge = Knowledge(self.mdns.discovery_ttl)
+        self.pipeline = Pipeline(
+            Limits(max_size=self.mdns.max_packet),
+            RateLimiter(self.mdns.rate_limit, self.mdns.rate_burst),
+            frozenset(self.mdns.service_allow),
+        )
+        self.reflector = Reflector(self.subnets, self.pipeline, self.mdns.reflect_ip4,
+                                   self.mdns.reflect_ip6, self._on_packet)
+        self.bridger = AutoBridger(registry, self.mdns.bridge_expiry)
+        self.detector: Detector | None = None
+        self.nflog: NflogSocket | None = None
+        self._refreshed: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.detect_error = ""
+        self.first_packets = 0
+        self.refusals: dict[str, int] = {}
+
+    # -- service protocol -----------------------------------------------------
+    async def start(self) -> None:
+        """Open sockets, install the detection table and NFLOG reader."""
+        self._loop = asyncio.get_running_loop()
+        self.reflector.start()
+        if self.mdns.auto_bridge:
+            try:
+                self.detector = Detector([b for b, _g, _n in self.subnets], self.mdns.log_group,
+                                         int(self.mdns.discovery_ttl))
+                self.detector.install()
+                self.nflog = NflogSocket(self.mdns.log_group)
+                self._loop.add_reader(self.nflog.fileno(), self._on_nflog)
+            except Exception as exc:  # reflection still works without auto-bridging
+                self.detect_error = str(exc)
+                log.error("mdns: automatic bridging unavailable: %s", exc)
+                await self._stop_detection()
+        self._task = asyncio.create_task(self._housekeeping(), name="mdns-housekeeping")
+
+    async def stop(self) -> None:
+        """Close sockets and remove the detection table."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.reflector.stop()
+        await self._stop_detection()
+
+    async def _stop_detection(self) -> None:
+        if self.nflog is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self.nflog.fileno())
+            self.nflog.close()
+            self.nflog = None
+        if self.detector is not None:
+            try:
+                self.detector.remove()
+            except Exception as exc:
+                log.warning("mdns: cannot remove detection table: %s", exc)
+            self.detector = None
+
+    def status(self) -> str:
+        """One line: where we reflect and what happened so far."""
+        c = self.pipeline.counters
+        dropped = sum(v for k, v in c.items() if k != "reflected")
+        fams = "+".join(n for n, on in (("v4", self.mdns.reflect_ip4),
+                                        ("v6", self.mdns.reflect_ip6)) if on) or "off"
+        if self.nflog is not None:
+            bridging = "auto-bridge on"
+        elif self.detect_error:
+            bridging = f"auto-bridge off ({self.detect_error})"
+        else:
+            bridging = "auto-bridge off"
+        return (f"reflecting {fams} on {','.join(self.reflector.interfaces()) or 'nothing'}; "
+                f"reflected {c['reflected']}, dropped {dropped} (rate {c['rate']}); "
+                f"{len(self.knowledge)} names; {bridging}, {self.bridger.created} made")
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            try:
+                now = self.reflector.clock()
+                self.knowledge.expire(now)
+                self.bridger.expire()
+                self.reflector.rescan()
+            except Exception:
+                log.exception("mdns: housekeeping failed")
+
+    # -- learning -------------------------------------------------------------
+    def _mac_of(self, ip: str) -> str:
+        return owner_mac(self.registry.device_by_ip, ip)
+
+    def _on_packet(self, msg: Message, src: str, iface: Interface,
+                   targets: list[Interface]) -> None:
+        now = self.reflector.clock()
+        mac = self._mac_of(src)
+        changed = self.knowledge.learn(msg, src, mac, iface.name, now)
+        for ann in changed[:MAX_EVENTS_PER_PACKET]:
+            self._publish(Event("mdns", mac, {
+                "action": "announce", "name": ann.name, "type": ann.type_name,
+                "value": ann.value, "ip": src, "interface": iface.name,
+                "ttl": int(ann.expires - now)}))
+        if not msg.is_response or not mac:
+            return
+        # Only the announcer's own leased address counts (safer than the original).
+        owned = {r.value for r in msg.records
+                 if r.rtype in (TYPE_A, TYPE_AAAA) and r.ttl > 0 and self._mac_of(r.value) == mac}
+        for addr in owned:
+            for t in targets:
+                self.knowledge.expose(t.name, addr, mac, now)
+        fresh = [a for a in owned if self._refreshed.get(a, 0.0) <= now]
+        if fresh and self.detector is not None:
+            try:
+                self.detector.announce(fresh)
+                for a in fresh:
+                    self._refreshed[a] = now + self.mdns.discovery_ttl / 4
+            except Exception as exc:
+                log.warning("mdns: cannot update announced set: %s", exc)
+
+    def _publish(self, event: Event) -> None:
+        bus = getattr(self.registry, "bus", None)
+        if bus is not None:
+            bus.publish(event)
+
+    # -- automatic bridging ---------------------------------------------------
+    def _on_nflog(self) -> None:
+        if self.nflog is None:
+            return
+        for pkt in self.nflog.read():
+            self.first_packet(pkt.src, pkt.dst, pkt.indev)
+
+    def _ifname(self, index: int) -> str:
+        for ep in self.reflector.endpoints.values():
+            if ep.iface.index == index:
+                return ep.iface.name
+        with contextlib.suppress(OSError):
+            return socket.if_indextoname(index)
+        return ""
+
+    def first_packet(self, src: str, dst: str, indev: int) -> bool:
+        """Apply the bridging rule to a logged first packet; True when a bridge was made."""
+        self.first_packets += 1
+        now = self.reflector.clock()
+        d = decide(self.knowledge, self.registry.device_by_ip, src, dst, self._ifname(indev),
+                   now, self.mdns.auto_bridge, self.mdns.bridge_passive)
+        if not d.bridge:
+            self.refusals[d.reason] = self.refusals.get(d.reason, 0) + 1
+            log.info("mdns: no bridge for %s -> %s: %s", src, dst, d.reason)
+            return False
+        if not self.bridger.apply(d):
+            return False
+        self._publish(Event("mdns", d.b, {"action": "bridge", "peer": d.a, "reason": d.reason}))
+        return True
+
+    # -- supervisor command ---------------------------------------------------
+    def handle_mdns_names(self, args: tuple[str, ...]) -> str:
+        """``MDNS_NAMES [filter]``: one line per learned record, or ``FAIL`` when none.
+
+        Line: ``name,type,value,mac,ip,interface,ttl_left`` (``value`` of SRV
+        is ``prio weight port target``).  The optional argument keeps lines
+        whose name, value, MAC or IP contains it.
+        """
+        now = self.reflector.clock()
+        needle = args[0].lower() if args else ""
+        lines = []
+        for a in self.knowledge.announcements(now):
+            if needle and not any(needle in f.lower() for f in (a.name, a.value, a.mac, a.ip)):
+                continue
+            name = a.name.replace(",", "\\,")
+            value = a.value.replace(",", "\\,")
+            lines.append(f"{name},{a.type_name},{value},{a.mac},{a.ip},{a.interface},"
+                         f"{int(a.expires - now)}\n")
+        return "".join(lines) if lines else "FAIL\n"
+
+    def register_commands(self, table: Any) -> None:
+        """Register ``MDNS_NAMES`` on the supervisor's command table."""
+        table.register("MDNS_NAMES", lambda req: self.handle_mdns_names(tuple(req.args)), (0, 1))
+
+
+def build_mdns_service(settings: Any, registry: Any) -> MdnsService:
+    """Factory used by the gateway (``exec_mdns_forward``)."""
+    return MdnsService(settings, registry)
+
+
