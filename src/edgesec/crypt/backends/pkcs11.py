@@ -33,13 +33,45 @@ def _pkcs11() -> Any:
     return pkcs11
 
 
-class Pkcs11RootKey:
-    """A handle on the token key plus the session it lives in."""
+class _Shared:
+    """One logged-in session per (module, token), shared and reference-counted.
 
-    def __init__(self, session: Any, key: Any) -> None:
-        self._session = session
+    PKCS#11 login state is per application and token: a second C_Login fails
+    with CKR_USER_ALREADY_LOGGED_IN and closing any logged-in session logs all
+    of them out, so every root key of the process shares one session (under a
+    lock, since sessions are not thread-safe).
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.refs = 0
+        self.lock = threading.RLock()
+
+
+_SESSIONS: dict[tuple[str, str], _Shared] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _release(ident: tuple[str, str]) -> None:
+    with _REGISTRY_LOCK:
+        shared = _SESSIONS.get(ident)
+        if shared is None:
+            return
+        shared.refs -= 1
+        if shared.refs <= 0:
+            del _SESSIONS[ident]
+            with contextlib.suppress(Exception):  # a dead session is harmless
+                shared.session.close()
+
+
+class Pkcs11RootKey:
+    """A handle on the token key plus the shared session it lives in."""
+
+    def __init__(self, ident: tuple[str, str], shared: _Shared, key: Any) -> None:
+        self._ident = ident
+        self._session = shared.session
         self._key = key
-        self._lock = threading.Lock()
+        self._lock = shared.lock
         self._p11 = _pkcs11()
 
     def _param(self, nonce: bytes, aad: bytes) -> Any:
@@ -79,11 +111,11 @@ class Pkcs11RootKey:
 
     def close(self) -> None:
         with self._lock:
+            if self._key is None:
+                return
             self._key = None
-            if self._session is not None:
-                with contextlib.suppress(Exception):  # a dead session is harmless
-                    self._session.close()
-                self._session = None
+            self._session = None
+        _release(self._ident)
 
 
 class Pkcs11Backend:
@@ -106,9 +138,19 @@ class Pkcs11Backend:
         )
         return pin.decode("utf-8", "surrogateescape")
 
-    def _session(self, token_label: str) -> Any:
-        p11 = _pkcs11()
+    def _acquire(self, token_label: str) -> tuple[tuple[str, str], _Shared]:
+        """The shared logged-in session for the token (refcount +1)."""
         module = str(self._settings.pkcs11_module)
+        ident = (module, token_label)
+        with _REGISTRY_LOCK:
+            shared = _SESSIONS.get(ident)
+            if shared is None:
+                shared = _SESSIONS[ident] = _Shared(self._login(module, token_label))
+            shared.refs += 1
+            return ident, shared
+
+    def _login(self, module: str, token_label: str) -> Any:
+        p11 = _pkcs11()
         try:
             lib = p11.lib(module)
         except Exception as exc:
@@ -116,7 +158,10 @@ class Pkcs11Backend:
         try:
             token = lib.get_token(token_label=token_label)
         except p11.NoSuchToken:
-            # tokens initialised after the library was loaded need a re-scan
+            # a token initialised after the library was loaded needs a re-scan,
+            # which would invalidate open sessions: only do it when there are none
+            if _SESSIONS:
+                raise BackendError(f"no PKCS#11 token labelled {token_label!r}") from None
             lib.reinitialize()
             try:
                 token = lib.get_token(token_label=token_label)
@@ -135,25 +180,26 @@ class Pkcs11Backend:
         p11 = _pkcs11()
         s = self._settings
         label = f"{s.pkcs11_key_label}-{secrets.token_hex(6)}"
-        session = self._session(s.pkcs11_token)
+        ident, shared = self._acquire(s.pkcs11_token)
         try:
-            key = session.generate_key(
+            with shared.lock:
+                key = shared.session.generate_key(
                 p11.KeyType.AES,
-                256,
-                label=label,
-                store=True,
-                capabilities=p11.MechanismFlag.ENCRYPT | p11.MechanismFlag.DECRYPT,
-                template={
-                    p11.Attribute.SENSITIVE: True,
-                    p11.Attribute.EXTRACTABLE: False,
-                    p11.Attribute.PRIVATE: True,
-                },
-            )
+                    256,
+                    label=label,
+                    store=True,
+                    capabilities=p11.MechanismFlag.ENCRYPT | p11.MechanismFlag.DECRYPT,
+                    template={
+                        p11.Attribute.SENSITIVE: True,
+                        p11.Attribute.EXTRACTABLE: False,
+                        p11.Attribute.PRIVATE: True,
+                    },
+                )
         except p11.PKCS11Error as exc:
-            session.close()
+            _release(ident)
             raise BackendError(f"cannot generate the root key on the token: {exc!r}") from exc
         params = {"token": s.pkcs11_token, "key_label": label, "mechanism": "CKM_AES_GCM"}
-        return Pkcs11RootKey(session, key), params
+        return Pkcs11RootKey(ident, shared, key), params
 
     def _find(self, session: Any, label: str) -> Any:
         p11 = _pkcs11()
@@ -169,21 +215,23 @@ class Pkcs11Backend:
             token, label = str(params["token"]), str(params["key_label"])
         except (KeyError, TypeError) as exc:
             raise VaultFormatError(f"bad pkcs11-backend parameters: {exc}") from exc
-        session = self._session(token)
+        ident, shared = self._acquire(token)
         try:
-            key = self._find(session, label)
+            with shared.lock:
+                key = self._find(shared.session, label)
         except BackendError:
-            session.close()
+            _release(ident)
             raise
-        return Pkcs11RootKey(session, key)
+        return Pkcs11RootKey(ident, shared, key)
 
     def retire_root(self, params: dict[str, Any]) -> None:
         """Destroy a superseded root key on the token (after rotation committed)."""
         p11 = _pkcs11()
-        session = self._session(str(params["token"]))
+        ident, shared = self._acquire(str(params["token"]))
         try:
-            self._find(session, str(params["key_label"])).destroy()
+            with shared.lock:
+                self._find(shared.session, str(params["key_label"])).destroy()
         except p11.PKCS11Error as exc:
             raise BackendError(f"cannot destroy old root key: {type(exc).__name__}") from exc
         finally:
-            session.close()
+            _release(ident)
