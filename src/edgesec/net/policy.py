@@ -1,0 +1,335 @@
+"""Pure derivation of the nftables ruleset from the registry (no side effects).
+
+Owns: what the firewall *should* look like. ``skeleton(cfg)`` is the fixed part
+(table, chains, rules, set declarations, the set of device bridges) and
+``device_rows``/``elements`` give the variable part, the set elements derived
+from devices and bridges. ``full_commands`` and ``diff_commands`` turn them into
+libnftables JSON command lists; each list is applied as one atomic transaction.
+
+Model (table ``inet <cfg.table>``; every packet costs a constant number of
+hash-set lookups, however many devices and bridges exist):
+
+* ``device_ifs`` — bridges of the device subnets (``ifname``).
+* ``leases`` — ``ifname . ether_addr . ipv4_addr`` of every allowed device with
+  an address in its VLAN's subnet: anti-spoofing (a packet from a device bridge
+  passes only with its own MAC and leased IP on its own bridge).
+* ``bridges`` — ``ipv4_addr . ipv4_addr``, both directions of every bridge
+  whose two ends are allowed.
+* ``nat`` — ``ipv4_addr`` of allowed devices with NAT: forwarded out of
+  ``natInterface`` and masqueraded; only replies come back.
+* ``denied`` — ``ether_addr`` of denied devices: every packet dropped, DHCP too.
+
+Devices reach the gateway only for DHCP (udp 67, also from 0.0.0.0), DNS (53)
+and mDNS (udp 5353 to 224.0.0.251 / ff02::fb); everything else from a device
+bridge to the gateway or through it is dropped. Bridge and NAT paths do not
+depend on conntrack state for device-originated packets, so removing a bridge
+or NAT also cuts connections that are already established.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+LEASES = "leases"
+BRIDGES = "bridges"
+NAT = "nat"
+DENIED = "denied"
+DEVICE_IFS = "device_ifs"
+ROW_SETS = (LEASES, BRIDGES, NAT, DENIED)
+
+SET_TYPES: dict[str, Any] = {
+    DEVICE_IFS: "ifname",
+    LEASES: ["ifname", "ether_addr", "ipv4_addr"],
+    BRIDGES: ["ipv4_addr", "ipv4_addr"],
+    NAT: "ipv4_addr",
+    DENIED: "ether_addr",
+}
+
+Row = Any  # str or tuple[str, ...]
+Rows = dict[str, set[Row]]
+
+
+class DeviceLike(Protocol):
+    """The fields of ``edgesec.registry.Device`` the policy reads."""
+
+    mac: str
+    allow: bool
+    vlanid: int
+    nat: bool
+
+    @property
+    def ips(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class PolicySubnet:
+    vlan: int
+    bridge: str
+    network: ipaddress.IPv4Network
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What the policy needs from the settings (built by :meth:`from_settings`)."""
+
+    subnets: tuple[PolicySubnet, ...]
+    table: str = "edgesec"
+    nat_interface: str = ""
+    _by_vlan: dict[int, PolicySubnet] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_vlan.update({s.vlan: s for s in self.subnets})
+
+    def subnet(self, vlan: int) -> PolicySubnet | None:
+        return self._by_vlan.get(vlan)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PolicyConfig:
+        subs = tuple(PolicySubnet(s.vlan, s.bridge, s.network)
+                     for s in settings.interfaces.subnets)
+        table = getattr(settings.firewall, "table_name", "") or "edgesec"
+        return cls(subnets=subs, table=table, nat_interface=settings.nat.nat_interface)
+
+
+# ---------------------------------------------------------------------------
+# variable part: set elements
+
+
+def empty_rows() -> Rows:
+    return {name: set() for name in ROW_SETS}
+
+
+def valid_ips(cfg: PolicyConfig, dev: DeviceLike) -> list[str]:
+    """The device's addresses that lie inside its own VLAN's subnet."""
+    sub = cfg.subnet(dev.vlanid)
+    if sub is None:
+        return []
+    out = []
+    for ip in dev.ips:
+        try:
+            if ipaddress.IPv4Address(ip) in sub.network:
+                out.append(ip)
+        except ValueError:
+            continue
+    return out
+
+
+def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLike]) -> Rows:
+    """Set elements owed to one device (its lease, NAT, denial, and bridge pairs).
+
+    A bridge pair is produced by both of its ends; the firewall counts
+    contributions, so the element exists while either end still produces it.
+    """
+    rows = empty_rows()
+    if not dev.allow:
+        rows[DENIED].add(dev.mac)
+        return rows
+    ips = valid_ips(cfg, dev)
+    sub = cfg.subnet(dev.vlanid)
+    if sub is not None:
+        rows[LEASES].update((sub.bridge, dev.mac, ip) for ip in ips)
+    if dev.nat and cfg.nat_interface:
+        rows[NAT].update(ips)
+    for peer in partners:
+        if not peer.allow or peer.mac == dev.mac:
+            continue
+        for pip in valid_ips(cfg, peer):
+            for ip in ips:
+                if ip != pip:
+                    rows[BRIDGES].add((ip, pip))
+                    rows[BRIDGES].add((pip, ip))
+    return rows
+
+
+def elements(cfg: PolicyConfig, devices: Iterable[DeviceLike],
+             bridges: Iterable[tuple[str, str]]) -> Rows:
+    """All set elements for a registry snapshot (union of every device's rows)."""
+    by_mac: dict[str, DeviceLike] = {d.mac: d for d in devices}
+    partners: dict[str, list[DeviceLike]] = {}
+    for a, b in bridges:
+        if a in by_mac and b in by_mac:
+            partners.setdefault(a, []).append(by_mac[b])
+            partners.setdefault(b, []).append(by_mac[a])
+    out = empty_rows()
+    for dev in by_mac.values():
+        for name, rows in device_rows(cfg, dev, partners.get(dev.mac, ())).items():
+            out[name] |= rows
+    return out
+
+
+# ---------------------------------------------------------------------------
+# fixed part: table, sets, chains, rules
+
+
+def _meta(key: str) -> dict[str, Any]:
+    return {"meta": {"key": key}}
+
+
+def _pl(proto: str, fld: str) -> dict[str, Any]:
+    return {"payload": {"protocol": proto, "field": fld}}
+
+
+def _m(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+_ACCEPT = {"accept": None}
+_DROP = {"drop": None}
+_LEASE_KEY = {"concat": [_meta("iifname"), _pl("ether", "saddr"), _pl("ip", "saddr")]}
+_UDP = _m(_meta("l4proto"), "udp")
+_TCP = _m(_meta("l4proto"), "tcp")
+_IPV4 = _m(_meta("nfproto"), "ipv4")
+_IPV6 = _m(_meta("nfproto"), "ipv6")
+_CT_REPLY = _m({"ct": {"key": "state"}}, ["established", "related"], "in")
+
+
+def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(chain, comment, expr) of every rule, in order. Comments name the rule."""
+    from_dev = _m(_meta("iifname"), f"@{DEVICE_IFS}")
+    r: list[tuple[str, str, list[dict[str, Any]]]] = [
+        # input: the gateway itself, seen from device bridges
+        ("input", "not-device", [_m(_meta("iifname"), f"@{DEVICE_IFS}", "!="), _ACCEPT]),
+        ("input", "denied", [_m(_pl("ether", "saddr"), f"@{DENIED}"), _DROP]),
+        ("input", "dhcp", [_UDP, _m(_pl("udp", "dport"), 67), _ACCEPT]),
+        ("input", "ipv6", [_IPV6, {"jump": {"target": "input6"}}]),
+        ("input", "not-ipv4", [_m(_meta("nfproto"), "ipv4", "!="), _DROP]),
+        ("input", "spoof", [_m(_LEASE_KEY, f"@{LEASES}", "!="), _DROP]),
+        ("input", "replies", [_CT_REPLY, _ACCEPT]),
+        ("input", "dns-udp", [_UDP, _m(_pl("udp", "dport"), 53), _ACCEPT]),
+        ("input", "dns-tcp", [_TCP, _m(_pl("tcp", "dport"), 53), _ACCEPT]),
+        ("input", "mdns4", [_m(_pl("ip", "daddr"), "224.0.0.251"), _UDP,
+                            _m(_pl("udp", "dport"), 5353), _ACCEPT]),
+        ("input", "drop", [_DROP]),
+        # input6: only mDNS and neighbour discovery (IPv6 is never routed for devices)
+        ("input6", "mdns6", [_m(_pl("ip6", "daddr"), "ff02::fb"), _UDP,
+                             _m(_pl("udp", "dport"), 5353), _ACCEPT]),
+        ("input6", "nd", [_m(_pl("icmpv6", "type"),
+                             {"set": ["nd-neighbor-solicit", "nd-neighbor-advert",
+                                      "nd-router-solicit"]}), _ACCEPT]),
+        ("input6", "drop", [_DROP]),
+        # forward: device bridges in, and towards device bridges
+        ("forward", "from-device", [from_dev, {"jump": {"target": "from_device"}}]),
+        ("forward", "to-device", [_m(_meta("oifname"), f"@{DEVICE_IFS}"),
+                                  {"jump": {"target": "to_device"}}]),
+        ("from_device", "denied", [_m(_pl("ether", "saddr"), f"@{DENIED}"), _DROP]),
+        ("from_device", "not-ipv4", [_m(_meta("nfproto"), "ipv4", "!="), _DROP]),
+        ("from_device", "spoof", [_m(_LEASE_KEY, f"@{LEASES}", "!="), _DROP]),
+        ("from_device", "bridge",
+         [_m({"concat": [_pl("ip", "saddr"), _pl("ip", "daddr")]}, f"@{BRIDGES}"), _ACCEPT]),
+    ]
+    if cfg.nat_interface:
+        r += [
+            ("from_device", "nat-out", [_m(_meta("oifname"), cfg.nat_interface),
+                                        _m(_pl("ip", "saddr"), f"@{NAT}"), _ACCEPT]),
+            ("to_device", "nat-replies", [_m(_meta("iifname"), cfg.nat_interface), _IPV4,
+                                          _CT_REPLY, _m(_pl("ip", "daddr"), f"@{NAT}"),
+                                          _ACCEPT]),
+            ("postrouting", "masquerade", [_m(_meta("oifname"), cfg.nat_interface),
+                                           _m(_pl("ip", "saddr"), f"@{NAT}"),
+                                           {"masquerade": None}]),
+        ]
+    r += [
+        ("from_device", "drop", [_DROP]),
+        ("to_device", "drop", [_DROP]),
+    ]
+    return r
+
+
+BASE_CHAINS: dict[str, dict[str, Any]] = {
+    "input": {"type": "filter", "hook": "input", "prio": 0, "policy": "accept"},
+    "forward": {"type": "filter", "hook": "forward", "prio": 0, "policy": "accept"},
+    "postrouting": {"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"},
+}
+REGULAR_CHAINS = ("input6", "from_device", "to_device")
+
+
+def rule_comment(chain: str, name: str) -> str:
+    return f"edgesec:{chain}:{name}"
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """The fixed objects of the table, for creation and for verification."""
+
+    table: str
+    chains: tuple[str, ...]
+    rule_comments: dict[str, tuple[str, ...]]
+    commands: tuple[dict[str, Any], ...]
+    device_ifs: frozenset[str]
+
+
+def skeleton(cfg: PolicyConfig) -> Skeleton:
+    """Table, sets (with the device-bridge names), chains and rules."""
+    fam, tab = "inet", cfg.table
+    cmds: list[dict[str, Any]] = [{"add": {"table": {"family": fam, "name": tab}}}]
+    for name, typ in SET_TYPES.items():
+        cmds.append({"add": {"set": {"family": fam, "table": tab, "name": name, "type": typ}}})
+    ifs = sorted({s.bridge for s in cfg.subnets})
+    if ifs:
+        cmds.append({"add": {"element": {"family": fam, "table": tab, "name": DEVICE_IFS,
+                                         "elem": ifs}}})
+    for name, hook in BASE_CHAINS.items():
+        cmds.append({"add": {"chain": {"family": fam, "table": tab, "name": name, **hook}}})
+    for name in REGULAR_CHAINS:
+        cmds.append({"add": {"chain": {"family": fam, "table": tab, "name": name}}})
+    comments: dict[str, list[str]] = {c: [] for c in (*BASE_CHAINS, *REGULAR_CHAINS)}
+    for chain, name, expr in _rules(cfg):
+        comment = rule_comment(chain, name)
+        comments[chain].append(comment)
+        cmds.append({"add": {"rule": {"family": fam, "table": tab, "chain": chain,
+                                      "expr": expr, "comment": comment}}})
+    return Skeleton(tab, tuple(comments), {k: tuple(v) for k, v in comments.items()},
+                    tuple(cmds), frozenset(ifs))
+
+
+# ---------------------------------------------------------------------------
+# JSON command lists
+
+
+def _elem(row: Row) -> Any:
+    return {"concat": list(row)} if isinstance(row, tuple) else row
+
+
+def element_commands(table: str, op: str, rows: Mapping[str, Iterable[Row]]
+                     ) -> list[dict[str, Any]]:
+    """``add``/``delete`` element commands (one per non-empty set)."""
+    out = []
+    for name, items in rows.items():
+        elem = [_elem(r) for r in sorted(items)]
+        if elem:
+            out.append({op: {"element": {"family": "inet", "table": table, "name": name,
+                                         "elem": elem}}})
+    return out
+
+
+def full_commands(cfg: PolicyConfig, rows: Mapping[str, Iterable[Row]],
+                  *, table_exists: bool) -> list[dict[str, Any]]:
+    """Replace the whole table in one transaction (start-up and healing)."""
+    cmds: list[dict[str, Any]] = []
+    if table_exists:
+        cmds.append({"delete": {"table": {"family": "inet", "name": cfg.table}}})
+    cmds += skeleton(cfg).commands
+    cmds += element_commands(cfg.table, "add", rows)
+    return cmds
+
+
+def diff_rows(old: Mapping[str, set[Row]], new: Mapping[str, set[Row]]
+              ) -> tuple[Rows, Rows]:
+    """(to_add, to_delete) per set."""
+    add = {n: new.get(n, set()) - old.get(n, set()) for n in ROW_SETS}
+    dele = {n: old.get(n, set()) - new.get(n, set()) for n in ROW_SETS}
+    return add, dele
+
+
+def diff_commands(table: str, add: Mapping[str, set[Row]], delete: Mapping[str, set[Row]]
+                  ) -> list[dict[str, Any]]:
+    """Deletions then additions, for one atomic transaction."""
+    return element_commands(table, "delete", delete) + element_commands(table, "add", add)
+
+
+def as_script(cmds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Wrap a command list as a libnftables JSON document."""
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *cmds]}
