@@ -1,0 +1,336 @@
+"""The hostapd service: writes its files, runs it (supervised, by pid) or attaches to
+a running one, follows its control interface into the registry, and applies
+registry changes to connected stations.
+
+Owns: file writing (via :mod:`hostapd_conf` / :mod:`psk_file`), the
+SupervisedProcess of hostapd (``execAp``), a command connection and an attached
+event connection (:mod:`wpa_ctrl`) with a keep-alive that re-attaches after a
+hostapd restart and re-syncs the station list, and the reactions to registry
+events: a device that is denied, loses or changes its passphrase, or moves VLAN
+is dropped (``DENY_ACL ADD_MAC`` + ``DEAUTHENTICATE`` + ``DENY_ACL DEL_MAC``;
+denied devices stay on the deny list); with the file backend the PSK file is
+rewritten and ``RELOAD_WPA_PSK`` sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgesec.access import psk_file
+from edgesec.access.hostapd_conf import parse_extra_config, render_hostapd_conf, render_vlan_file
+from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
+from edgesec.events import Event
+from edgesec.process import SupervisedProcess
+
+log = logging.getLogger(__name__)
+
+STATUS_CONNECTED, STATUS_DISCONNECTED = 1, 2
+
+
+def _write(path: Path, text: str, mode: int = 0o600) -> None:
+    """Atomically replace ``path`` (secrets inside: owner-only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class HostapdService:
+    """Service protocol: ``start``/``stop``/``status``; plus :meth:`disconnect`."""
+
+    name = "hostapd"
+
+    def __init__(self, settings: Any, registry: Any, *, extra: Mapping[str, str] | None = None,
+                 ping_interval: float = 1.0, attach_timeout: float = 15.0,
+                 argv_prefix: list[str] | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        ap = settings.ap
+        self.backend = getattr(ap, "psk_backend", "radius") or "radius"
+        self.extra = dict(extra or {})
+        extra_file = getattr(ap, "extra_config_file", None)
+        if extra_file:
+            self.extra = {**parse_extra_config(Path(extra_file).read_text()), **self.extra}
+        self.ctrl_path = Path(ap.ctrl_interface) / ap.interface
+        self.ping_interval = ping_interval
+        self.attach_timeout = attach_timeout
+        self.argv_prefix = list(argv_prefix or [])  # e.g. ["ip", "netns", "exec", ns]
+        self.process: SupervisedProcess | None = None
+        self.cmd: WpaCtrl | None = None
+        self.mon: WpaCtrl | None = None
+        self.events_seen = 0
+        self.attaches = 0
+        self._known: dict[str, tuple[bool, str, int]] = {}
+        self._unsubscribe: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._reattach = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._psk_text = ""
+        self._tickets_seen: frozenset[str] = frozenset()
+
+    # -- files -------------------------------------------------------------------------
+    def _psk_entries(self) -> list[psk_file.PskEntry]:
+        sysset = self.settings.system
+        return psk_file.entries_from_registry(
+            self.registry.devices(), self.registry.tickets(),
+            default_psk=self.settings.ap.wpa_passphrase,
+            allow_all=sysset.allow_all_connections,
+            default_vlan=sysset.default_open_vlan_id, now=time.time())
+
+    def render(self) -> tuple[str, str, str]:
+        """(hostapd.conf, vlan file, psk file or "") as they would be written."""
+        psk_text, items = "", []
+        if self.backend == "file":
+            entries = self._psk_entries()
+            psk_text = psk_file.render_wpa_psk_file(entries)
+            items = psk_file.backend_items(self.settings, entries)
+        conf = render_hostapd_conf(self.settings, backend=self.backend, backend_items=items,
+                                   extra=self.extra)
+        return conf, render_vlan_file(self.settings), psk_text
+
+    def write_files(self) -> None:
+        conf, vlan, psk_text = self.render()
+        ap = self.settings.ap
+        _write(Path(ap.vlan_file), vlan, 0o644)
+        if self.backend == "file":
+            _write(Path(ap.wpa_psk_file), psk_text)
+            self._psk_text = psk_text
+        _write(Path(ap.ap_file_path), conf)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.write_files()
+        self._remember_devices()
+        self._unsubscribe = self.registry.bus.subscribe(self._on_registry_event)
+        if self.settings.system.exec_ap:
+            ap = self.settings.ap
+            argv = [*self.argv_prefix, str(ap.ap_bin_path)]
+            if ap.ap_log_path:
+                argv += ["-f", str(ap.ap_log_path)]
+            argv.append(str(ap.ap_file_path))
+            self.process = SupervisedProcess(argv, "hostapd", on_started=self._on_started)
+            await self.process.start()
+        self._task = asyncio.create_task(self._keepalive(), name="hostapd-ctrl")
+        try:
+            await self._attach(deadline=time.monotonic() + self.attach_timeout)
+        except CtrlError as exc:
+            log.warning("hostapd: not attached yet (%s); retrying in the background", exc)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._close_ctrl()
+        if self.process is not None:
+            await self.process.stop()
+            self.process = None
+
+    def status(self) -> str:
+        proc = self.process.status() if self.process else "external"
+        att = "attached" if self.mon is not None and self.mon.attached else "not attached"
+        return f"{proc}, {att} to {self.ctrl_path}, {self.events_seen} station events"
+
+    # -- control interface -------------------------------------------------------------
+    def _on_started(self, pid: int) -> None:
+        log.info("hostapd: started pid %d; will attach to %s", pid, self.ctrl_path)
+        self._reattach.set()
+
+    def _close_ctrl(self) -> None:
+        for c in (self.cmd, self.mon):
+            if c is not None:
+                c.close()
+        self.cmd = self.mon = None
+
+    async def _attach(self, deadline: float) -> None:
+        """Open both connections, ATTACH, then re-sync statuses and the deny list."""
+        self._close_ctrl()
+        while True:
+            cmd, mon = WpaCtrl(self.ctrl_path), WpaCtrl(self.ctrl_path, on_event=self._on_event)
+            try:
+                await cmd.open()
+                await mon.open()
+                if not await cmd.ping():
+                    raise CtrlError("no PONG")
+                await mon.attach()
+                break
+            except CtrlError:
+                cmd.close()
+                mon.close()
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        self.cmd, self.mon = cmd, mon
+        self.attaches += 1
+        log.info("hostapd: attached to %s", self.ctrl_path)
+        await self._resync()
+
+    async def _resync(self) -> None:
+        """After (re)attaching: denied devices onto the deny list, statuses from STA list."""
+        assert self.cmd is not None
+        for dev in self.registry.devices():
+            if not dev.allow:
+                with contextlib.suppress(CtrlError):
+                    await self.cmd.command_ok(f"DENY_ACL ADD_MAC {dev.mac}")
+        present = set(await self.cmd.stations())
+        for dev in self.registry.devices():
+            if dev.mac in present and dev.status != STATUS_CONNECTED:
+                self.registry.set_status(dev.mac, STATUS_CONNECTED)
+            elif dev.mac not in present and dev.status == STATUS_CONNECTED:
+                self.registry.set_status(dev.mac, STATUS_DISCONNECTED)
+
+    async def _keepalive(self) -> None:
+        """PING the attached connection; re-attach when hostapd went away or restarted."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reattach.wait(), self.ping_interval)
+            restarted = self._reattach.is_set()
+            self._reattach.clear()
+            try:
+                alive = (not restarted and self.mon is not None and await self.mon.ping())
+                if not alive:
+                    await self._attach(deadline=time.monotonic() + self.attach_timeout)
+                elif self.backend == "file":
+                    await self._refresh_psk_file()
+            except CtrlError as exc:
+                log.warning("hostapd: control interface unavailable: %s", exc)
+            except Exception:
+                log.exception("hostapd: keep-alive failed")
+
+    def _on_event(self, text: str) -> None:
+        ev = parse_event(text)
+        if ev is None:
+            return
+        self.events_seen += 1
+        log.info("hostapd: %s %s", "connected" if ev.status == 1 else "disconnected", ev.mac)
+        try:
+            self.registry.set_status(ev.mac, ev.status)
+        except Exception:
+            log.exception("hostapd: recording status of %s failed", ev.mac)
+        keyid = ev.fields.get("keyid", "")
+        if ev.status == STATUS_CONNECTED and keyid.startswith("ticket-"):
+            self._spawn(self._bind_ticket(ev.mac, keyid))
+
+    # -- registry -> hostapd -----------------------------------------------------------
+    def _remember_devices(self) -> None:
+        self._known = {d.mac: (d.allow, d.psk, d.vlanid) for d in self.registry.devices()}
+
+    def _on_registry_event(self, event: Event) -> None:
+        if event.kind != "device":
+            return
+        dev = event.data.get("device")
+        if dev is None:
+            return
+        new = (dev.allow, dev.psk, dev.vlanid)
+        old = self._known.get(dev.mac)
+        self._known[dev.mac] = new
+        if old is None or old == new:
+            return
+        if self.backend == "file":
+            self._spawn(self._refresh_psk_file())
+        if not dev.allow:
+            self._spawn(self.deny(dev.mac))
+        else:
+            if not old[0]:
+                self._spawn(self._undeny(dev.mac))
+            self._spawn(self.disconnect(dev.mac))
+
+    def _spawn(self, coro: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            coro.close()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(coro)
+        else:
+            loop.call_soon_threadsafe(loop.create_task, coro)
+
+    async def disconnect(self, mac: str) -> bool:
+        """Make hostapd drop ``mac`` so it re-authenticates under the current policy."""
+        if self.cmd is None:
+            return False
+        try:
+            await self.cmd.command_ok(f"DENY_ACL ADD_MAC {mac}")
+            with contextlib.suppress(CtrlError):
+                await self.cmd.request(f"DEAUTHENTICATE {mac}")
+            await self.cmd.command_ok(f"DENY_ACL DEL_MAC {mac}")
+            return True
+        except CtrlError as exc:
+            log.warning("hostapd: could not disconnect %s: %s", mac, exc)
+            return False
+
+    async def deny(self, mac: str) -> bool:
+        """Put ``mac`` on hostapd's deny list (drops it now and keeps it out)."""
+        if self.cmd is None:
+            return False
+        try:
+            await self.cmd.command_ok(f"DENY_ACL ADD_MAC {mac}")
+            with contextlib.suppress(CtrlError):
+                await self.cmd.request(f"DEAUTHENTICATE {mac}")
+            return True
+        except CtrlError as exc:
+            log.warning("hostapd: could not deny %s: %s", mac, exc)
+            return False
+
+    async def _undeny(self, mac: str) -> None:
+        if self.cmd is not None:
+            with contextlib.suppress(CtrlError):
+                await self.cmd.command_ok(f"DENY_ACL DEL_MAC {mac}")
+
+    async def _refresh_psk_file(self) -> None:
+        """File backend: rewrite the PSK file if it changed and RELOAD_WPA_PSK."""
+        tickets = frozenset(t.passphrase for t in self.registry.tickets())
+        entries = self._psk_entries()
+        text = psk_file.render_wpa_psk_file(entries)
+        if text == self._psk_text and tickets == self._tickets_seen:
+            return
+        self._tickets_seen = tickets
+        self._psk_text = text
+        _write(Path(self.settings.ap.wpa_psk_file), text)
+        sae = "SAE" in self.settings.ap.wpa_key_mgmt.split()
+        if sae:  # sae_password lives in hostapd.conf: rewrite and reload the config
+            self.write_files()
+        if self.cmd is not None:
+            with contextlib.suppress(CtrlError):
+                await self.cmd.command_ok("RELOAD_WPA_PSK")
+            if sae and not (self.process and self.process.send_signal(signal.SIGHUP)):
+                with contextlib.suppress(CtrlError):
+                    await self.cmd.request("RELOAD")
+
+    async def _bind_ticket(self, mac: str, keyid: str) -> None:
+        """File backend: a station joined with a ticket's passphrase -> admit (binds it)."""
+        for t in self.registry.tickets():
+            if psk_file.ticket_keyid(t.passphrase) == keyid and not t.used_by:
+                try:
+                    adm = self.registry.admit(mac, t.passphrase)
+                except Exception:
+                    log.exception("hostapd: ticket admission of %s failed", mac)
+                    return
+                if not adm.accept:
+                    await self.deny(mac)
+                await self._refresh_psk_file()
+                return
+
+
+def build_hostapd_service(settings: Any, registry: Any) -> HostapdService:
+    """Factory for the gateway."""
+    return HostapdService(settings, registry)
