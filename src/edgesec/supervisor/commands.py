@@ -84,7 +84,7 @@ class CommandTable:
 
 
 def parse_vlan(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 4094:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 4094:
         raise CommandError(f"invalid VLAN id {text!r}")
     return int(text)
 
