@@ -159,7 +159,6 @@ class HostapdService:
 
     async def _attach(self, deadline: float) -> None:
         """Open both connections, ATTACH, then re-sync statuses and the deny list."""
-        self._close_ctrl()
         while True:
             cmd, mon = WpaCtrl(self.ctrl_path), WpaCtrl(self.ctrl_path, on_event=self._on_event)
             try:
@@ -175,6 +174,7 @@ class HostapdService:
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(0.2)
+        self._close_ctrl()  # the old connections (if any) only now: no window without one
         self.cmd, self.mon = cmd, mon
         self.attaches += 1
         log.info("hostapd: attached to %s", self.ctrl_path)
@@ -199,10 +199,11 @@ class HostapdService:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reattach.wait(), self.ping_interval)
-            restarted = self._reattach.is_set()
+            # woken early by a restart of our child, or by the interval; a restarted
+            # hostapd has a new socket, so the PING on the old connection fails
             self._reattach.clear()
             try:
-                alive = (not restarted and self.mon is not None and await self.mon.ping())
+                alive = self.mon is not None and await self.mon.ping()
                 if not alive:
                     await self._attach(deadline=time.monotonic() + self.attach_timeout)
                 elif self.backend == "file":
