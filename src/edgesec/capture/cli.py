@@ -76,8 +76,9 @@ def recap_command(
         elif not stat.S_ISFIFO(db.stat().st_mode):
             typer.echo(f"error: {db} exists and is not a FIFO", err=True)
             raise typer.Exit(2)
-        options = CaptureOptions(capture_db_path=db.with_name(db.name + ".sqlite"),
-                                 middleware_params=str(db))
+        options = CaptureOptions(capture_db_path=Path(":memory:"),
+                                 middleware_params=str(db),
+                                 extra={"protobuf_blocking": "1"})
         mws = ("protobuf",)
     else:
         typer.echo(f"Opened db at {db}")

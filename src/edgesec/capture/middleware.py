@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from edgesec.capture.decode import Rows
 from edgesec.capture.options import CaptureOptions
@@ -34,7 +34,9 @@ class Context:
 
     ``db`` is the shared capture-DB connection (WAL); the pipeline commits it
     after every batch (or once at the end in single-transaction mode), so a
-    middleware only executes statements on it.
+    middleware only executes statements on it. ``stats`` holds counters the
+    service reports; ``shared`` lets cooperating middlewares exchange state
+    (the pcap middleware publishes its open file names for the cleaner).
     """
 
     db: sqlite3.Connection
@@ -42,6 +44,7 @@ class Context:
     linktype: int = 1
     transaction: bool = False
     stats: dict[str, int] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

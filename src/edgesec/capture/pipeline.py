@@ -33,6 +33,7 @@ def open_db(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA busy_timeout=5000")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA cache_size=-32768")
     return db
 
 
