@@ -65,7 +65,10 @@ class SupervisedProcess:
         if not (os.path.isabs(binary) and os.access(binary, os.X_OK)) and not shutil.which(binary):
             raise ProcessError(f"{self.name}: {binary} is not an executable file")
         self._stopping = False
-        await self._spawn()
+        try:
+            await self._spawn()
+        except OSError as exc:  # exec format error, permission denied, ...
+            raise ProcessError(f"{self.name}: cannot run {binary}: {exc.strerror or exc}") from None
         self._task = asyncio.create_task(self._watch(), name=f"watch-{self.name}")
 
     async def _spawn(self) -> None:
