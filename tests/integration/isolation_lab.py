@@ -14,14 +14,10 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from daemon import Daemon, write_config  # noqa: E402
-
-from edgesec.lab.topology import LabDevice, Topology, run  # noqa: E402
+from daemon import Daemon, write_config  # tests/ is on sys.path (tests/conftest.py)
+from edgesec.lab.topology import LabDevice, Topology, run
 
 # The healing bound (nft flush, kill -9 of dnsmasq).
 HEAL_S = 2.0

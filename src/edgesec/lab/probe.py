@@ -32,10 +32,11 @@ def tcp_echo(host: str, port: int, timeout: float = 1.0, source: str | None = No
         return False
 
 
-def tcp_connect(host: str, port: int, timeout: float = 1.0) -> bool:
+def tcp_connect(host: str, port: int, timeout: float = 1.0, source: str | None = None) -> bool:
     """True when a TCP connection is accepted (nothing is sent)."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout,
+                                      source_address=(source, 0) if source else None):
             return True
     except OSError:
         return False
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.kind == "udp":
         ok = udp_echo(a.host, a.port, a.timeout, a.source)
     elif a.kind == "connect":
-        ok = tcp_connect(a.host, a.port, a.timeout)
+        ok = tcp_connect(a.host, a.port, a.timeout, a.source)
     else:
         ok = http_get(a.host, a.port, a.timeout)
     return 0 if ok else 1

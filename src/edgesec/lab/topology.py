@@ -365,22 +365,28 @@ class Topology:
         return self.popen(ns, argv, ready="ready")
 
     # -- reachability ----------------------------------------------------------
-    def _probe(self, ns: str, kind: str, ip: str, port: int, timeout: float) -> bool:
+    def _probe(self, ns: str, kind: str, ip: str, port: int, timeout: float,
+               source: str | None = None) -> bool:
         argv = [sys.executable, "-m", "edgesec.lab.probe", kind, ip, str(port),
                 "--timeout", str(timeout)]
+        if source:
+            argv += ["--source", source]
         return run(ns, argv, check=False, timeout=timeout + 10).returncode == 0
 
-    def tcp_ok(self, ns: str, ip: str, port: int = 7, timeout: float = 1.0) -> bool:
-        """True when a TCP echo at ip:port answers from inside ``ns``."""
-        return self._probe(ns, "tcp", ip, port, timeout)
+    def tcp_ok(self, ns: str, ip: str, port: int = 7, timeout: float = 1.0,
+               source: str | None = None) -> bool:
+        """True when a TCP echo at ip:port answers from inside ``ns`` (optional source IP)."""
+        return self._probe(ns, "tcp", ip, port, timeout, source)
 
-    def connect_ok(self, ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    def connect_ok(self, ns: str, ip: str, port: int, timeout: float = 1.0,
+                   source: str | None = None) -> bool:
         """True when a TCP connect to ip:port succeeds from inside ``ns``."""
-        return self._probe(ns, "connect", ip, port, timeout)
+        return self._probe(ns, "connect", ip, port, timeout, source)
 
-    def udp_ok(self, ns: str, ip: str, port: int = 7, timeout: float = 1.0) -> bool:
+    def udp_ok(self, ns: str, ip: str, port: int = 7, timeout: float = 1.0,
+               source: str | None = None) -> bool:
         """True when a UDP echo at ip:port answers from inside ``ns``."""
-        return self._probe(ns, "udp", ip, port, timeout)
+        return self._probe(ns, "udp", ip, port, timeout, source)
 
     def http_ok(self, ns: str, ip: str, port: int = 80, timeout: float = 1.0) -> bool:
         """True when an HTTP GET at ip:port answers 200 from inside ``ns``."""

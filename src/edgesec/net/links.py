@@ -71,8 +71,8 @@ async def ensure_bridge(ipr: AsyncIPRoute, name: str, gateway: str, prefixlen: i
         await ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen,
                        broadcast=broadcast)
         changed = True
-    link = [x async for x in await ipr.get_links(idx)][0]
-    if link.get("IFLA_OPERSTATE") == "DOWN" or not link["flags"] & 1:
+    links = [x async for x in await ipr.get_links(idx)]
+    if not links[0]["flags"] & 1:  # IFF_UP
         await ipr.link("set", index=idx, state="up")
         changed = True
     return changed
