@@ -163,7 +163,7 @@ def test_eve_and_flows_agree_on_flow_ids(tmp_path):
 def test_pcap_store_rotates_and_keeps_every_packet(tmp_path):
     src = tmp_path / "mix.pcap"
     write_mixed(src, 600)
-    opts = CaptureOptions(capture_db_path=tmp_path / "db" / "c.sqlite", pcap_file_size=8192,
+    opts = CaptureOptions(capture_db_path=tmp_path / "db" / "c.sqlite", pcap_rotate_size=8192,
                           batch_size=64)
     recap(src.open("rb"), opts, ifname="br0", middlewares=["pcap"])
     store = tmp_path / "db" / "capture"
@@ -186,8 +186,8 @@ def test_pcap_store_rotates_and_keeps_every_packet(tmp_path):
 def test_cleaner_holds_the_bound_oldest_first(tmp_path):
     src = tmp_path / "mix.pcap"
     write_mixed(src, 3000)
-    opts = CaptureOptions(capture_db_path=tmp_path / "c.sqlite", pcap_file_size=16384,
-                          cleaner_max_size=65536, batch_size=50)
+    opts = CaptureOptions(capture_db_path=tmp_path / "c.sqlite", pcap_rotate_size=16384,
+                          pcap_store_size=65536, batch_size=50)
     sizes = []
 
     class Probe:

@@ -116,7 +116,7 @@ def test_mixed_pcap_columns_are_filled(tmp_path):
     assert con.execute("SELECT count(*) FROM ip6 WHERE ip6_un1_flow = 74565").fetchone()[0] == 8
     assert {r[0] for r in con.execute("SELECT DISTINCT ifname FROM eth")} == {"br7"}
     names = [r[1] for r in con.execute("PRAGMA index_list(eth)")]
-    assert "eth_time" in names and "eth_shost" in names
+    assert "eth_dhost" in names and "eth_shost" in names
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert columns("tcp")[5:7] == ("res1", "doff")
 

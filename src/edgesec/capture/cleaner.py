@@ -1,11 +1,11 @@
-"""Cleaner middleware: keep the pcap store under ``cleaner_max_size`` bytes.
+"""Cleaner middleware: keep the pcap store under ``pcap_store_size`` bytes.
 
 After every batch it sums the ``size`` column of the ``pcap`` index and,
 while the store is over the bound, deletes the oldest closed files (file
 and index row) first. The original deleted essentially the whole store
 once 1000 KiB had accumulated and could loop forever; this one removes
 only the excess, oldest first, and never the files still being written.
-The bound holds as long as ``pcap_file_size`` is below it.
+The bound holds as long as ``pcap_rotate_size`` is below it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class CleanerMiddleware:
     def init(self, ctx: Context) -> None:
         """Make sure the index exists."""
         self._ctx = ctx
-        self._bound = ctx.options.cleaner_max_size
+        self._bound = ctx.options.pcap_store_size
         ensure_table(ctx.db)
         ctx.stats.setdefault("pcap_files_removed", 0)
         self.clean()

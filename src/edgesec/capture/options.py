@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MIDDLEWARES = ("header", "flows")
+DEFAULT_MIDDLEWARES = ("header",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +27,11 @@ class CaptureOptions:
     buffer_timeout: int = 10
     middleware_params: str = ""
     middlewares: tuple[str, ...] = DEFAULT_MIDDLEWARES
-    pcap_file_size: int = 4 * 1024 * 1024
-    pcap_file_seconds: int = 60
-    cleaner_max_size: int = 100 * 1024 * 1024
+    capture_interfaces: tuple[str, ...] = ()
+    pcap_dir_path: Path | None = None
+    pcap_rotate_size: int = 16 * 1024 * 1024
+    pcap_rotate_seconds: int = 60
+    pcap_store_size: int = 256 * 1024 * 1024
     flow_timeout: int = 120
     eve_path: Path | None = None
     buffer_size: int = 16 * 1024 * 1024
@@ -38,8 +40,8 @@ class CaptureOptions:
 
     @property
     def store_dir(self) -> Path:
-        """Folder for pcap files: ``<dirname(captureDbPath)>/capture``."""
-        return self.capture_db_path.parent / "capture"
+        """Folder for pcap files: ``pcapDirPath``, else ``<dirname(captureDbPath)>/capture``."""
+        return self.pcap_dir_path or self.capture_db_path.parent / "capture"
 
     @property
     def eve_file(self) -> Path:
@@ -53,8 +55,9 @@ class CaptureOptions:
         for f in fields(cls):
             if f.name == "extra":
                 continue
-            if hasattr(section, f.name):
-                values[f.name] = getattr(section, f.name)
+            value = getattr(section, f.name, None)
+            if value is not None:
+                values[f.name] = value
         values.update(overrides)
         return cls.coerce(values)
 
@@ -64,17 +67,23 @@ class CaptureOptions:
         v = dict(values)
         if "capture_db_path" in v:
             v["capture_db_path"] = Path(v["capture_db_path"])
-        if v.get("eve_path") in ("", None):
-            v["eve_path"] = None
-        elif "eve_path" in v:
-            v["eve_path"] = Path(v["eve_path"])
+        for name in ("eve_path", "pcap_dir_path"):
+            if v.get(name) in ("", None):
+                v[name] = None
+            elif name in v:
+                v[name] = Path(v[name])
+        if isinstance(v.get("capture_interfaces"), str):
+            v["capture_interfaces"] = tuple(
+                i.strip() for i in v["capture_interfaces"].split(",") if i.strip())
+        elif v.get("capture_interfaces") is not None:
+            v["capture_interfaces"] = tuple(v["capture_interfaces"])
         mws = v.get("middlewares")
         if isinstance(mws, str):
             v["middlewares"] = tuple(m.strip() for m in mws.split(",") if m.strip())
         elif mws is not None:
             v["middlewares"] = tuple(mws)
-        for name in ("buffer_timeout", "pcap_file_size", "pcap_file_seconds",
-                     "cleaner_max_size", "flow_timeout", "buffer_size", "batch_size"):
+        for name in ("buffer_timeout", "pcap_rotate_size", "pcap_rotate_seconds",
+                     "pcap_store_size", "flow_timeout", "buffer_size", "batch_size"):
             if name in v:
                 v[name] = int(v[name])
         for name in ("promiscuous", "immediate"):
@@ -87,6 +96,8 @@ class CaptureOptions:
         d = asdict(self)
         d["capture_db_path"] = str(self.capture_db_path)
         d["eve_path"] = str(self.eve_path) if self.eve_path else None
+        d["pcap_dir_path"] = str(self.pcap_dir_path) if self.pcap_dir_path else None
+        d["capture_interfaces"] = list(self.capture_interfaces)
         d["middlewares"] = list(self.middlewares)
         return json.dumps(d)
 

@@ -2,8 +2,8 @@
 
 Files live in ``<dirname(captureDbPath)>/capture`` (mode 0770, as the
 original). Unlike the original — one pcap file per frame — frames go into
-one open file per interface, rotated at ``pcap_file_size`` bytes or
-``pcap_file_seconds``; each file is a standard pcap readable by tcpdump.
+one open file per interface, rotated at ``pcap_rotate_size`` bytes or
+``pcap_rotate_seconds``; each file is a standard pcap readable by tcpdump.
 Table ``pcap`` keeps the original's columns (``timestamp`` first frame µs,
 ``name`` file name, ``caplen``/``length`` summed over the file's frames) and
 adds ``end_timestamp``, ``packets``, ``size`` (bytes on disk), ``ifname``.
@@ -57,8 +57,8 @@ class PcapMiddleware:
         self._dir: Path = ctx.options.store_dir
         self._dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self._dir, 0o770)
-        self._max_size = max(ctx.options.pcap_file_size, 4096)
-        self._max_age = ctx.options.pcap_file_seconds * 1_000_000
+        self._max_size = max(ctx.options.pcap_rotate_size, 4096)
+        self._max_age = ctx.options.pcap_rotate_seconds * 1_000_000
         ensure_table(ctx.db)
         self._open: dict[str, _Open] = {}
         self._seq = 0

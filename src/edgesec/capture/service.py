@@ -1,0 +1,156 @@
+"""CaptureService: the live capture as a gateway Service (own process).
+
+``CaptureService(settings, interfaces)`` implements the Service protocol of
+docs/architecture.md. ``start()`` spawns ``python -m edgesec.capture.worker``
+for the interfaces and waits until it reports ready (or raises with the
+worker's error, e.g. an unknown interface or a bad filter); a reader task
+keeps the latest status line. If the worker dies it is restarted with
+back-off (1 s doubling to 30 s). ``stop()`` sends SIGTERM to the pid it
+started, waits, then SIGKILL. Capture and decoding never run on the
+control-plane event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgesec.capture.options import CaptureOptions
+
+log = logging.getLogger(__name__)
+
+
+class CaptureError(RuntimeError):
+    """The capture worker could not start."""
+
+
+def device_bridges(settings: Any) -> list[str]:
+    """The configured device bridges that exist now (order kept, no repeats)."""
+    names: list[str] = []
+    for subnet in getattr(getattr(settings, "interfaces", None), "subnets", ()):
+        if subnet.bridge not in names and Path("/sys/class/net", subnet.bridge).exists():
+            names.append(subnet.bridge)
+    return names
+
+
+def build_capture_service(settings: Any, registry: Any = None) -> CaptureService:
+    """Gateway factory: capture on ``captureInterfaces``, else the device bridges."""
+    return CaptureService(settings)
+
+
+class CaptureService:
+    """Live capture on ``interfaces`` into the capture DB and middlewares."""
+
+    name = "capture"
+
+    def __init__(self, settings: Any, interfaces: list[str] | None = None, *,
+                 options: CaptureOptions | None = None, python: str = sys.executable,
+                 ready_timeout: float = 15.0) -> None:
+        self.options = options or CaptureOptions.from_settings(settings.capture)
+        self._settings = settings
+        self._explicit = interfaces is not None or bool(self.options.capture_interfaces)
+        self.interfaces = list(interfaces if interfaces is not None
+                               else self.options.capture_interfaces)
+        self._python = python
+        self._ready_timeout = ready_timeout
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last: dict[str, Any] = {}
+        self._restarts = 0
+        self._error = ""
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the running worker."""
+        return self._proc.pid if self._proc and self._proc.returncode is None else None
+
+    def stats(self) -> dict[str, Any]:
+        """The worker's latest counters (packets, kernel_drops, own_drops, ...)."""
+        return dict(self._last)
+
+    async def _spawn(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            self._python, "-m", "edgesec.capture.worker", "--options", self.options.to_json(),
+            *[arg for i in self.interfaces for arg in ("--interface", i)],
+            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), self._ready_timeout)
+        except TimeoutError:
+            await self._kill(proc)
+            raise CaptureError("capture worker did not become ready") from None
+        msg = json.loads(line) if line.strip() else {}
+        if not msg.get("ready"):
+            await self._kill(proc)
+            raise CaptureError(msg.get("error") or "capture worker exited at start-up")
+        self._proc = proc
+
+    async def start(self) -> None:
+        """Start the worker; raises CaptureError if it cannot capture."""
+        if not self._explicit:
+            self.interfaces = device_bridges(self._settings)
+        if not self.interfaces:
+            raise CaptureError("no interfaces to capture on")
+        self._stopping = False
+        await self._spawn()
+        self._error = ""
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        backoff = 1.0
+        while not self._stopping:
+            proc = self._proc
+            assert proc is not None and proc.stdout is not None
+            async for line in proc.stdout:
+                with contextlib.suppress(ValueError):
+                    self._last = json.loads(line)
+                backoff = 1.0
+            await proc.wait()
+            if self._stopping:
+                return
+            self._error = f"worker exited with {proc.returncode}"
+            log.warning("capture %s; restarting in %.0f s", self._error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            try:
+                await self._spawn()
+                self._restarts += 1
+            except CaptureError as exc:
+                self._error = str(exc)
+
+    async def _kill(self, proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM the worker (by its pid), wait for the final flush."""
+        self._stopping = True
+        if self._proc is not None:
+            await self._kill(self._proc)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._reader, 5)
+            self._reader = None
+
+    def status(self) -> str:
+        """One line: state, pid, packets and drops."""
+        s = self._last
+        counters = (f"packets {s.get('packets', 0)} kernel_drops {s.get('kernel_drops', 0)} "
+                    f"own_drops {s.get('own_drops', 0)}")
+        if self.pid is not None:
+            extra = f" restarts {self._restarts}" if self._restarts else ""
+            return f"running pid {self.pid} on {','.join(self.interfaces)} {counters}{extra}"
+        if self._error:
+            return f"failed: {self._error} ({counters})"
+        return f"stopped ({counters})"
