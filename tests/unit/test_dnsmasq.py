@@ -1,0 +1,122 @@
+"""dnsmasq configuration generated from the original's example config (and variants)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgesec.config import load_settings, parse_settings
+from edgesec.dhcp.dnsmasq import (
+    DhcpConfigError,
+    range_tag,
+    remove_lease,
+    render_config,
+    render_hook_script,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.ini"
+
+
+def test_example_config_keeps_the_original_lines_in_order() -> None:
+    lines = render_config(load_settings(EXAMPLE)).splitlines()
+    assert lines[:5] == [
+        "no-resolv",
+        "server=8.8.4.4",
+        "server=8.8.8.8",
+        "dhcp-leasefile=/run/edgesec/dnsmasq.leases",
+        "dhcp-script=/run/edgesec/dnsmasq_exec.sh",
+    ]
+    # ap.interface = wlan0: VLAN 0 is the interface itself, VLAN n is wlan0.n
+    assert lines[5] == "dhcp-range=wlan0,10.0.0.2,10.0.0.254,255.255.255.0,24h"
+    assert lines[6] == "dhcp-range=wlan0.1,10.0.1.2,10.0.1.254,255.255.255.0,24h"
+    assert lines[15] == "dhcp-range=wlan0.10,10.0.10.2,10.0.10.254,255.255.255.0,24h"
+    # ours, after the original's: only device bridges are served, no ping delay
+    extra = lines[16:]
+    assert sorted(x for x in extra if x.startswith("interface=")) == sorted(
+        f"interface=br{v}" for v in range(11))
+    assert "interface=eth0" not in extra  # never the WAN (natInterface)
+    assert "no-ping" in extra
+
+
+def _settings(extra: str = "", wifi: str = "") -> object:
+    text = f"""
+[system]
+defaultOpenVlanId = 1
+[ap]
+interface = "{wifi}"
+[dns]
+servers = "1.1.1.1"
+[dhcp]
+dhcpConfigPath = "/x/dnsmasq.conf"
+dhcpScriptPath = "/x/hook.sh"
+dhcpLeasefilePath = "/x/leases"
+dhcpRange1 = "1,10.0.1.2,10.0.1.254,255.255.255.0,24h"
+[interfaces]
+interfacePrefix = "br"
+if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"
+{extra}
+"""
+    return parse_settings(text)
+
+
+def test_tag_without_wifi_interface_uses_interface_prefix() -> None:
+    assert "dhcp-range=br1,10.0.1.2,10.0.1.254,255.255.255.0,24h" in render_config(_settings())
+    assert range_tag(7, "averyverylongprefix") == "averyverylo7"
+
+
+def test_tag_longer_than_an_interface_name_is_an_error() -> None:
+    with pytest.raises(DhcpConfigError, match="longer than 15"):
+        range_tag(12345, "", "wlanabcdefgh")
+
+
+def test_pool_subnets_get_ranges_and_interfaces() -> None:
+    s = _settings('vlanPoolPrefix = "10.200.0.0/24"\nvlanPoolPrefixLen = 28\n'
+                  'vlanPoolFirstVlan = 100')
+    text = render_config(s)
+    assert "dhcp-range=br100,10.200.0.2,10.200.0.14,255.255.255.240,24h" in text
+    assert "dhcp-range=br115,10.200.0.242,10.200.0.254,255.255.255.240,24h" in text
+    assert "interface=br115" in text
+
+
+def test_generated_config_is_accepted_by_dnsmasq(tmp_path: Path) -> None:
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(render_config(load_settings(EXAMPLE)) + "\n")
+    res = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "syntax check OK" in res.stderr
+
+
+def test_hook_script_quotes_paths_and_passes_arguments(tmp_path: Path) -> None:
+    text = render_hook_script("/run/edge sec/$(reboot).sock", python="/usr/bin/python3")
+    assert text.startswith("#!/bin/sh\n")
+    assert "'/run/edge sec/$(reboot).sock'" in text
+    assert text.rstrip().endswith('"$@"')
+    script = tmp_path / "hook.sh"
+    script.write_text(render_hook_script(tmp_path / "none.sock"))
+    os.chmod(script, 0o755)
+    res = subprocess.run([str(script), "add", "not-a-mac", "10.0.1.5"], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             p for p in os.sys.path if p)})
+    assert res.returncode == 1 and "invalid MAC" in res.stderr
+
+
+def test_remove_lease_drops_the_first_matching_line_only() -> None:
+    text = ("1 aa:bb:cc:dd:ee:ff 10.0.1.5 a *\n"
+            "2 11:22:33:44:55:66 10.0.1.6 b *\n"
+            "3 AA:BB:CC:DD:EE:FF 10.0.1.7 c *\n")
+    out = remove_lease(text, "aa:bb:cc:dd:ee:ff")
+    assert out.splitlines()[0].startswith("2 ") and len(out.splitlines()) == 2
+    assert remove_lease(text, "") == text
+    assert remove_lease(text, "00:00:00:00:00:00") == text
+
+
+@given(st.lists(st.text(max_size=30), max_size=5), st.text(max_size=20))
+def test_remove_lease_never_adds_text(lines: list[str], mac: str) -> None:
+    text = "\n".join(lines)
+    out = remove_lease(text, mac)
+    assert len(out) <= len(text)
