@@ -76,6 +76,17 @@ class CryptCommands:
             "SIGN_BLOB": self._sign,
         }
 
+    @property
+    def vault(self) -> Vault | None:
+        """The vault in use now (None: every command answers FAIL)."""
+        return self._current()
+
+    def close(self) -> None:
+        """Close the vault (at gateway shutdown)."""
+        vault = self._current()
+        if vault is not None:
+            vault.close()
+
     def _current(self) -> Vault | None:
         if self._vault is None or isinstance(self._vault, Vault):
             return self._vault

@@ -7,8 +7,10 @@ package does not depend on the timing of the main config module.
 INI keys (section.key -> field, default):
 
 * ``system.cryptDbPath``        -> ``db_path`` (None: crypt disabled)
-* ``crypt.backend``             -> ``backend`` ("passphrase"; or "pkcs11")
-* ``crypt.passphraseFile``      -> ``passphrase_file`` (None)
+* ``crypt.backend``             -> ``backend`` ("passphrase"; or "pkcs11");
+  alias ``system.cryptBackend``
+* ``crypt.passphraseFile``      -> ``passphrase_file`` (None); alias
+  ``system.cryptPassphraseFile``
 * ``crypt.credentialName``      -> ``credential_name`` ("edgesec-crypt-passphrase")
 * ``crypt.kdfLogN``             -> ``kdf_log_n`` (17: scrypt N=2^17, r=8, p=1)
 * ``crypt.pkcs11Module``        -> ``pkcs11_module`` (/usr/lib/softhsm/libsofthsm2.so)
@@ -16,7 +18,10 @@ INI keys (section.key -> field, default):
 * ``crypt.pkcs11PinFile``       -> ``pkcs11_pin_file`` (None)
 * ``crypt.pkcs11KeyLabel``      -> ``pkcs11_key_label`` ("edgesec-vault-root")
 * ``crypt.radiusSecretInVault`` -> ``radius_secret_in_vault`` (false)
-* ``crypt.pskInVault``          -> ``psk_in_vault`` (false)
+* ``crypt.pskInVault``          -> ``psk_in_vault`` (false); alias
+  ``system.storePskInVault``
+
+``[crypt]`` wins over the ``[system]`` aliases when both are given.
 """
 
 from __future__ import annotations
@@ -92,8 +97,9 @@ def from_ini(path: Path | str) -> CryptSettings:
         raise ValueError(f"crypt.kdfLogN: not an integer: {log_n!r}") from exc
     return CryptSettings(
         db_path=_path(base, get("system", "cryptdbpath")),
-        backend=get("crypt", "backend") or d.backend,
-        passphrase_file=_path(base, get("crypt", "passphrasefile")),
+        backend=get("crypt", "backend") or get("system", "cryptbackend") or d.backend,
+        passphrase_file=_path(
+            base, get("crypt", "passphrasefile") or get("system", "cryptpassphrasefile")),
         credential_name=get("crypt", "credentialname") or d.credential_name,
         kdf_log_n=kdf_log_n,
         pkcs11_module=_path(base, get("crypt", "pkcs11module")) or d.pkcs11_module,
@@ -102,5 +108,6 @@ def from_ini(path: Path | str) -> CryptSettings:
         pkcs11_pin_credential=get("crypt", "pkcs11pincredential") or d.pkcs11_pin_credential,
         pkcs11_key_label=get("crypt", "pkcs11keylabel") or d.pkcs11_key_label,
         radius_secret_in_vault=_bool(get("crypt", "radiussecretinvault"), False),
-        psk_in_vault=_bool(get("crypt", "pskinvault"), False),
+        psk_in_vault=_bool(
+            get("crypt", "pskinvault") or get("system", "storepskinvault"), False),
     )
