@@ -50,13 +50,14 @@ class CaptureService:
 
     def __init__(self, settings: Any, interfaces: list[str] | None = None, *,
                  options: CaptureOptions | None = None, python: str = sys.executable,
-                 ready_timeout: float = 15.0) -> None:
+                 prefix: tuple[str, ...] = (), ready_timeout: float = 15.0) -> None:
         self.options = options or CaptureOptions.from_settings(settings.capture)
         self._settings = settings
         self._explicit = interfaces is not None or bool(self.options.capture_interfaces)
         self.interfaces = list(interfaces if interfaces is not None
                                else self.options.capture_interfaces)
         self._python = python
+        self._prefix = prefix  # e.g. ("ip", "netns", "exec", NS): must exec, keeping the pid
         self._ready_timeout = ready_timeout
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -76,7 +77,8 @@ class CaptureService:
 
     async def _spawn(self) -> None:
         proc = await asyncio.create_subprocess_exec(
-            self._python, "-m", "edgesec.capture.worker", "--options", self.options.to_json(),
+            *self._prefix, self._python, "-m", "edgesec.capture.worker",
+            "--options", self.options.to_json(),
             *[arg for i in self.interfaces for arg in ("--interface", i)],
             stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
         assert proc.stdout is not None
