@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -82,6 +83,7 @@ class RadiusServer(asyncio.DatagramProtocol):
         self._mask = int(config.clients.netmask)
         self._client_ok: dict[str, bool] = {}
         self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
+        self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
         self.transport: asyncio.DatagramTransport | None = None
 
     # -- asyncio -----------------------------------------------------------------
@@ -148,15 +150,15 @@ class RadiusServer(asyncio.DatagramProtocol):
         return reply
 
     def _remember(self, key: tuple[Any, int, bytes], now: float, reply: bytes) -> None:
-        cache = self._cache
-        if len(cache) >= DUPLICATE_MAX:
-            # drop expired entries, then the oldest quarter if still full
-            for k in [k for k, (exp, _) in cache.items() if exp <= now]:
-                del cache[k]
-            if len(cache) >= DUPLICATE_MAX:
-                for k in list(cache)[: DUPLICATE_MAX // 4]:
-                    del cache[k]
-        cache[key] = (now + DUPLICATE_TTL, reply)
+        """Cache a reply.  Keys are queued in expiry order, so expired entries are
+        dropped from the front in amortised O(1), and the oldest when full."""
+        cache, order = self._cache, self._order
+        while order and (order[0][0] <= now or len(cache) >= DUPLICATE_MAX):
+            _, old = order.popleft()
+            cache.pop(old, None)
+        expiry = now + DUPLICATE_TTL
+        cache[key] = (expiry, reply)
+        order.append((expiry, key))
 
     def _decide(self, req: rc.Request) -> bytes:
         secret = self._secret

@@ -255,10 +255,25 @@ def encode_request(ident: int, authenticator: bytes, secret: bytes,
     return _HEADER.pack(ACCESS_REQUEST, ident, 20 + len(body)) + authenticator + body
 
 
+_mac_cache: dict[bytes | str, str | None] = {}
+
+
 def parse_mac(text: bytes | str) -> str | None:
     """Normalise a MAC written as hostapd/RADIUS clients do (``001122334455``,
     ``00-11-22-33-44-55``, ``00:11:...``, ``0011.2233.4455``) to
-    ``00:11:22:33:44:55``; None if it is not a MAC."""
+    ``00:11:22:33:44:55``; None if it is not a MAC.  Results are memoised
+    (hostapd sends the same few strings over and over)."""
+    hit = _mac_cache.get(text, "")
+    if hit != "":
+        return hit
+    out = _parse_mac(text)
+    if len(_mac_cache) >= 8192:
+        _mac_cache.clear()
+    _mac_cache[text] = out
+    return out
+
+
+def _parse_mac(text: bytes | str) -> str | None:
     if isinstance(text, bytes):
         try:
             text = text.decode("ascii")
