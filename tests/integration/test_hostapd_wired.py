@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import secrets
@@ -170,6 +171,49 @@ def test_hostapd_supervised_events_policy_and_heal(bed: dict[str, str], tmp_path
                 supplicant.terminate()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(supplicant.wait(), 5)
+            await svc.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+
+
+def test_psk_file_backend_with_real_hostapd(bed: dict[str, str], tmp_path: Path) -> None:
+    """pskBackend=file: hostapd runs from the generated config without RADIUS keys,
+    registry changes rewrite the PSK file and hostapd reloads it."""
+    base = make_settings(tmp_path, bed["if_ap"])
+    settings = dataclasses.replace(base, ap=dataclasses.replace(
+        base.ap, psk_backend="file", wpa_psk_file=tmp_path / "hostapd.wpa_psk"))
+    store = Store(tmp_path / "registry.sqlite")
+    registry = Registry(settings, store)
+    other = "02:5e:00:00:00:09"
+    registry.accept_mac(DEV_MAC, 0)
+    registry.assign_psk(DEV_MAC, "first-device-passphrase")
+
+    async def scenario() -> None:
+        svc = HostapdService(settings, registry, extra={"driver": "wired"},
+                             argv_prefix=["ip", "netns", "exec", bed["ns_ap"]],
+                             ping_interval=0.3)
+        try:
+            await svc.start()
+            assert svc.mon is not None and svc.mon.attached
+            conf = Path(settings.ap.ap_file_path).read_text()
+            assert "auth_server_addr" not in conf and "wpa_psk_radius" not in conf
+            assert f"wpa_psk_file={settings.ap.wpa_psk_file}\n" in conf
+            psk_path = Path(settings.ap.wpa_psk_file)
+            assert f"{DEV_MAC} first-device-passphrase\n" in psk_path.read_text()
+            assert (psk_path.stat().st_mode & 0o077) == 0
+            registry.accept_mac(other, 0)
+            registry.assign_psk(other, "second-device-passphrase")
+            registry.deny_mac(DEV_MAC)
+            await wait_until(lambda: f"{other} second-device-passphrase" in psk_path.read_text()
+                             and DEV_MAC not in psk_path.read_text(), "PSK file rewritten", 10)
+            assert DEV_MAC in await svc.cmd.request("DENY_ACL SHOW")
+            # hostapd accepted the rewritten file and is still the same healthy process
+            await svc.cmd.command_ok("RELOAD_WPA_PSK")
+            assert await svc.cmd.ping() and svc.process.restarts == 0
+        finally:
             await svc.stop()
 
     try:
