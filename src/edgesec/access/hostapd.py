@@ -56,6 +56,8 @@ class HostapdService:
         self.settings = settings
         self.registry = registry
         ap = settings.ap
+        if not ap.interface:
+            raise ValueError("[ap] interface is empty: the hostapd service needs an interface")
         self.backend = getattr(ap, "psk_backend", "radius") or "radius"
         self.extra = dict(extra or {})
         extra_file = getattr(ap, "extra_config_file", None)
