@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgesec.crypt import CryptSettings, Vault
@@ -279,9 +280,24 @@ def test_one_mebibyte_value(vault: Vault) -> None:
     assert vault.get("big") == big
 
 
+def _sized(seed_and_size: tuple[bytes, int]) -> bytes:
+    seed, size = seed_and_size
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+# arbitrary small values, plus patterned values up to and including 1 MiB
+_values = st.one_of(
+    st.binary(max_size=4096),
+    st.tuples(st.binary(min_size=1, max_size=32),
+              st.one_of(st.integers(0, 1 << 20), st.just(1 << 20))).map(_sized),
+)
+
+
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=st.text(min_size=1, max_size=80), value=st.binary(max_size=4096))
+@given(key=st.text(min_size=1, max_size=80), value=_values)
+@example(key="k", value=b"")
+@example(key="k", value=os.urandom(1 << 20))
 def test_arbitrary_round_trip(vault: Vault, key: str, value: bytes) -> None:
     vault.put(key, value)
     assert vault.get(key) == value
