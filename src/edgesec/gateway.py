@@ -234,5 +234,11 @@ def _control_key(settings: Settings) -> bytes:
     if sup.supervisor_control_key:
         return sup.supervisor_control_key.encode()
     if sup.supervisor_control_key_file is not None:
-        return sup.supervisor_control_key_file.read_text().strip().encode()
+        path = sup.supervisor_control_key_file
+        try:
+            return path.read_text().strip().encode()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise RuntimeError(f"[supervisor] supervisorControlKeyFile = '{path}': cannot read: "
+                               f"{reason}") from None
     return b""

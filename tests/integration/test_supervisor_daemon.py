@@ -137,6 +137,16 @@ def test_non_loopback_udp_without_key_refuses_to_start(tmp_path: Path) -> None:
     assert not (tmp_path / "edgesec.sock").exists()
 
 
+def test_unreadable_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"supervisor": {"supervisorControlPort": free_udp_port(),
+                                                    "supervisorControlAddress": "0.0.0.0",
+                                                    "supervisorControlKeyFile": "absent.key"}})
+    out = subprocess.run([*EDGESEC, "run", "-c", str(config)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "supervisorControlKeyFile" in out.stderr and "absent.key" in out.stderr
+
+
 def test_non_loopback_udp_with_key_answers_only_authenticated(tmp_path: Path, daemons) -> None:
     port = free_udp_port()
     key_file = tmp_path / "control.key"
