@@ -92,7 +92,17 @@ def access_request(mac: str, secret: bytes, ident: int,
 
 
 def parse_reply(data: bytes, ident: int, authenticator: bytes, secret: bytes) -> Verdict:
-    """Check a reply's authenticators and read the verdict (hostapd's checks)."""
+    """Check a reply's authenticators and read the verdict (hostapd's checks).
+
+    Raises :class:`JoinError` for anything that is not a valid answer.
+    """
+    try:
+        return _parse_reply(data, ident, authenticator, secret)
+    except (rc.RadiusError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise JoinError(f"unusable RADIUS reply: {exc}") from None
+
+
+def _parse_reply(data: bytes, ident: int, authenticator: bytes, secret: bytes) -> Verdict:
     reply = rc.decode(data)
     if reply.ident != ident:
         raise JoinError(f"reply id {reply.ident} does not answer request {ident}")
@@ -159,7 +169,7 @@ class HostapdClient:
                         data = self.sock.recv(4096)
                         try:
                             return parse_reply(data, ident, auth, self.secret)
-                        except (JoinError, rc.RadiusError):
+                        except JoinError:
                             continue  # a late answer to an earlier request: keep waiting
                 except TimeoutError:
                     continue

@@ -69,6 +69,7 @@ class Lab:
         self._daemon_proc: subprocess.Popen[bytes] | None = None
         self._radius: hostap.HostapdClient | None = None
         self._children: list[subprocess.Popen[bytes]] = []
+        self.timings: dict[str, float] = {}  # seconds per phase of up()
         self.log: Callable[[str], None] = lambda _msg: None
 
     # -- finding -------------------------------------------------------------
@@ -103,12 +104,20 @@ class Lab:
         if devices < 0:
             raise LabError("the number of devices cannot be negative")
         try:
+            t0 = time.monotonic()
             self._up_gateway(devices, config)
+            t1 = time.monotonic()
             names = [device_name(i) for i in range(1, devices + 1)]
             self.join_many(names, announce_every=announce_every, workers=workers)
-            self.wait_registered()
+            t2 = time.monotonic()
+            missing = self.wait_registered(timeout=10.0 + devices)
+            if missing:
+                self.log(f"edgesec has not recorded the leases of {', '.join(missing)} yet")
+            t3 = time.monotonic()
             if agents:
                 self.start_agents()
+            self.timings = {"gateway": t1 - t0, "join": t2 - t1, "registered": t3 - t2,
+                            "agents": time.monotonic() - t3}
         except BaseException:
             self.down()
             raise
