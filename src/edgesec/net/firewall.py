@@ -65,6 +65,27 @@ class Nft:
             return None
         return json.loads(out)
 
+    def list_structure(self, table: str) -> dict[str, Any] | None:
+        """Chains and sets (no rules, no elements) of ``inet <table>``; None if absent.
+
+        ~10 ms at 20k elements, against ~200 ms for the full listing, because
+        libnftables fetches set elements only for listings that show them.
+        """
+        objs: list[dict[str, Any]] = []
+        with self._lock:
+            self._nft.set_terse_output(True)
+            try:
+                # ("list tables" would fetch every element: avoid it)
+                for cmd in ("list chains inet", "list sets inet"):
+                    rc, out, _err = self._nft.cmd(cmd)
+                    if rc != 0:
+                        return None
+                    objs += json.loads(out).get("nftables", [])
+            finally:
+                self._nft.set_terse_output(False)
+        mine = [o for o in objs if next(iter(o.values())).get("table") == table]
+        return {"nftables": mine} if mine else None
+
 
 def _norm(elem: Any) -> Any:
     if isinstance(elem, dict) and "concat" in elem:
@@ -75,8 +96,12 @@ def _norm(elem: Any) -> Any:
 
 
 def table_differences(listing: Mapping[str, Any] | None, skel: P.Skeleton,
-                      rows: Mapping[str, set[Any]]) -> list[str]:
-    """What differs between a table listing and the policy (empty when equal). Pure."""
+                      rows: Mapping[str, set[Any]], elements: bool = True) -> list[str]:
+    """What differs between a table listing and the policy (empty when equal). Pure.
+
+    With ``elements=False`` (a structure listing: chains and sets only) just
+    the presence of every chain and set is compared.
+    """
     if listing is None:
         return ["table missing"]
     chains: set[str] = set()
@@ -94,6 +119,9 @@ def table_differences(listing: Mapping[str, Any] | None, skel: P.Skeleton,
     diffs = []
     if chains != set(skel.chains):
         diffs.append(f"chains {sorted(chains)}")
+    if not elements:
+        diffs += [f"set {n} missing" for n in P.SET_TYPES if n not in sets]
+        return diffs
     for chain, want in skel.rule_comments.items():
         if tuple(comments.get(chain, [])) != want:
             diffs.append(f"rules of chain {chain}")
@@ -126,6 +154,7 @@ class FirewallService:
         self._count: dict[str, dict[Any, int]] = {n: {} for n in P.ROW_SETS}
         self._gen: GenerationReader | None = None
         self._last_gen = -1
+        self._next_element_check = 0.0
         self._lock = threading.RLock()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Any = None
@@ -243,13 +272,22 @@ class FirewallService:
             with contextlib.suppress(OSError):
                 self._last_gen = self._gen.read()
 
-    def differences(self) -> list[str]:
+    def differences(self, elements: bool = True) -> list[str]:
         """How the kernel table differs from the policy (empty when in sync)."""
         with self._lock:
-            return table_differences(self.nft.list_table(self.cfg.table), self.skel, self.rows())
+            listing = (self.nft.list_table(self.cfg.table) if elements
+                       else self.nft.list_structure(self.cfg.table))
+            return table_differences(listing, self.skel, self.rows(), elements)
 
     def check(self, force: bool = False) -> bool:
-        """Heal the table if someone changed the ruleset; True when it re-applied."""
+        """Heal the table if someone changed the ruleset; True when it re-applied.
+
+        Someone else committed (generation changed): a structure listing
+        (chains and sets, ~10 ms) catches a flushed or deleted table at once;
+        the full comparison of rules and elements (~0.3 s at 20k elements)
+        runs at most every ``max(1 s, 5 x its last duration)``, or when
+        ``force``.
+        """
         with self._lock:
             if not force and self._gen is not None:
                 try:
@@ -257,7 +295,14 @@ class FirewallService:
                         return False
                 except OSError:
                     pass
-            diffs = self.differences()
+            diffs = self.differences(elements=False)
+            now = time.monotonic()
+            if not diffs and (force or now >= self._next_element_check):
+                diffs = self.differences(elements=True)
+                took = time.monotonic() - now
+                self._next_element_check = time.monotonic() + max(1.0, 5 * took)
+            elif not diffs:
+                return False  # generation not noted: elements are checked on a later poll
             if not diffs:
                 self._note_generation()
                 return False
@@ -281,6 +326,10 @@ class FirewallService:
                 log.exception("firewall check failed")
 
     # -- Service protocol ----------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: verify the whole table now and re-apply it if it differs."""
+        self.check(force=True)
+
     async def start(self) -> None:
         self._gen = GenerationReader()
         self._running = True
