@@ -318,3 +318,26 @@ def test_open_or_create(tmp_path: Path) -> None:
         assert v.get("k") == b"v"
     with pytest.raises(VaultFormatError):
         Vault.open_or_create(CryptSettings(), b"pw")
+
+
+def test_rekey_by_another_process_is_followed(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    with Vault.create(path, backend()) as daemon_side:
+        daemon_side.put("before", b"1")
+        with Vault.open(path, backend()) as cli_side:
+            cli_side.rekey()  # deletes the data key daemon_side has cached
+        daemon_side.put("after", b"2")  # must use the new key, not the deleted one
+        assert daemon_side.get("before") == b"1"
+    with Vault.open(path, backend()) as fresh:
+        assert (fresh.get("before"), fresh.get("after")) == (b"1", b"2")
+
+
+def test_closed_vault_raises_crypt_error(tmp_path: Path) -> None:
+    from edgesec.crypt.errors import CryptError
+
+    v = Vault.create(tmp_path / "v.db", backend())
+    v.close()
+    with pytest.raises(CryptError):
+        v.get("k")
+    with pytest.raises(CryptError):
+        v.put("k", b"v")

@@ -221,6 +221,10 @@ class Vault:
         return self._backend.name
 
     # ---------------------------------------------------------------- keys
+    def _check_open(self) -> None:
+        if self._root is None:
+            raise CryptError("vault is closed")
+
     def _root_key(self) -> RootKey:
         if self._root is None:
             raise CryptError("vault is closed")
@@ -254,15 +258,21 @@ class Vault:
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
         """Store several pairs in one transaction; returns the count."""
+        pairs = [(key, bytes(value)) for key, value in items]
+        for key, _ in pairs:
+            if not isinstance(key, str) or not key:
+                raise ValueError("vault keys must be non-empty strings")
         with self._lock:
-            rows = []
-            for key, value in items:
-                if not isinstance(key, str) or not key:
-                    raise ValueError("vault keys must be non-empty strings")
-                nonce, ct = self._seal(key, bytes(value))
-                rows.append((key, ct, self._active, nonce, ALG))
+            self._check_open()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                # another process (``edgesec crypt rotate --data-key``) may have replaced
+                # the data key: never write under a key that no longer exists
+                self._active = self._meta("active_key")
+                rows = []
+                for key, value in pairs:
+                    nonce, ct = self._seal(key, value)
+                    rows.append((key, ct, self._active, nonce, ALG))
                 self._conn.executemany(
                     "INSERT INTO store (key, value, id, iv, alg) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value, id=excluded.id, "
@@ -276,6 +286,7 @@ class Vault:
     def get(self, key: str) -> bytes | None:
         """The plaintext stored under ``key``; None if absent; IntegrityError if tampered."""
         with self._lock:
+            self._check_open()
             row = self._conn.execute(
                 "SELECT value, id, iv, alg FROM store WHERE key=?", (key,)).fetchone()
             if row is None:
