@@ -183,3 +183,27 @@ def test_device_macs_are_stable_unicast_and_distinct() -> None:
         first = int(mac[:2], 16)
         assert first & 1 == 0 and first & 2  # unicast, locally administered
     assert device_mac("elab", "dev1") == device_mac("elab", "dev1") != device_mac("x2", "dev1")
+
+
+# -- the wan's DNS server -----------------------------------------------------------
+
+def test_dnsd_answers_a_queries() -> None:
+    import dns.message
+
+    from edgesec.lab import dnsd
+
+    q = dns.message.make_query("wan.edgesec-lab.test.", "A")
+    reply = dns.message.from_wire(dnsd.answer(q.to_wire(), "198.51.100.2"))
+    assert reply.id == q.id and [r.to_text() for r in reply.answer[0]] == ["198.51.100.2"]
+    aaaa = dns.message.from_wire(dnsd.answer(dns.message.make_query("x.", "AAAA").to_wire(),
+                                             "198.51.100.2"))
+    assert aaaa.answer == [] and aaaa.rcode() == 0
+    assert dnsd.answer(reply.to_wire(), "198.51.100.2") is None  # responses are ignored
+
+
+@given(st.binary(max_size=600))
+def test_dnsd_fuzz(data: bytes) -> None:
+    from edgesec.lab import dnsd
+
+    out = dnsd.answer(data, "198.51.100.2")
+    assert out is None or isinstance(out, bytes)

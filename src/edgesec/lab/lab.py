@@ -133,6 +133,8 @@ class Lab:
         st.save()
         self.log(f"creating namespaces {st.gateway_ns} and {st.wan_ns}")
         self.topo.up()
+        self.topo.popen(st.wan_ns, [sys.executable, "-m", "edgesec.lab.dnsd", "--answer",
+                                    tb.Topology.WAN_IP], ready="ready")
         st.pids = tb.pids_in_netns(st.wan_ns)
         secrets = gwconfig.LabSecrets.generate()
         st.crypt_passphrase = os.environ.get("EDGESEC_CRYPT_PASSPHRASE") or \
