@@ -451,8 +451,16 @@ class Registry:
 
     def _admitted(self, dev: Device, psk: str, reason: str) -> Admission:
         self._check_vlan_or_default(dev)
-        dev = self._save(replace(dev, join_ts=int(self.clock() * 1_000_000)))
-        return Admission(True, dev.vlanid, psk, dev.label, reason)
+        joined = replace(dev, join_ts=int(self.clock() * 1_000_000))
+        if self._devices.get(dev.mac) == dev:
+            # Only the join time changed: no policy changed, so no event and no
+            # fsync (RADIUS answers every association; see Store.transaction).
+            with self.store.transaction(fsync=False):
+                self.store.put_device(self._row(joined))
+            self._remember(joined)
+        else:
+            joined = self._save(joined)
+        return Admission(True, joined.vlanid, psk, joined.label, reason)
 
     def _check_vlan_or_default(self, dev: Device) -> None:
         if self.settings.interfaces.subnets and \

@@ -111,15 +111,26 @@ class Store:
         )
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; rolled back if the body raises."""
-        self.db.execute("BEGIN IMMEDIATE")
+    def transaction(self, fsync: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; rolled back if the body raises.
+
+        ``fsync=False`` commits with ``synchronous=NORMAL``: the change survives
+        a crash of the process (it is in the WAL) but not a power loss.  Only
+        for bookkeeping the original did not persist at all (join timestamps).
+        """
+        if not fsync:
+            self.db.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        finally:
+            if not fsync:
+                self.db.execute("PRAGMA synchronous=FULL")
 
     # -- reads -------------------------------------------------------------
     def load_devices(self) -> list[DeviceRow]:
