@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
+    # The control plane wins CPU contention; the ring buffers the burst meanwhile.
+    with contextlib.suppress(OSError):
+        os.nice(5)
     try:
         worker = Worker(CaptureOptions.from_json(args.options), args.interface)
     except (CaptureError, BpfError, OSError) as exc:
