@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,17 +50,25 @@ class ServiceSpec:
     name: str
     module: str
     factory: str
-    enabled: str  # attribute of settings.system
+    enabled: Callable[[Settings], bool]
 
 
 OPTIONAL_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("subnets", "edgesec.net.links", "build_subnet_service", "create_interfaces"),
-    ServiceSpec("firewall", "edgesec.net.firewall", "build_firewall_service", "exec_firewall"),
-    ServiceSpec("radius", "edgesec.access.radius", "build_radius_service", "exec_radius"),
-    ServiceSpec("hostapd", "edgesec.access.hostapd", "build_hostapd_service", "exec_ap"),
-    ServiceSpec("dhcp", "edgesec.dhcp.dnsmasq", "build_dhcp_service", "exec_dhcp"),
-    ServiceSpec("mdns", "edgesec.mdns.service", "build_mdns_service", "exec_mdns_forward"),
-    ServiceSpec("capture", "edgesec.capture.service", "build_capture_service", "exec_capture"),
+    ServiceSpec("subnets", "edgesec.net.links", "build_subnet_service",
+                lambda s: s.system.create_interfaces),
+    ServiceSpec("firewall", "edgesec.net.firewall", "build_firewall_service",
+                lambda s: s.system.exec_firewall),
+    ServiceSpec("radius", "edgesec.access.radius", "build_radius_service",
+                lambda s: s.system.exec_radius),
+    # execAp decides whether edgesec runs hostapd or attaches to a running one.
+    ServiceSpec("hostapd", "edgesec.access.hostapd", "build_hostapd_service",
+                lambda s: s.system.exec_ap or bool(s.ap.interface)),
+    ServiceSpec("dhcp", "edgesec.dhcp.dnsmasq", "build_dhcp_service",
+                lambda s: s.system.exec_dhcp),
+    ServiceSpec("mdns", "edgesec.mdns.service", "build_mdns_service",
+                lambda s: s.system.exec_mdns_forward),
+    ServiceSpec("capture", "edgesec.capture.service", "build_capture_service",
+                lambda s: s.system.exec_capture),
 )
 # Services that must be up before the control API answers (the rest start after it).
 EARLY = ("subnets", "firewall")
@@ -106,7 +115,7 @@ class Gateway:
         self.table.register_family(commands.names, commands.handle, commands.secret_returning)
 
     def _build(self, spec: ServiceSpec) -> Service | None:
-        if not getattr(self.settings.system, spec.enabled):
+        if not spec.enabled(self.settings):
             return None
         try:
             factory = getattr(importlib.import_module(spec.module), spec.factory)
