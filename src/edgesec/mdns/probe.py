@@ -20,6 +20,7 @@ Owns small command-line peers used by the integration tests and
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import select
 import socket
@@ -32,7 +33,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-GROUP, PORT = "224.0.0.251", 5353
+GROUP, GROUP6, PORT = "224.0.0.251", "ff02::fb", 5353
 
 
 def _socket(bind_ip: str = "0.0.0.0", ttl: int = 255, join: bool = True,
@@ -52,15 +53,51 @@ def _socket(bind_ip: str = "0.0.0.0", ttl: int = 255, join: bool = True,
     return s
 
 
-def _sender(source: str, ttl: int) -> socket.socket:
-    """Socket sending from ``source``:5353 (a raw-less way to choose the source)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def link_local(ifname: str = "eth0", wait: float = 5.0) -> str:
+    """The (non-tentative) IPv6 link-local address of ``ifname``."""
+    deadline = time.monotonic() + wait
+    while True:
+        for line in open("/proc/net/if_inet6").read().splitlines():  # noqa: SIM115
+            f = line.split()
+            tentative = int(f[4], 16) & 0x40
+            if f[5] == ifname and f[0].startswith("fe80") and not tentative:
+                return str(ipaddress.IPv6Address(int(f[0], 16)))
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no link-local address on {ifname}")
+        time.sleep(0.1)
+
+
+def _sender(source: str, ttl: int, ifname: str = "eth0") -> tuple[socket.socket, tuple]:
+    """Socket sending from ``source``:5353 and the group address to send to."""
+    if source == "ll":
+        source = link_local(ifname)
+    v6 = ":" in source
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if v6:
+        idx = socket.if_nametoindex(ifname)
+        s.bind((source, PORT, 0, idx))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        return s, (GROUP6, PORT, 0, idx)
     s.bind((source, PORT))
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(source))
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    return s, (GROUP, PORT)
+
+
+def _listener6(ifname: str = "eth0") -> socket.socket:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::", PORT))
+    idx = socket.if_nametoindex(ifname)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                 socket.inet_pton(socket.AF_INET6, GROUP6) + struct.pack("@I", idx))
     return s
 
 
@@ -141,7 +178,7 @@ def cmd_browse(a: argparse.Namespace) -> int:
 
 
 def cmd_send(a: argparse.Namespace) -> int:
-    s = _sender(a.source, a.ttl)
+    s, group = _sender(a.source, a.ttl)
     sent = 0
     for i in range(a.count):
         name = f"{a.name}-{i}" if a.unique else a.name
@@ -149,7 +186,7 @@ def cmd_send(a: argparse.Namespace) -> int:
                 else query_wire(name, ident=i & 0xFFFF))
         while True:
             try:
-                s.sendto(wire, (GROUP, PORT))
+                s.sendto(wire, group)
                 sent += 1
                 break
             except BlockingIOError:
@@ -161,7 +198,7 @@ def cmd_send(a: argparse.Namespace) -> int:
 
 
 def cmd_listen(a: argparse.Namespace) -> int:
-    s = _socket()
+    s = _listener6() if a.v6 else _socket()
     match = a.match.encode() if a.match else b""
     count, sources, echoed = 0, {}, False
     deadline = time.monotonic() + a.seconds
@@ -169,14 +206,15 @@ def cmd_listen(a: argparse.Namespace) -> int:
     while (left := deadline - time.monotonic()) > 0:
         if not select.select([s], [], [], left)[0]:
             break
-        data, (src, _port) = s.recvfrom(9100)
+        data, addr = s.recvfrom(9100)
+        src = addr[0].split("%")[0]
         if match and match not in data:
             continue
         count += 1
         sources[src] = sources.get(src, 0) + 1
         if a.echo and not echoed:
-            e = _sender(a.echo, 255)
-            e.sendto(data, (GROUP, PORT))
+            e, group = _sender(a.echo, 255)
+            e.sendto(data, group)
             e.close()
             echoed = True
     print(json.dumps({"count": count, "sources": sources, "echoed": echoed}), flush=True)
@@ -241,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--timeout", type=float, default=6.0)
     x = sub.add_parser("send")
     x.add_argument("name")
-    x.add_argument("source")
+    x.add_argument("source", help="source address; 'll' = eth0's IPv6 link-local")
     x.add_argument("--answer", default="", help="send an answer NAME A this address")
     x.add_argument("--ttl", type=int, default=255)
     x.add_argument("--count", type=int, default=1)
@@ -251,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--seconds", type=float, default=3.0)
     x.add_argument("--match", default="")
     x.add_argument("--echo", default="", help="re-send the first match from this address")
+    x.add_argument("--v6", action="store_true", help="listen on ff02::fb instead")
     x = sub.add_parser("respond")
     x.add_argument("name")
     x.add_argument("ip")

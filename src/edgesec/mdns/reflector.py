@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgesec.mdns.decoder import Message
 from edgesec.mdns.pipeline import Interface, Pipeline
@@ -35,21 +36,28 @@ _BATCH = 256
 
 def discover_interface(name: str, address4: ipaddress.IPv4Address | None,
                        network4: ipaddress.IPv4Network | None) -> Interface | None:
-    """Look ``name`` up with pyroute2; None when it does not exist (yet)."""
-    from pyroute2 import IPRoute
+    """Index and IPv6 addresses of ``name``; None when it does not exist (yet).
 
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
-            return None
-        nets6: list[ipaddress.IPv6Network] = []
-        addrs6: list[ipaddress.IPv6Address] = []
-        for msg in ipr.get_addr(index=idx[0], family=socket.AF_INET6):
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr:
-                addrs6.append(ipaddress.IPv6Address(addr))
-                nets6.append(ipaddress.IPv6Network(f"{addr}/{msg['prefixlen']}", strict=False))
-    return Interface(name, idx[0], address4, network4, tuple(nets6), tuple(addrs6))
+    Plain ``if_nametoindex`` and ``/proc/net/if_inet6`` (both per network
+    namespace): synchronous, cheap, and safe inside the running event loop.
+    """
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return None
+    nets6: list[ipaddress.IPv6Network] = []
+    addrs6: list[ipaddress.IPv6Address] = []
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 6 and fields[5] == name:
+            addr = ipaddress.IPv6Address(int(fields[0], 16))
+            addrs6.append(addr)
+            nets6.append(ipaddress.IPv6Network(f"{addr}/{int(fields[2], 16)}", strict=False))
+    return Interface(name, index, address4, network4, tuple(nets6), tuple(addrs6))
 
 
 @dataclass
@@ -83,19 +91,23 @@ class Reflector:
         self.rescan()
 
     def rescan(self) -> list[str]:
-        """Open sockets for bridges that appeared since; return their names."""
+        """Open sockets for bridges that appeared since, refresh addresses of the others.
+
+        Returns the names of bridges that got new sockets.
+        """
         opened: list[str] = []
         for name, gw, net in self.subnets:
             missing = [f for f in self.families() if (name, f) not in self.endpoints]
-            if not missing:
-                continue
             try:
                 iface = discover_interface(name, gw, net)
-            except Exception as exc:  # netlink trouble: try again on the next rescan
+            except Exception as exc:
                 log.warning("mdns: cannot inspect %s: %s", name, exc)
                 continue
             if iface is None:
                 continue
+            for fam in self.families():  # addresses (e.g. IPv6 link-local) come and go
+                if (name, fam) in self.endpoints:
+                    self.endpoints[(name, fam)].iface = iface
             for fam in missing:
                 try:
                     sock = open_socket(fam, name, iface.index, gw)
@@ -105,12 +117,15 @@ class Reflector:
                     continue
                 ep = _Endpoint(iface, fam, sock)
                 self.endpoints[(name, fam)] = ep
-                self.pipeline.own.update(iface.addresses6)
-                if iface.address4 is not None:
-                    self.pipeline.own.add(iface.address4)
                 assert self._loop is not None
                 self._loop.add_reader(sock.fileno(), self._readable, ep)
                 opened.append(name)
+        own: set = set()
+        for ep in self.endpoints.values():
+            own.update(ep.iface.addresses6)
+            if ep.iface.address4 is not None:
+                own.add(ep.iface.address4)
+        self.pipeline.own = own
         if opened:
             log.info("mdns: reflecting on %s", ", ".join(sorted(set(opened))))
         return opened

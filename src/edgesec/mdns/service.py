@@ -120,6 +120,7 @@ class MdnsService:
         """One line: where we reflect and what happened so far."""
         c = self.pipeline.counters
         dropped = sum(v for k, v in c.items() if k != "reflected")
+        why = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k != "reflected" and v)
         fams = "+".join(n for n, on in (("v4", self.mdns.reflect_ip4),
                                         ("v6", self.mdns.reflect_ip6)) if on) or "off"
         if self.nflog is not None:
@@ -129,7 +130,8 @@ class MdnsService:
         else:
             bridging = "auto-bridge off"
         return (f"reflecting {fams} on {','.join(self.reflector.interfaces()) or 'nothing'}; "
-                f"reflected {c['reflected']}, dropped {dropped} (rate {c['rate']}); "
+                f"reflected {c['reflected']}, dropped {dropped} ({why or 'none'}), "
+                f"send errors {self.reflector.send_errors}; "
                 f"{len(self.knowledge)} names; {bridging}, {self.bridger.created} made")
 
     async def _housekeeping(self) -> None:
