@@ -218,23 +218,37 @@ class Lab:
                                                   announce=ann))
         self.state.save()
         todo = [self.state.device(n) for n in names]
+        # RADIUS in order (milliseconds each), so dev1 gets the first pool VLAN,
+        # dev2 the next, ...; then bridges and DHCP in parallel.
+        verdicts: list[hostap.Verdict | Exception] = []
+        for dev in todo:
+            try:
+                verdicts.append(self.radius().authorize(dev.mac))
+            except Exception as exc:
+                verdicts.append(exc)
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            list(pool.map(self._join_safely, todo))
+            list(pool.map(self._join_safely, todo, verdicts))
         self.state.save()
         return todo
 
-    def _join_safely(self, dev: DeviceState) -> None:
+    def _join_safely(self, dev: DeviceState, verdict: hostap.Verdict | Exception) -> None:
         try:
-            self.join(dev)
+            if isinstance(verdict, Exception):
+                raise verdict
+            self.join(dev, verdict)
         except Exception as exc:
             dev.state, dev.error = "failed", f"{type(exc).__name__}: {exc}"
             self.log(f"{dev.name}: {dev.error}")
 
-    def join(self, dev: DeviceState) -> DeviceState:
-        """RADIUS decides, the veth goes into the VLAN's bridge, DHCP gives the address."""
+    def join(self, dev: DeviceState, verdict: hostap.Verdict | None = None) -> DeviceState:
+        """RADIUS decides, the veth goes into the VLAN's bridge, DHCP gives the address.
+
+        ``verdict`` is the RADIUS answer when the caller already asked.
+        """
         if self.topo is None:
             raise LabError("devices can only join in the process that built the lab")
-        verdict = self.radius().authorize(dev.mac)
+        if verdict is None:
+            verdict = self.radius().authorize(dev.mac)
         if not verdict.accept:
             dev.state, dev.error = "rejected", "Access-Reject"
             return dev
