@@ -60,6 +60,10 @@ def up(
     except Exception as exc:
         raise _fail(f"lab up failed (everything removed again): {exc}") from None
     _print_status(lab)
+    with contextlib.suppress(ClientError, OSError):
+        for line in lab.ctl("STATUS").splitlines():
+            if " failed " in line:
+                console.print(f"[yellow]service {line}[/yellow]")
     failed = [d for d in lab.state.devices if d.state != "joined"]
     console.print(f"lab [bold]{prefix}[/bold] is up: {len(lab.state.devices) - len(failed)} "
                   f"devices joined; state in {lab.dir}")

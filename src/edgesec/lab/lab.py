@@ -20,6 +20,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -376,7 +377,9 @@ def down(prefix: str = DEFAULT_PREFIX, root: Path | None = None) -> list[str]:
         if daemon.terminate(state.daemon_pid, DAEMON_MARKER, grace=20.0, group=True):
             removed.append(f"edgesec daemon (pid {state.daemon_pid})")
     removed += [f"namespace {n}" for n in tb.down(prefix)]
-    workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), f"{prefix}-*")))
+    # the test bed's tempfile.mkdtemp(prefix="<prefix>-"): exactly 8 random characters
+    workdirs = {p for p in glob.glob(os.path.join(tempfile.gettempdir(), f"{prefix}-*"))
+                if re.fullmatch(re.escape(prefix) + r"-[a-z0-9_]{8}", os.path.basename(p))}
     if state is not None and state.workdir:
         workdirs.add(state.workdir)
     for path in sorted(workdirs):
