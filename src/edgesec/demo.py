@@ -66,8 +66,9 @@ class Story:
         if reply != "OK\n":
             raise StepFailed(f"{command.split()[0]} answered {reply.strip()!r}")
 
-    def reach(self, src: str, ip: str, port: int = 7, kind: str = "tcp",
-              timeout: float = 1.0) -> bool:
+    def reach(
+        self, src: str, ip: str, port: int = 7, kind: str = "tcp", timeout: float = 1.0
+    ) -> bool:
         return self.lab.probe(src, kind, ip, port, timeout)
 
     def eventually(self, check: Callable[[], bool], seconds: float) -> bool:
@@ -87,6 +88,7 @@ def require(cond: bool, why: str) -> None:
 
 # -- the steps ------------------------------------------------------------------
 
+
 def step_join(s: Story) -> str:
     devs = s.lab.state.devices
     bad = [f"{d.name}: {d.state} {d.error}".strip() for d in devs if d.state != "joined"]
@@ -96,15 +98,20 @@ def step_join(s: Story) -> str:
     require(not missing, f"edgesec has no lease recorded for {', '.join(missing)}")
     vlans = {d.vlan for d in devs}
     nets = {".".join(d.ip.split(".")[:3]) + f"/{d.vlan}" for d in devs}
-    require(len(vlans) == len(devs) and len(nets) == len(devs),
-            f"devices share VLANs/subnets: {[(d.name, d.vlan, d.ip) for d in devs]}")
+    require(
+        len(vlans) == len(devs) and len(nets) == len(devs),
+        f"devices share VLANs/subnets: {[(d.name, d.vlan, d.ip) for d in devs]}",
+    )
     require(all(d.psk_ok for d in devs), "an Access-Accept carried no Tunnel-Password")
     return ", ".join(f"{d.name} VLAN {d.vlan} {d.ip}" for d in devs)
 
 
 def _agents_ready(s: Story) -> bool:
-    return all("ready" in (s.lab.dir / f"agent-{n}.log").read_text(errors="replace")
-               for n in (s.a, s.b, s.c) if (s.lab.dir / f"agent-{n}.log").exists())
+    return all(
+        "ready" in (s.lab.dir / f"agent-{n}.log").read_text(errors="replace")
+        for n in (s.a, s.b, s.c)
+        if (s.lab.dir / f"agent-{n}.log").exists()
+    )
 
 
 def step_isolated(s: Story) -> str:
@@ -129,8 +136,10 @@ def step_nat(s: Story) -> str:
     a = s.dev(s.a)
     require(not s.reach(s.a, WAN, 80, "http"), f"{s.a} reached the wan before ADD_NAT")
     s.ok(f"ADD_NAT {a.mac}")
-    require(s.eventually(lambda: s.reach(s.a, WAN, 80, "http"), 3),
-            f"{s.a} cannot reach the wan after ADD_NAT")
+    require(
+        s.eventually(lambda: s.reach(s.a, WAN, 80, "http"), 3),
+        f"{s.a} cannot reach the wan after ADD_NAT",
+    )
     require(not s.reach(s.b, WAN, 80, "http"), f"{s.b} reached the wan without NAT")
     return f"{s.a} → wan http ok, {s.b} → wan still blocked"
 
@@ -138,28 +147,39 @@ def step_nat(s: Story) -> str:
 def step_unbridge(s: Story) -> str:
     a, b = s.dev(s.a), s.dev(s.b)
     s.ok(f"REMOVE_BRIDGE {a.mac} {b.mac}")
-    require(s.eventually(lambda: not s.reach(s.b, a.ip), 3),
-            f"{s.b} still reaches {s.a} after REMOVE_BRIDGE")
+    require(
+        s.eventually(lambda: not s.reach(s.b, a.ip), 3),
+        f"{s.b} still reaches {s.a} after REMOVE_BRIDGE",
+    )
     return f"{s.a} ↔ {s.b} closed again"
 
 
 def step_discover(s: Story) -> str:
     a, b = s.dev(s.a), s.dev(s.b)
     require(bool(a.announce), f"{s.a} does not announce a service")
-    res = s.lab.run(s.b, [sys.executable, "-m", "edgesec.lab.discover", a.announce,
-                          "--timeout", "10"], timeout=30)
+    res = s.lab.run(
+        s.b,
+        [sys.executable, "-m", "edgesec.lab.discover", a.announce, "--timeout", "10"],
+        timeout=30,
+    )
     try:
         found = json.loads(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise StepFailed(f"discovery crashed: {res.stderr.strip()[-300:]}") from None
-    require(a.ip in found.get("addresses", []),
-            f"{s.b} did not resolve {found.get('name')} through the reflector "
-            f"(got {found.get('addresses')})")
-    require(s.eventually(lambda: s.reach(s.b, a.ip, 80, "http", timeout=3), 10),
-            f"{s.b}'s connection to {s.a}'s service was not let through (no auto-bridge)")
+    require(
+        a.ip in found.get("addresses", []),
+        f"{s.b} did not resolve {found.get('name')} through the reflector "
+        f"(got {found.get('addresses')})",
+    )
+    require(
+        s.eventually(lambda: s.reach(s.b, a.ip, 80, "http", timeout=3), 10),
+        f"{s.b}'s connection to {s.a}'s service was not let through (no auto-bridge)",
+    )
     pairs = parse_bridges(s.ctl("GET_BRIDGES"))
-    require(tuple(sorted((a.mac, b.mac))) in {tuple(sorted(p)) for p in pairs},
-            "GET_BRIDGES does not list the automatic bridge")
+    require(
+        tuple(sorted((a.mac, b.mac))) in {tuple(sorted(p)) for p in pairs},
+        "GET_BRIDGES does not list the automatic bridge",
+    )
     return f"{s.b} resolved {found['name']} → {a.ip}:{found.get('port')}, bridge made"
 
 
@@ -171,11 +191,14 @@ def step_capture(s: Story) -> str:
     def counts() -> tuple[int, int]:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
-            eth = con.execute("SELECT count(*) FROM eth WHERE ether_shost IN (?, ?)",
-                              (a.mac, b.mac)).fetchone()[0]
-            ab = con.execute("SELECT count(*) FROM ip4 WHERE (ip_src = ? AND ip_dst = ?) "
-                             "OR (ip_src = ? AND ip_dst = ?)",
-                             (a.ip, b.ip, b.ip, a.ip)).fetchone()[0]
+            eth = con.execute(
+                "SELECT count(*) FROM eth WHERE ether_shost IN (?, ?)", (a.mac, b.mac)
+            ).fetchone()[0]
+            ab = con.execute(
+                "SELECT count(*) FROM ip4 WHERE (ip_src = ? AND ip_dst = ?) "
+                "OR (ip_src = ? AND ip_dst = ?)",
+                (a.ip, b.ip, b.ip, a.ip),
+            ).fetchone()[0]
             return eth, ab
         except sqlite3.Error as exc:
             raise StepFailed(f"capture DB unreadable: {exc}") from None
@@ -189,8 +212,10 @@ def step_capture(s: Story) -> str:
         got = counts()
         return got[0] > 0 and got[1] > 0
 
-    require(s.eventually(seen, 8), f"capture DB has {got[0]} frames from {s.a}/{s.b} and "
-                                   f"{got[1]} packets between them")
+    require(
+        s.eventually(seen, 8),
+        f"capture DB has {got[0]} frames from {s.a}/{s.b} and {got[1]} packets between them",
+    )
     return f"{got[0]} frames from {s.a}/{s.b}, {got[1]} IPv4 packets between them"
 
 
@@ -228,8 +253,10 @@ def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list
     lab.log = lambda msg: console.print(f"  [dim]{msg}[/dim]")
     story = Story(lab, console)
     try:
-        console.print(f"[bold]Building the lab[/bold]: a gateway running edgesec, a wan "
-                      f"namespace standing for the internet, {DEVICES} IoT devices …")
+        console.print(
+            f"[bold]Building the lab[/bold]: a gateway running edgesec, a wan "
+            f"namespace standing for the internet, {DEVICES} IoT devices …"
+        )
         t0 = time.monotonic()
         try:
             lab.up(DEVICES)
@@ -237,8 +264,10 @@ def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list
             story.results.append(Result("The lab comes up", False, str(exc)))
             _show(console, story.results[-1])
             return story.results
-        console.print(f"  lab up in {time.monotonic() - t0:.1f} s; "
-                      f"A = {story.a}, B = {story.b}, C = {story.c}\n")
+        console.print(
+            f"  lab up in {time.monotonic() - t0:.1f} s; "
+            f"A = {story.a}, B = {story.b}, C = {story.c}\n"
+        )
         for title, step in STEPS:
             try:
                 result = Result(title, True, step(story))
@@ -252,8 +281,11 @@ def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list
         console.print("\n[bold]Tearing the lab down[/bold] …")
         lab.down()
         left = lab_mod.leftovers(prefix)
-        story.results.append(Result("The lab is removed", not left,
-                                    f"left: {left}" if left else "nothing left behind"))
+        story.results.append(
+            Result(
+                "The lab is removed", not left, f"left: {left}" if left else "nothing left behind"
+            )
+        )
         _show(console, story.results[-1])
     return story.results
 

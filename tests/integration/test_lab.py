@@ -58,8 +58,9 @@ def test_fifty_devices_join_and_get_leases_within_60s(prefix: str) -> None:
     lab = _lab(prefix, 50, agents=False, workers=16)
     try:
         devs = lab.state.devices
-        assert [d.state for d in devs] == ["joined"] * 50, [(d.name, d.error) for d in devs
-                                                          if d.state != "joined"]
+        assert [d.state for d in devs] == ["joined"] * 50, [
+            (d.name, d.error) for d in devs if d.state != "joined"
+        ]
         assert lab.timings["join"] < 60, lab.timings
         # every device has its own VLAN and an address inside that VLAN's subnet
         assert len({d.vlan for d in devs}) == 50
@@ -104,8 +105,10 @@ def test_daemon_restart_keeps_every_device_policy(prefix: str) -> None:
         assert _policy(lab) == before
         check_paths()
         # the restarted daemon still hands out leases and records them
-        lease = lab.run("dev4", ["udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "5", "-T", "1",
-                                 "-s", "/bin/true"])
+        lease = lab.run(
+            "dev4",
+            ["udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "5", "-T", "1", "-s", "/bin/true"],
+        )
         assert lease.returncode == 0, lease.stdout + lease.stderr
     finally:
         lab.down()
@@ -124,20 +127,27 @@ def _wait_agents(lab: Lab) -> None:
 
 
 def _root_links() -> set[str]:
-    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["ip", "-j", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
     return {link["ifname"] for link in json.loads(out)}
 
 
 def _root_tables() -> set[str]:
-    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["nft", "list", "tables"], capture_output=True, text=True, check=True
+    ).stdout
     return set(out.splitlines())
 
 
 def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([*EDGESEC, "lab", *args], capture_output=True, text=True,
-                         timeout=240, env={**os.environ, "COLUMNS": "200"})
+    res = subprocess.run(
+        [*EDGESEC, "lab", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     if check:
         assert res.returncode == 0, res.stdout + res.stderr
     return res
@@ -171,12 +181,15 @@ def test_cli_up_status_exec_then_down_after_kill9_leaves_nothing(prefix: str) ->
     assert lab_mod.leftovers(prefix) == []
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert prefix not in listed
-    assert not {name for name in _root_links() - links if prefix in name or
-                name.startswith(("br", "vdev"))}
+    assert not {
+        name for name in _root_links() - links if prefix in name or name.startswith(("br", "vdev"))
+    }
     assert _root_tables() - tables == set()
     for pid in victims:
-        assert not Path(f"/proc/{pid}").exists() or \
-            Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+        )
     assert not (state_root() / prefix).exists()
     assert not list(Path("/tmp").glob(f"{prefix}-*"))
     again = _cli("down", "--prefix", prefix)

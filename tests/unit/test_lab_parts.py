@@ -25,6 +25,7 @@ MAC = "02:aa:bb:cc:dd:ee"
 
 # -- gateway config ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("devices", [0, 1, 5, 12, 50, 300, 1000])
 def test_config_gives_every_device_its_own_subnet_with_a_dhcp_range(devices: int) -> None:
     s = parse_settings(gwconfig.render(devices, gwconfig.LabSecrets.generate()))
@@ -50,6 +51,7 @@ def test_config_refuses_more_devices_than_vlans() -> None:
 
 # -- the hostapd side of RADIUS against edgesec's server code ------------------------
 
+
 class Policy:
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
@@ -63,8 +65,9 @@ class Policy:
 
 def _exchange(admission: Admission) -> tuple[hostap.Verdict, Policy]:
     policy = Policy(admission)
-    server = RadiusServer(RadiusConfig(secret=SECRET.encode(), default_psk="ap-default-psk"),
-                          policy)
+    server = RadiusServer(
+        RadiusConfig(secret=SECRET.encode(), default_psk="ap-default-psk"), policy
+    )
     packet, auth = hostap.access_request(MAC, SECRET.encode(), 7)
     reply = server.handle(packet, ("127.0.0.1", 40000))
     assert reply is not None
@@ -87,8 +90,10 @@ def test_request_looks_like_hostapd_macacl() -> None:
     req = rc.decode(packet)
     assert req.get(rc.USER_NAME) == b"02aabbccddee"
     assert req.get(rc.CALLING_STATION_ID) == b"02-AA-BB-CC-DD-EE"
-    assert rc.decrypt_user_password(req.get(rc.USER_PASSWORD), SECRET.encode(), auth) \
+    assert (
+        rc.decrypt_user_password(req.get(rc.USER_PASSWORD), SECRET.encode(), auth)
         == b"02aabbccddee"
+    )
     assert rc.verify_request_ma(req, SECRET.encode())
 
 
@@ -111,21 +116,38 @@ def test_parse_reply_fuzz_only_join_errors(data: bytes, ident: int) -> None:
 # -- status parsers ---------------------------------------------------------------
 
 macs = st.lists(st.integers(0, 2**48 - 1), min_size=1, max_size=6, unique=True).map(
-    lambda ns: [":".join(f"{(n >> s) & 0xFF:02x}" for s in range(40, -1, -8)) for n in ns])
+    lambda ns: [":".join(f"{(n >> s) & 0xFF:02x}" for s in range(40, -1, -8)) for n in ns]
+)
 
 
 @given(macs, st.data())
 def test_parse_all_reads_what_the_supervisor_formats(mac_list: list[str], data) -> None:
-    devices = [Device(mac=m, allow=data.draw(st.booleans()), vlanid=data.draw(st.integers(0, 4094)),
-                      nat=data.draw(st.booleans()), psk="", primary_ip=f"10.0.0.{i + 2}",
-                      secondary_ip="", label="", id=f"id{i}", join_ts=1, status=i % 3)
-               for i, m in enumerate(mac_list)]
+    devices = [
+        Device(
+            mac=m,
+            allow=data.draw(st.booleans()),
+            vlanid=data.draw(st.integers(0, 4094)),
+            nat=data.draw(st.booleans()),
+            psk="",
+            primary_ip=f"10.0.0.{i + 2}",
+            secondary_ip="",
+            label="",
+            id=f"id{i}",
+            join_ts=1,
+            status=i % 3,
+        )
+        for i, m in enumerate(mac_list)
+    ]
     parsed = report.parse_all(format_devices(devices))
     assert set(parsed) == set(mac_list)
     for d in devices:
         f = parsed[d.mac]
-        assert (f[0] == "a", f[2], int(f[4]), f[5] == "1") == (d.allow, d.primary_ip, d.vlanid,
-                                                              d.nat)
+        assert (f[0] == "a", f[2], int(f[4]), f[5] == "1") == (
+            d.allow,
+            d.primary_ip,
+            d.vlanid,
+            d.nat,
+        )
     pairs = list(itertools.pairwise(mac_list))
     assert report.parse_bridges(format_bridges(pairs)) == pairs
 
@@ -139,23 +161,35 @@ def test_status_parsers_never_raise(text: str) -> None:
 
 
 def test_rows_merge_lab_and_daemon_views() -> None:
-    st_ = LabState(prefix="lx", dir="/nonexistent", devices=[
-        DeviceState("dev1", "02:00:00:00:00:01", state="joined", vlan=100, ip="10.100.0.2"),
-        DeviceState("dev2", "02:00:00:00:00:02", state="rejected")])
-    all_reply = ("a,02:00:00:00:00:01,10.100.0.2,,100,1,,x,0,1,0\n"
-                 "d,02:00:00:00:00:02,,,1,0,,y,0,1,2\n")
+    st_ = LabState(
+        prefix="lx",
+        dir="/nonexistent",
+        devices=[
+            DeviceState("dev1", "02:00:00:00:00:01", state="joined", vlan=100, ip="10.100.0.2"),
+            DeviceState("dev2", "02:00:00:00:00:02", state="rejected"),
+        ],
+    )
+    all_reply = (
+        "a,02:00:00:00:00:01,10.100.0.2,,100,1,,x,0,1,0\nd,02:00:00:00:00:02,,,1,0,,y,0,1,2\n"
+    )
     rows = report.rows(st_, all_reply, "02:00:00:00:00:01,02:00:00:00:00:02\n")
     assert [(r.name, r.vlan, r.ip, r.nat, r.bridges, r.connected) for r in rows] == [
         ("dev1", "100", "10.100.0.2", True, ["dev2"], "attached"),
-        ("dev2", "1", "", False, ["dev1"], "no")]
+        ("dev2", "1", "", False, ["dev1"], "no"),
+    ]
     assert rows[1].allowed == "deny"
 
 
 # -- state -----------------------------------------------------------------------
 
+
 def test_state_round_trip(tmp_path: Path) -> None:
-    state = LabState(prefix="lx", dir=str(tmp_path / "lx"), daemon_pid=42,
-                     devices=[DeviceState("dev1", MAC, vlan=100, ip="10.100.0.2")])
+    state = LabState(
+        prefix="lx",
+        dir=str(tmp_path / "lx"),
+        daemon_pid=42,
+        devices=[DeviceState("dev1", MAC, vlan=100, ip="10.100.0.2")],
+    )
     state.save()
     assert (tmp_path / "lx" / "state.json").stat().st_mode & 0o077 == 0
     again = LabState.load("lx", tmp_path)
@@ -187,6 +221,7 @@ def test_device_macs_are_stable_unicast_and_distinct() -> None:
 
 # -- the wan's DNS server -----------------------------------------------------------
 
+
 def test_dnsd_answers_a_queries() -> None:
     import dns.message
 
@@ -195,8 +230,9 @@ def test_dnsd_answers_a_queries() -> None:
     q = dns.message.make_query("wan.edgesec-lab.test.", "A")
     reply = dns.message.from_wire(dnsd.answer(q.to_wire(), "198.51.100.2"))
     assert reply.id == q.id and [r.to_text() for r in reply.answer[0]] == ["198.51.100.2"]
-    aaaa = dns.message.from_wire(dnsd.answer(dns.message.make_query("x.", "AAAA").to_wire(),
-                                             "198.51.100.2"))
+    aaaa = dns.message.from_wire(
+        dnsd.answer(dns.message.make_query("x.", "AAAA").to_wire(), "198.51.100.2")
+    )
     assert aaaa.answer == [] and aaaa.rcode() == 0
     assert dnsd.answer(reply.to_wire(), "198.51.100.2") is None  # responses are ignored
 

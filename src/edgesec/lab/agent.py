@@ -61,9 +61,14 @@ def announce(name: str, address: str, port: int):  # -> zeroconf.Zeroconf
     from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
     zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
-    info = ServiceInfo("_http._tcp.local.", f"{name}._http._tcp.local.",
-                       addresses=[socket.inet_aton(address)], port=port,
-                       properties={"model": "edgesec-lab"}, server=f"{name}.local.")
+    info = ServiceInfo(
+        "_http._tcp.local.",
+        f"{name}._http._tcp.local.",
+        addresses=[socket.inet_aton(address)],
+        port=port,
+        properties={"model": "edgesec-lab"},
+        server=f"{name}.local.",
+    )
     zc.register_service(info, allow_name_change=False)
     return zc
 
@@ -114,8 +119,9 @@ def traffic_loop(args: argparse.Namespace, me: str, stop: threading.Event) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--tcp", type=int, default=7)
     ap.add_argument("--http", type=int, default=80)
     ap.add_argument("--announce", metavar="NAME")
@@ -125,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-traffic", action="store_true")
     args = ap.parse_args(argv)
     me = own_address()
-    server = threading.Thread(target=echo.main,
-                              args=([f"--tcp={args.tcp}", f"--http={args.http}"],), daemon=True)
+    server = threading.Thread(
+        target=echo.main, args=([f"--tcp={args.tcp}", f"--http={args.http}"],), daemon=True
+    )
     server.start()
     zc = announce(args.announce, me, args.http) if args.announce else None
     stop = threading.Event()

@@ -20,13 +20,13 @@ from edgesec.lab import report
 from edgesec.lab.state import DEFAULT_PREFIX
 from edgesec.supervisor.client import ClientError
 
-app = typer.Typer(help="Virtual IoT devices in network namespaces around a real edgesec.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Virtual IoT devices in network namespaces around a real edgesec.", no_args_is_help=True
+)
 # Wide enough for MACs and addresses when the output is not a terminal (logs, CI).
 console = Console(width=None if sys.stdout.isatty() else 120)
 
-Prefix = Annotated[str, typer.Option("--prefix", "-p",
-                                     help="name prefix of the lab's namespaces")]
+Prefix = Annotated[str, typer.Option("--prefix", "-p", help="name prefix of the lab's namespaces")]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -44,8 +44,10 @@ def _load(prefix: str) -> lab_mod.Lab:
 @app.command()
 def up(
     devices: Annotated[int, typer.Option("--devices", "-n", help="number of devices")] = 5,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="use this edgesec config instead of a generated one")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="use this edgesec config instead of a generated one"),
+    ] = None,
     prefix: Prefix = DEFAULT_PREFIX,
     agents: Annotated[bool, typer.Option(help="run services/mDNS/traffic in devices")] = True,
 ) -> None:
@@ -65,8 +67,10 @@ def up(
             if " failed " in line:
                 console.print(f"[yellow]service {line}[/yellow]")
     failed = [d for d in lab.state.devices if d.state != "joined"]
-    console.print(f"lab [bold]{prefix}[/bold] is up: {len(lab.state.devices) - len(failed)} "
-                  f"devices joined; state in {lab.dir}")
+    console.print(
+        f"lab [bold]{prefix}[/bold] is up: {len(lab.state.devices) - len(failed)} "
+        f"devices joined; state in {lab.dir}"
+    )
     for d in failed:
         console.print(f"[yellow]{d.name}: {d.state} {d.error}[/yellow]")
     if failed:
@@ -77,11 +81,13 @@ def _print_status(lab: lab_mod.Lab) -> None:
     try:
         all_reply, bridges = lab.ctl("GET_ALL"), lab.ctl("GET_BRIDGES")
     except (ClientError, OSError) as exc:
-        console.print(f"[yellow]edgesec does not answer ({exc}); showing the lab's records"
-                      "[/yellow]")
+        console.print(
+            f"[yellow]edgesec does not answer ({exc}); showing the lab's records[/yellow]"
+        )
         all_reply = bridges = ""
-    console.print(report.table(f"lab {lab.state.prefix}",
-                               report.rows(lab.state, all_reply, bridges)))
+    console.print(
+        report.table(f"lab {lab.state.prefix}", report.rows(lab.state, all_reply, bridges))
+    )
 
 
 @app.command()
@@ -93,8 +99,9 @@ def status(prefix: Prefix = DEFAULT_PREFIX) -> None:
         console.print(lab.ctl("STATUS").rstrip())
 
 
-@app.command(name="exec", context_settings={"allow_extra_args": True,
-                                            "ignore_unknown_options": True})
+@app.command(
+    name="exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def exec_(
     device: Annotated[str, typer.Argument(help="device name (dev1...), or gw / wan")],
     command: Annotated[list[str], typer.Argument(help="command and arguments (after --)")],
@@ -114,8 +121,10 @@ def exec_(
 
 
 @app.command()
-def ctl(words: Annotated[list[str], typer.Argument(help="supervisor command")],
-        prefix: Prefix = DEFAULT_PREFIX) -> None:
+def ctl(
+    words: Annotated[list[str], typer.Argument(help="supervisor command")],
+    prefix: Prefix = DEFAULT_PREFIX,
+) -> None:
     """Send one supervisor command to the lab's edgesec."""
     lab = _load(prefix)
     try:

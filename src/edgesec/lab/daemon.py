@@ -31,8 +31,12 @@ def cmdline(pid: int) -> str:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
             return ""
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            "utf-8", "replace")
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode("utf-8", "replace")
+        )
     except OSError:
         return ""
 
@@ -45,8 +49,7 @@ def alive(pid: int | None, marker: str = "") -> bool:
     return bool(line) and marker in line
 
 
-def terminate(pid: int | None, marker: str = "", grace: float = 15.0,
-              group: bool = False) -> bool:
+def terminate(pid: int | None, marker: str = "", grace: float = 15.0, group: bool = False) -> bool:
     """SIGTERM ``pid`` (only if it is still ours), SIGKILL after ``grace`` seconds.
 
     With ``group`` the process group led by ``pid`` is killed at the end too
@@ -80,21 +83,28 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def start(gateway_ns: str, config: Path, log_path: Path, env: dict[str, str],
-          verbosity: int = 3) -> subprocess.Popen[bytes]:
+def start(
+    gateway_ns: str, config: Path, log_path: Path, env: dict[str, str], verbosity: int = 3
+) -> subprocess.Popen[bytes]:
     """Start the daemon in ``gateway_ns``; returns at once (see :func:`wait_ready`)."""
     argv = [sys.executable, "-m", "edgesec.cli", "run", "-c", str(config)]
     if verbosity:
         argv.append("-" + "d" * verbosity)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(ns_cmd(gateway_ns, argv), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=config.parent,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                                start_new_session=True)
+        return subprocess.Popen(
+            ns_cmd(gateway_ns, argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=config.parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            start_new_session=True,
+        )
 
 
-def ctl(socket_path: Path | str, command: str, timeout: float = 5.0,
-        netns: str | None = None) -> str:
+def ctl(
+    socket_path: Path | str, command: str, timeout: float = 5.0, netns: str | None = None
+) -> str:
     """One supervisor command over the UNIX socket; the reply text.
 
     With ``netns`` the client socket is made inside that namespace: the
@@ -115,8 +125,9 @@ def ctl(socket_path: Path | str, command: str, timeout: float = 5.0,
         except TimeoutError:
             raise ClientError(f"no reply from the supervisor at {socket_path}") from None
         except OSError as exc:
-            raise ClientError(f"cannot reach the supervisor at {socket_path}: "
-                              f"{exc.strerror or exc}") from None
+            raise ClientError(
+                f"cannot reach the supervisor at {socket_path}: {exc.strerror or exc}"
+            ) from None
     finally:
         sock.close()
 
@@ -130,9 +141,14 @@ def service_states(socket_path: Path | str, netns: str | None = None) -> dict[st
     return out
 
 
-def wait_ready(proc_pid: int, socket_path: Path, log_path: Path, timeout: float = 40.0,
-               expected: tuple[str, ...] = EXPECTED, netns: str | None = None
-               ) -> dict[str, str]:
+def wait_ready(
+    proc_pid: int,
+    socket_path: Path,
+    log_path: Path,
+    timeout: float = 40.0,
+    expected: tuple[str, ...] = EXPECTED,
+    netns: str | None = None,
+) -> dict[str, str]:
     """Wait until the daemon answers PING and every expected service reported.
 
     Raises RuntimeError (with the log's tail) if the daemon exits or stays silent.

@@ -47,9 +47,12 @@ def resolve(name: str, service_type: str, timeout: float) -> dict[str, object]:
         browser.cancel()
         if info is None:
             return {"name": full, "addresses": [], "port": None, "browsed": seen}
-        return {"name": full, "addresses": [socket.inet_ntoa(a) for a in info.addresses
-                                            if len(a) == 4],
-                "port": info.port, "browsed": seen}
+        return {
+            "name": full,
+            "addresses": [socket.inet_ntoa(a) for a in info.addresses if len(a) == 4],
+            "port": info.port,
+            "browsed": seen,
+        }
     finally:
         zc.close()
 

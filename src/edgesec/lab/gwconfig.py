@@ -38,8 +38,7 @@ class LabSecrets:
 
     @classmethod
     def generate(cls) -> LabSecrets:
-        return cls(secrets.token_urlsafe(18), secrets.token_urlsafe(12),
-                   secrets.token_urlsafe(24))
+        return cls(secrets.token_urlsafe(18), secrets.token_urlsafe(12), secrets.token_urlsafe(24))
 
 
 def pool_prefix(devices: int) -> ipaddress.IPv4Network:
@@ -68,8 +67,14 @@ def render_ini(sections: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def sections(devices: int, lab_secrets: LabSecrets, *, wan_ifname: str = "wan0",
-             dns_server: str = "198.51.100.2", radius_port: int = 1812) -> dict[str, dict]:
+def sections(
+    devices: int,
+    lab_secrets: LabSecrets,
+    *,
+    wan_ifname: str = "wan0",
+    dns_server: str = "198.51.100.2",
+    radius_port: int = 1812,
+) -> dict[str, dict]:
     """The config as a dict of sections (before the pool's DHCP ranges are added)."""
     gw = OPEN_SUBNET.network_address + 1
     return {
@@ -117,13 +122,13 @@ def sections(devices: int, lab_secrets: LabSecrets, *, wan_ifname: str = "wan0",
             "dhcpScriptPath": "dnsmasq_exec.sh",
             "dhcpLeasefilePath": "dnsmasq.leases",
             f"dhcpRange{OPEN_VLAN}": f"{OPEN_VLAN},{gw + 1},{OPEN_SUBNET.broadcast_address - 1},"
-                                     f"{OPEN_SUBNET.netmask},24h",
+            f"{OPEN_SUBNET.netmask},24h",
         },
         "interfaces": {
             "bridgePrefix": "br",
             "interfacePrefix": "br",
             f"if{OPEN_VLAN}": f"{OPEN_VLAN},{gw},{OPEN_SUBNET.broadcast_address},"
-                              f"{OPEN_SUBNET.netmask}",
+            f"{OPEN_SUBNET.netmask}",
             "vlanPoolPrefix": str(pool_prefix(devices)),
             "vlanPoolPrefixLen": POOL_PREFIX_LEN,
             "vlanPoolFirstVlan": POOL_FIRST_VLAN,
@@ -140,7 +145,8 @@ def render(devices: int, lab_secrets: LabSecrets, **kw: object) -> str:
             continue
         hosts = list(sub.network.hosts())
         sect["dhcp"][f"dhcpRange{sub.vlan}"] = (
-            f"{sub.vlan},{hosts[1]},{hosts[-1]},{sub.netmask},24h")
+            f"{sub.vlan},{hosts[1]},{hosts[-1]},{sub.netmask},24h"
+        )
     return render_ini(sect)
 
 

@@ -47,8 +47,9 @@ class Verdict:
     psk: str = ""
 
 
-def socket_in_netns(ns: str, family: int = socket.AF_INET,
-                    kind: int = socket.SOCK_DGRAM) -> socket.socket:
+def socket_in_netns(
+    ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM
+) -> socket.socket:
     """A socket created inside network namespace ``ns`` (``/run/netns/<ns>``)."""
     result: dict[str, object] = {}
 
@@ -74,8 +75,9 @@ def socket_in_netns(ns: str, family: int = socket.AF_INET,
     return result["sock"]  # type: ignore[return-value]
 
 
-def access_request(mac: str, secret: bytes, ident: int,
-                   authenticator: bytes | None = None) -> tuple[bytes, bytes]:
+def access_request(
+    mac: str, secret: bytes, ident: int, authenticator: bytes | None = None
+) -> tuple[bytes, bytes]:
     """hostapd's MAC-ACL Access-Request for ``mac``; returns (packet, authenticator)."""
     auth = authenticator or secrets.token_bytes(16)
     plain = mac.replace(":", "").lower()
@@ -113,8 +115,8 @@ def _parse_reply(data: bytes, ident: int, authenticator: bytes, secret: bytes) -
     off = reply.ma_offset
     if off < 0:
         raise JoinError("reply without Message-Authenticator")
-    zeroed = raw[:4] + authenticator + raw[20:off] + bytes(16) + raw[off + 16:]
-    if not hmac.compare_digest(hmac.digest(secret, zeroed, "md5"), raw[off:off + 16]):
+    zeroed = raw[:4] + authenticator + raw[20:off] + bytes(16) + raw[off + 16 :]
+    if not hmac.compare_digest(hmac.digest(secret, zeroed, "md5"), raw[off : off + 16]):
         raise JoinError("bad Message-Authenticator in reply")
     if reply.code == rc.ACCESS_REJECT:
         return Verdict(False)
@@ -136,8 +138,14 @@ def _parse_reply(data: bytes, ident: int, authenticator: bytes, secret: bytes) -
 class HostapdClient:
     """One UDP socket in the gateway namespace asking the RADIUS server about MACs."""
 
-    def __init__(self, ns: str, secret: str, server: tuple[str, int] = ("127.0.0.1", 1812),
-                 timeout: float = 1.0, retries: int = 3) -> None:
+    def __init__(
+        self,
+        ns: str,
+        secret: str,
+        server: tuple[str, int] = ("127.0.0.1", 1812),
+        timeout: float = 1.0,
+        retries: int = 3,
+    ) -> None:
         self.secret = secret.encode()
         self.server = server
         self.timeout = timeout

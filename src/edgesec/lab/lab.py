@@ -79,8 +79,10 @@ class Lab:
         """A new, empty lab; refuses when one with this prefix exists or left debris."""
         directory = lab_dir(check_prefix(prefix), root)
         if (directory / "state.json").exists() or leftovers(prefix):
-            raise LabError(f"a lab with prefix {prefix!r} exists (or a crashed one left "
-                           f"namespaces): run `edgesec lab down --prefix {prefix}` first")
+            raise LabError(
+                f"a lab with prefix {prefix!r} exists (or a crashed one left "
+                f"namespaces): run `edgesec lab down --prefix {prefix}` first"
+            )
         return cls(LabState(prefix=prefix, dir=str(directory)))
 
     @classmethod
@@ -99,8 +101,15 @@ class Lab:
         return Path(self.state.dir)
 
     # -- bringing up -----------------------------------------------------------
-    def up(self, devices: int = 5, config: Path | None = None, *, agents: bool = True,
-           announce_every: int = 2, workers: int = 8) -> None:
+    def up(
+        self,
+        devices: int = 5,
+        config: Path | None = None,
+        *,
+        agents: bool = True,
+        announce_every: int = 2,
+        workers: int = 8,
+    ) -> None:
         """Build everything; on any failure tear down what was built and re-raise."""
         if devices < 0:
             raise LabError("the number of devices cannot be negative")
@@ -117,8 +126,12 @@ class Lab:
             t3 = time.monotonic()
             if agents:
                 self.start_agents()
-            self.timings = {"gateway": t1 - t0, "join": t2 - t1, "registered": t3 - t2,
-                            "agents": time.monotonic() - t3}
+            self.timings = {
+                "gateway": t1 - t0,
+                "join": t2 - t1,
+                "registered": t3 - t2,
+                "agents": time.monotonic() - t3,
+            }
         except BaseException:
             self.down()
             raise
@@ -134,12 +147,14 @@ class Lab:
         st.save()
         self.log(f"creating namespaces {st.gateway_ns} and {st.wan_ns}")
         self.topo.up()
-        self.topo.popen(st.wan_ns, [sys.executable, "-m", "edgesec.lab.dnsd", "--answer",
-                                    tb.Topology.WAN_IP], ready="ready")
+        self.topo.popen(
+            st.wan_ns,
+            [sys.executable, "-m", "edgesec.lab.dnsd", "--answer", tb.Topology.WAN_IP],
+            ready="ready",
+        )
         st.pids = tb.pids_in_netns(st.wan_ns)
         secrets = gwconfig.LabSecrets.generate()
-        st.crypt_passphrase = os.environ.get("EDGESEC_CRYPT_PASSPHRASE") or \
-            secrets.crypt_passphrase
+        st.crypt_passphrase = os.environ.get("EDGESEC_CRYPT_PASSPHRASE") or secrets.crypt_passphrase
         if config is None:
             path = gwconfig.write(self.dir, devices, secrets)
         else:
@@ -179,13 +194,16 @@ class Lab:
         st = self.state
         log_path = self.dir / "edgesec.log"
         self.log(f"starting edgesec in {st.gateway_ns}")
-        proc = daemon.start(st.gateway_ns, Path(st.config), log_path,
-                            {"EDGESEC_CRYPT_PASSPHRASE": st.crypt_passphrase})
+        proc = daemon.start(
+            st.gateway_ns,
+            Path(st.config),
+            log_path,
+            {"EDGESEC_CRYPT_PASSPHRASE": st.crypt_passphrase},
+        )
         self._daemon_proc = proc
         st.daemon_pid = proc.pid
         st.save()
-        return daemon.wait_ready(proc.pid, self.socket, log_path, timeout,
-                                 netns=st.gateway_ns)
+        return daemon.wait_ready(proc.pid, self.socket, log_path, timeout, netns=st.gateway_ns)
 
     def stop_daemon(self, kill: bool = False) -> None:
         """Stop the daemon by its recorded pid (SIGKILL at once with ``kill``)."""
@@ -205,18 +223,22 @@ class Lab:
     # -- devices ----------------------------------------------------------------
     def radius(self) -> hostap.HostapdClient:
         if self._radius is None:
-            self._radius = hostap.HostapdClient(self.state.gateway_ns, self.state.radius_secret,
-                                                ("127.0.0.1", self.state.radius_port))
+            self._radius = hostap.HostapdClient(
+                self.state.gateway_ns,
+                self.state.radius_secret,
+                ("127.0.0.1", self.state.radius_port),
+            )
         return self._radius
 
-    def join_many(self, names: Sequence[str], *, announce_every: int = 2,
-                  workers: int = 8) -> list[DeviceState]:
+    def join_many(
+        self, names: Sequence[str], *, announce_every: int = 2, workers: int = 8
+    ) -> list[DeviceState]:
         """Join devices in parallel; a device that fails is recorded, not fatal."""
         for i, name in enumerate(names, 1):
             ann = name if announce_every and i % announce_every == 1 % announce_every else ""
-            self.state.devices.append(DeviceState(name=name, mac=device_mac(self.state.prefix,
-                                                                              name),
-                                                  announce=ann))
+            self.state.devices.append(
+                DeviceState(name=name, mac=device_mac(self.state.prefix, name), announce=ann)
+            )
         self.state.save()
         todo = [self.state.device(n) for n in names]
         # RADIUS in order (milliseconds each), so dev1 gets the first pool VLAN,
@@ -282,8 +304,11 @@ class Lab:
                 known = parse_all(self.ctl("GET_ALL"))
             except Exception:
                 known = {}
-            missing = [d.name for d in self.state.devices if d.state == "joined"
-                       and d.ip not in known.get(d.mac, [""] * 4)[2:4]]
+            missing = [
+                d.name
+                for d in self.state.devices
+                if d.state == "joined" and d.ip not in known.get(d.mac, [""] * 4)[2:4]
+            ]
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(0.1)
@@ -307,14 +332,25 @@ class Lab:
         for dev in self.state.devices:
             if dev.state != "joined" or daemon.alive(dev.agent_pid, AGENT_MARKER):
                 continue
-            argv = [sys.executable, "-m", AGENT_MARKER, "--peers", str(peers_file),
-                    "--wan", tb.Topology.WAN_IP]
+            argv = [
+                sys.executable,
+                "-m",
+                AGENT_MARKER,
+                "--peers",
+                str(peers_file),
+                "--wan",
+                tb.Topology.WAN_IP,
+            ]
             if dev.announce:
                 argv += ["--announce", dev.announce]
             with open(self.dir / f"agent-{dev.name}.log", "ab") as log:
-                proc = subprocess.Popen(tb.ns_cmd(dev.ns, argv), stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    tb.ns_cmd(dev.ns, argv),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             self._children.append(proc)
             dev.agent_pid = proc.pid
         self.state.save()
@@ -329,16 +365,25 @@ class Lab:
         except KeyError as exc:
             raise LabError(str(exc.args[0])) from None
 
-    def run(self, name: str, argv: Sequence[str], timeout: float = 30,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, name: str, argv: Sequence[str], timeout: float = 30, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside a device (or ``gw``/``wan``) and wait for it."""
         ns = {"gw": self.state.gateway_ns, "wan": self.state.wan_ns}.get(name)
         return tb.run(ns or self.device(name).ns, argv, check=check, timeout=timeout)
 
     def probe(self, name: str, kind: str, ip: str, port: int, timeout: float = 1.0) -> bool:
         """Reachability from a device: kind is tcp (echo), udp, http or connect."""
-        argv = [sys.executable, "-m", "edgesec.lab.probe", kind, ip, str(port),
-                "--timeout", str(timeout)]
+        argv = [
+            sys.executable,
+            "-m",
+            "edgesec.lab.probe",
+            kind,
+            ip,
+            str(port),
+            "--timeout",
+            str(timeout),
+        ]
         return self.run(name, argv, timeout=timeout + 15).returncode == 0
 
     # -- tearing down ------------------------------------------------------------
@@ -378,8 +423,11 @@ def down(prefix: str = DEFAULT_PREFIX, root: Path | None = None) -> list[str]:
             removed.append(f"edgesec daemon (pid {state.daemon_pid})")
     removed += [f"namespace {n}" for n in tb.down(prefix)]
     # the test bed's tempfile.mkdtemp(prefix="<prefix>-"): exactly 8 random characters
-    workdirs = {p for p in glob.glob(os.path.join(tempfile.gettempdir(), f"{prefix}-*"))
-                if re.fullmatch(re.escape(prefix) + r"-[a-z0-9_]{8}", os.path.basename(p))}
+    workdirs = {
+        p
+        for p in glob.glob(os.path.join(tempfile.gettempdir(), f"{prefix}-*"))
+        if re.fullmatch(re.escape(prefix) + r"-[a-z0-9_]{8}", os.path.basename(p))
+    }
     if state is not None and state.workdir:
         workdirs.add(state.workdir)
     for path in sorted(workdirs):

@@ -84,7 +84,14 @@ def table(title: str, data: list[Row]):  # -> rich.table.Table
     for col in ("device", "MAC", "VLAN", "IP", "NAT", "bridges", "connected", "lab"):
         t.add_column(col)
     for r in data:
-        t.add_row(r.name, r.mac, r.vlan, r.ip or "-", "yes" if r.nat else "no",
-                  ", ".join(r.bridges) or "-", r.connected or "-",
-                  r.lab_state + ("" if r.allowed != "deny" else " (denied)"))
+        t.add_row(
+            r.name,
+            r.mac,
+            r.vlan,
+            r.ip or "-",
+            "yes" if r.nat else "no",
+            ", ".join(r.bridges) or "-",
+            r.connected or "-",
+            r.lab_state + ("" if r.allowed != "deny" else " (denied)"),
+        )
     return t

@@ -28,8 +28,9 @@ def state_root() -> Path:
 def check_prefix(prefix: str) -> str:
     """2-8 lowercase alphanumerics starting with a letter (names stay under 15 chars)."""
     if not PREFIX_RE.fullmatch(prefix):
-        raise ValueError(f"lab prefix must be 2-8 lowercase letters/digits, "
-                         f"starting with a letter: {prefix!r}")
+        raise ValueError(
+            f"lab prefix must be 2-8 lowercase letters/digits, starting with a letter: {prefix!r}"
+        )
     return prefix
 
 
