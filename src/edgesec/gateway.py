@@ -86,6 +86,7 @@ class Gateway:
         NetworkCommands(self.registry).install(self.table)
         self.table.register("STATUS", self._status_command, (0,))
         self.vault: Any = None
+        self._crypt_commands: Any = None
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self._install_crypt()
@@ -112,6 +113,7 @@ class Gateway:
             self.table.register_family(names, lambda _n, _a: proto.FAIL)
             return
         self.vault = getattr(commands, "vault", None)
+        self._crypt_commands = commands
         self.table.register_family(commands.names, commands.handle, commands.secret_returning)
 
     def _build(self, spec: ServiceSpec) -> Service | None:
@@ -169,6 +171,8 @@ class Gateway:
             except Exception as exc:
                 log.error("%s service did not stop cleanly: %s", service.name, exc)
         self.services.clear()
+        if self._crypt_commands is not None and hasattr(self._crypt_commands, "close"):
+            self._crypt_commands.close()
         self.store.close()
         self._release_pidfile()
 

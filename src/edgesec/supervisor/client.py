@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +27,14 @@ class SupervisorClient:
             raise ValueError("give exactly one of unix_path and udp")
         self.udp = udp
         self.key = key
+        self._tmpdir = ""
         if unix_path is not None:
             self.target: object = str(unix_path)
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            # An abstract, auto-named address: replies can reach us, nothing to clean up.
-            self.sock.bind("")
+            # A filesystem address (not an abstract one: those are private to a
+            # network namespace, and the daemon may run in another one).
+            self._tmpdir = tempfile.mkdtemp(prefix="edgesec-ctl-")
+            self.sock.bind(os.path.join(self._tmpdir, "client.sock"))
         else:
             self.target = udp
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -37,6 +42,8 @@ class SupervisorClient:
 
     def close(self) -> None:
         self.sock.close()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def __enter__(self) -> SupervisorClient:
         return self

@@ -89,8 +89,10 @@ class SupervisorServer:
         self.udp_address = udp_address
         self.udp_port = udp_port
         self.key = key
-        self.udp_authenticated = not ipaddress.ip_address(udp_address).is_loopback
-        if self.udp_authenticated and udp_port and not key:
+        loopback = ipaddress.ip_address(udp_address).is_loopback
+        # A configured key authenticates UDP everywhere; off loopback it is required.
+        self.udp_authenticated = bool(key) or not loopback
+        if not loopback and udp_port and not key:
             raise ConfigurationError(
                 f"[supervisor] the UDP socket would listen on {udp_address}, which is not "
                 "loopback: set supervisorControlKey (or supervisorControlKeyFile) so that "
