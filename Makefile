@@ -45,7 +45,6 @@ bench: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info
