@@ -8,6 +8,7 @@ dnsmasq, nftables, udhcpc in the devices).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import socket
@@ -113,6 +114,11 @@ class IsolationLab:
     def status(self) -> str:
         return self.ctl("STATUS")
 
+    def heals(self) -> int:
+        """How often the firewall re-applied its table (from STATUS)."""
+        m = re.search(r"healed (\d+)x", self.status())
+        return int(m.group(1)) if m else -1
+
     def dnsmasq_pid(self) -> int | None:
         m = re.search(r"dnsmasq running pid (\d+)", self.status())
         return int(m.group(1)) if m else None
@@ -126,7 +132,7 @@ class IsolationLab:
         """ACCEPT_MAC on its VLAN, get a lease with udhcpc, wait until GET_MAP has it."""
         self.ok(f"ACCEPT_MAC {dev.mac} {dev.vlan}")
         ip = self.topo.dhcp(dev)
-        got = wait_for(lambda: self.mapped_ip(dev) == ip, 5)
+        got = wait_for(lambda: self.mapped_ip(dev) == ip, 15)  # the hook runs after the ACK
         assert got, f"GET_MAP never showed {ip}: {self.ctl(f'GET_MAP {dev.mac}')!r}"
         return ip
 
@@ -142,6 +148,25 @@ class IsolationLab:
 
     def nft(self, *args: str, check: bool = True) -> str:
         return run(self.topo.gateway, ["nft", *args], check=check).stdout
+
+    def table_snapshot(self) -> dict[str, object]:
+        """Our table's chains, rules and set elements, independent of order and handles."""
+        listing = json.loads(self.nft("-j", "list", "table", "inet", "edgesec"))
+        snap: dict[str, object] = {}
+        for obj in listing["nftables"]:
+            kind, body = next(iter(obj.items()))
+            body = {k: v for k, v in body.items() if k != "handle"}
+            if kind == "set":
+                elems = body.pop("elem", [])
+                snap[f"set {body['name']}"] = (json.dumps(body, sort_keys=True),
+                                               sorted(json.dumps(e, sort_keys=True)
+                                                      for e in elems))
+            elif kind == "rule":
+                snap.setdefault(f"rules {body['chain']}", []).append(  # type: ignore[union-attr]
+                    json.dumps(body, sort_keys=True))
+            elif kind in ("chain", "table"):
+                snap[f"{kind} {body['name']}"] = json.dumps(body, sort_keys=True)
+        return snap
 
     def table_present(self) -> bool:
         return run(self.topo.gateway, ["nft", "list", "table", "inet", "edgesec"],
