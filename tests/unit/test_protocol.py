@@ -264,3 +264,6 @@ def test_non_loopback_udp_without_key_is_refused() -> None:
     # loopback needs no key and stays plain text
     plain = SupervisorServer(CommandTable(), EventBus(), None, "127.0.0.1", 32001)
     assert not plain.udp_authenticated
+    # a configured key authenticates loopback UDP too
+    keyed = SupervisorServer(CommandTable(), EventBus(), None, "127.0.0.1", 32001, key=KEY)
+    assert keyed.udp_authenticated
