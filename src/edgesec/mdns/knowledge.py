@@ -12,11 +12,14 @@ Owns three bounded, expiring tables:
   bridging rule know that device B "received the reflected answer".
 
 Pure data structure: time is passed in, nothing here touches sockets or the
-registry.
+registry.  Every operation is O(1) or O(matches) (indexes by record value and
+an expiry heap), so a device filling the tables cannot make the reflector
+stall: the tables are capped and expiry pops only what is due.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -61,14 +64,58 @@ class _Expiring(OrderedDict):
             self.popitem(last=False)
 
 
+Key = tuple[str, int, str]
+
+
 class Knowledge:
     """Bounded store of announcements, queries and exposures."""
 
     def __init__(self, discovery_ttl: float = 600.0, max_entries: int = 8192) -> None:
         self.discovery_ttl = discovery_ttl
-        self._ann: _Expiring = _Expiring(max_entries)
-        self._queries: _Expiring = _Expiring(max_entries)
+        self.max_entries = max_entries
+        self._ann: OrderedDict[Key, Announcement] = OrderedDict()
+        self._by_value: dict[str, set[Key]] = {}  # A/AAAA address, SRV target, PTR target
+        self._heap: list[tuple[float, Key]] = []
+        self._queries: _Expiring = _Expiring(max_entries)  # ordered by expiry (fixed ttl)
         self._exposed: _Expiring = _Expiring(max_entries)
+
+    # -- announcement table ---------------------------------------------------
+    @staticmethod
+    def _index_value(ann: Announcement) -> str:
+        return ann.value.rsplit(" ", 1)[-1] if ann.rtype == TYPE_SRV else ann.value
+
+    def _drop(self, key: Key) -> None:
+        ann = self._ann.pop(key, None)
+        if ann is None:
+            return
+        keys = self._by_value.get(self._index_value(ann))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_value[self._index_value(ann)]
+
+    def _put(self, ann: Announcement) -> None:
+        key = (ann.name, ann.rtype, ann.value)
+        self._drop(key)
+        self._ann[key] = ann
+        self._by_value.setdefault(self._index_value(ann), set()).add(key)
+        heapq.heappush(self._heap, (ann.expires, key))
+        while len(self._ann) > self.max_entries:
+            self._drop(next(iter(self._ann)))
+        if len(self._heap) > 4 * self.max_entries:  # lazy deletions piled up
+            self._heap = [(a.expires, k) for k, a in self._ann.items()]
+            heapq.heapify(self._heap)
+
+    def _live(self, value: str, now: float, limit: int = 64) -> list[Announcement]:
+        """Unexpired entries indexed under ``value`` (at most ``limit``: bounded work)."""
+        out: list[Announcement] = []
+        for k in self._by_value.get(value, ()):
+            a = self._ann[k]
+            if a.expires > now:
+                out.append(a)
+                if len(out) >= limit:
+                    break
+        return out
 
     # -- learning -----------------------------------------------------------
     def learn(
@@ -84,11 +131,11 @@ class Knowledge:
                 continue
             key = (r.name, r.rtype, r.value)
             if r.ttl == 0:
-                self._ann.pop(key, None)
+                self._drop(key)
                 continue
             old = self._ann.get(key)
             ann = Announcement(r.name, r.rtype, r.value, mac, ip, interface, now + r.ttl)
-            self._ann.put(key, ann)
+            self._put(ann)
             if old is None or (old.mac, old.ip) != (mac, ip):
                 changed.append(ann)
         return changed
@@ -98,15 +145,22 @@ class Knowledge:
         self._exposed.put((interface, address), (mac, now + self.discovery_ttl))
 
     # -- queries ------------------------------------------------------------
-    def expire(self, now: float) -> None:
-        """Drop everything past its expiry."""
-        for table, when in (
-            (self._ann, lambda v: v.expires),
-            (self._queries, lambda v: v),
-            (self._exposed, lambda v: v[1]),
-        ):
-            for key in [k for k, v in table.items() if when(v) <= now]:
-                del table[key]
+    def expire(self, now: float, budget: int = 2048) -> None:
+        """Drop what is past its expiry, at most ``budget`` entries per table per call
+        (expired entries are ignored by every lookup anyway)."""
+        heap = self._heap
+        n = budget
+        while heap and heap[0][0] <= now and n > 0:
+            n -= 1
+            when, key = heapq.heappop(heap)
+            ann = self._ann.get(key)
+            if ann is not None and ann.expires == when:
+                self._drop(key)
+        for table, when in ((self._queries, lambda v: v), (self._exposed, lambda v: v[1])):
+            n = budget
+            while table and n > 0 and when(next(iter(table.values()))) <= now:
+                table.popitem(last=False)
+                n -= 1
 
     def announcements(self, now: float) -> list[Announcement]:
         """Unexpired announcements, sorted by name."""
@@ -117,21 +171,16 @@ class Knowledge:
 
     def announcers_of(self, address: str, now: float) -> set[str]:
         """MACs that announced an A/AAAA record with value ``address``."""
-        return {
-            a.mac
-            for a in self._ann.values()
-            if a.rtype in (TYPE_A, TYPE_AAAA) and a.value == address and a.mac and a.expires > now
-        }
+        return {a.mac for a in self._live(address, now)
+                if a.rtype in (TYPE_A, TYPE_AAAA) and a.mac}
 
     def names_for(self, address: str, now: float) -> set[str]:
         """Host names resolving to ``address`` plus services/instances pointing at them."""
-        live = [a for a in self._ann.values() if a.expires > now]
-        names = {a.name for a in live if a.rtype in (TYPE_A, TYPE_AAAA) and a.value == address}
-        instances = {
-            a.name for a in live if a.rtype == TYPE_SRV and a.value.rsplit(" ", 1)[-1] in names
-        }
-        services = {a.name for a in live if a.rtype == TYPE_PTR and a.value in instances}
-        return names | instances | services
+        hosts = {a.name for a in self._live(address, now) if a.rtype in (TYPE_A, TYPE_AAAA)}
+        instances = {a.name for h in hosts for a in self._live(h, now) if a.rtype == TYPE_SRV}
+        services = {a.name for i in instances for a in self._live(i, now)
+                    if a.rtype == TYPE_PTR}
+        return hosts | instances | services
 
     def queried(self, ip: str, names: set[str], now: float) -> bool:
         """Did ``ip`` ask for any of ``names`` within the discovery window?"""

@@ -33,6 +33,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from edgesec.mdns.decoder import DecodeError, decode
+
 GROUP, GROUP6, PORT = "224.0.0.251", "ff02::fb", 5353
 
 
@@ -41,7 +43,7 @@ def _socket(bind_ip: str = "0.0.0.0", ttl: int = 255, join: bool = True,
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    s.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE (root)
     s.bind(("0.0.0.0" if join else bind_ip, port))
     if join:
         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
@@ -179,11 +181,15 @@ def cmd_browse(a: argparse.Namespace) -> int:
 
 def cmd_send(a: argparse.Namespace) -> int:
     s, group = _sender(a.source, a.ttl)
-    sent = 0
-    for i in range(a.count):
+    wires = []
+    for i in range(a.count if a.unique else 1):
         name = f"{a.name}-{i}" if a.unique else a.name
-        wire = (answer_wire(name, a.answer, ident=i & 0xFFFF) if a.answer
-                else query_wire(name, ident=i & 0xFFFF))
+        wires.append(answer_wire(name, a.answer, ident=i & 0xFFFF) if a.answer
+                     else query_wire(name, ident=i & 0xFFFF))
+    sent = 0
+    t0 = time.perf_counter()
+    for i in range(a.count):
+        wire = wires[i % len(wires)]
         while True:
             try:
                 s.sendto(wire, group)
@@ -193,7 +199,11 @@ def cmd_send(a: argparse.Namespace) -> int:
                 time.sleep(0.0005)
         if a.interval:
             time.sleep(a.interval)
-    print(json.dumps({"sent": sent}), flush=True)
+        elif a.rate:
+            due = t0 + (i + 1) / a.rate
+            if due - time.perf_counter() > 0.001:
+                time.sleep(due - time.perf_counter())
+    print(json.dumps({"sent": sent, "seconds": time.perf_counter() - t0}), flush=True)
     return 0
 
 
@@ -201,6 +211,7 @@ def cmd_listen(a: argparse.Namespace) -> int:
     s = _listener6() if a.v6 else _socket()
     match = a.match.encode() if a.match else b""
     count, sources, echoed = 0, {}, False
+    names: set[str] = set()
     deadline = time.monotonic() + a.seconds
     print("ready", flush=True)
     while (left := deadline - time.monotonic()) > 0:
@@ -210,6 +221,14 @@ def cmd_listen(a: argparse.Namespace) -> int:
         src = addr[0].split("%")[0]
         if match and match not in data:
             continue
+        if a.distinct:
+            try:
+                msg = decode(data)
+            except DecodeError:
+                continue
+            for n in [q.name for q in msg.questions] + [r.name for r in msg.records]:
+                if a.match in n:
+                    names.add(n)
         count += 1
         sources[src] = sources.get(src, 0) + 1
         if a.echo and not echoed:
@@ -217,28 +236,74 @@ def cmd_listen(a: argparse.Namespace) -> int:
             e.sendto(data, group)
             e.close()
             echoed = True
-    print(json.dumps({"count": count, "sources": sources, "echoed": echoed}), flush=True)
+    print(json.dumps({"count": count, "sources": sources, "echoed": echoed,
+                      "distinct": len(names)}), flush=True)
     return 0
 
 
 def cmd_respond(a: argparse.Namespace) -> int:
     s = _socket()
-    key = (a.name + ".").lower()
+    key = a.name.lower()
     print("ready", flush=True)
     while True:
         data, _src = s.recvfrom(9100)
         if len(data) < 12 or data[2] & 0x80:
             continue
         try:
-            q = dns.message.from_wire(data)
-        except Exception:
+            q = decode(data)
+        except DecodeError:
             continue
-        for question in q.question:
-            if question.name.to_text().lower() == key:
-                s.sendto(answer_wire(a.name, a.ip, ident=q.id), (GROUP, PORT))
+        for question in q.questions:
+            if question.name == key or (a.prefix and question.name.startswith(key)):
+                ident = struct.unpack("!H", data[:2])[0]
+                s.sendto(answer_wire(question.name, a.ip, ident=ident), (GROUP, PORT))
+
+
+def cmd_query_open(a: argparse.Namespace) -> int:
+    """Send ``count`` queries for unique names every ``interval`` s; match answers by name."""
+    s = _socket()
+    s.setblocking(False)
+    sent: dict[str, float] = {}
+    lat: dict[str, float] = {}
+
+    def drain() -> None:
+        while True:
+            try:
+                data = s.recv(9100)
+            except BlockingIOError:
+                return
+            now = time.perf_counter()
+            try:
+                msg = decode(data)
+            except DecodeError:
+                continue
+            if not msg.is_response:
+                continue
+            for r in msg.records:
+                if r.name in sent and r.name not in lat:
+                    lat[r.name] = now - sent[r.name]
+
+    t0 = time.perf_counter()
+    for i in range(a.count):
+        name = f"{a.name}-{i}.local"
+        while time.perf_counter() < t0 + i * a.interval:
+            select.select([s], [], [], max(0.0, t0 + i * a.interval - time.perf_counter()))
+            drain()
+        sent[name] = time.perf_counter()
+        s.sendto(query_wire(name), (GROUP, PORT))
+        drain()
+    end = time.perf_counter() + a.timeout
+    while len(lat) < len(sent) and time.perf_counter() < end:
+        select.select([s], [], [], 0.05)
+        drain()
+    print(json.dumps({"latencies": list(lat.values()), "lost": len(sent) - len(lat)}),
+          flush=True)
+    return 0
 
 
 def cmd_query(a: argparse.Namespace) -> int:
+    if a.interval:
+        return cmd_query_open(a)
     s = _socket()
     lat: list[float] = []
     lost = 0
@@ -285,18 +350,23 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--count", type=int, default=1)
     x.add_argument("--unique", action="store_true")
     x.add_argument("--interval", type=float, default=0.0)
+    x.add_argument("--rate", type=float, default=0.0, help="packets per second (paced)")
     x = sub.add_parser("listen")
     x.add_argument("--seconds", type=float, default=3.0)
     x.add_argument("--match", default="")
     x.add_argument("--echo", default="", help="re-send the first match from this address")
     x.add_argument("--v6", action="store_true", help="listen on ff02::fb instead")
+    x.add_argument("--distinct", action="store_true", help="also count distinct names")
     x = sub.add_parser("respond")
     x.add_argument("name")
     x.add_argument("ip")
+    x.add_argument("--prefix", action="store_true", help="answer every name starting so")
     x = sub.add_parser("query")
     x.add_argument("name")
     x.add_argument("--count", type=int, default=1)
     x.add_argument("--timeout", type=float, default=1.0)
+    x.add_argument("--interval", type=float, default=0.0,
+                   help="open loop: unique names NAME-i.local sent every INTERVAL s")
     a = p.parse_args(argv)
     return {"publish": cmd_publish, "browse": cmd_browse, "send": cmd_send,
             "listen": cmd_listen, "respond": cmd_respond, "query": cmd_query}[a.cmd](a)

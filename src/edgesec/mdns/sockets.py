@@ -23,6 +23,7 @@ _IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 _IP_MULTICAST_ALL = 49
 _IPV6_MULTICAST_ALL = 29
 _RCVBUF = 1 << 21
+_SO_RCVBUFFORCE = 33
 _CMSG_SPACE = socket.CMSG_SPACE(4) * 2 + socket.CMSG_SPACE(20)
 
 
@@ -33,7 +34,10 @@ def open_socket(family: int, ifname: str, ifindex: int,
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        try:  # beyond net.core.rmem_max when we may (root): absorbs bursts
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
             sock.bind(("0.0.0.0", MDNS_PORT))
