@@ -34,7 +34,8 @@ class Context:
 
     ``db`` is the shared capture-DB connection (WAL); the pipeline commits it
     after every batch (or once at the end in single-transaction mode), so a
-    middleware only executes statements on it. ``stats`` holds counters the
+    middleware only executes statements on it. ``bulk`` is set for an
+    import (recap): secondary indexes may be built at close. ``stats`` holds counters the
     service reports; ``shared`` lets cooperating middlewares exchange state
     (the pcap middleware publishes its open file names for the cleaner).
     """
@@ -43,6 +44,7 @@ class Context:
     options: CaptureOptions
     linktype: int = 1
     transaction: bool = False
+    bulk: bool = False
     stats: dict[str, int] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
 

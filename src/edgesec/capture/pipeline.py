@@ -34,6 +34,7 @@ def open_db(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA cache_size=-32768")
+    db.execute("PRAGMA wal_autocheckpoint=16384")
     return db
 
 
@@ -41,11 +42,11 @@ class Pipeline:
     """Decode packets and hand them to the middlewares in order."""
 
     def __init__(self, options: CaptureOptions, middlewares: Sequence[str | Middleware],
-                 *, transaction: bool = False, linktype: int = 1) -> None:
+                 *, transaction: bool = False, linktype: int = 1, bulk: bool = False) -> None:
         self.options = options
         self.db = open_db(options.capture_db_path)
         self.ctx = Context(db=self.db, options=options, linktype=linktype,
-                           transaction=transaction)
+                           transaction=transaction, bulk=bulk)
         self.middlewares: list[Middleware] = []
         self.packets = 0
         self.rows = 0

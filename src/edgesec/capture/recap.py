@@ -45,7 +45,7 @@ def recap(stream: BinaryIO, options: CaptureOptions, *, ifname: str = "ifname",
         error = f"unsupported link type {linktype} (only Ethernet, 1, is decoded)"
         reader = None
     pipe = Pipeline(options, middlewares or ("header",),
-                    transaction=transaction, linktype=linktype)
+                    transaction=transaction, linktype=linktype, bulk=True)
     try:
         if reader is not None:
             size = options.batch_size

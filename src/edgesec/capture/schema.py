@@ -151,10 +151,15 @@ def columns(table: str) -> tuple[str, ...]:
 
 
 def create_statement(table: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` with the original's columns and key."""
+    """``CREATE TABLE IF NOT EXISTS`` with the original's columns and key.
+
+    ``WITHOUT ROWID``: the primary key is the table's only B-tree (the
+    original's rowid tables kept a second index for it); columns, types and
+    keys are unchanged for readers.
+    """
     cols = ", ".join(f"{name} {kind}" for name, kind in TABLES[table])
     key = _PRIMARY_KEYS.get(table, "id")
-    return f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({key}))"
+    return f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({key})) WITHOUT ROWID"
 
 
 def insert_statement(table: str) -> str:
