@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import random
 import signal
 import statistics
@@ -158,11 +159,11 @@ def iptables_flush(tool: str) -> None:
 
 
 # -- throughput -------------------------------------------------------------------
-def iperf_once(topo: Topology, a: Any, b: Any, seconds: float) -> float:
+def iperf_once(topo: Topology, a: Any, b: Any, seconds: int) -> float:
     """Gbit/s of one iperf3 run a -> b (0 when it failed)."""
     server = topo.popen(b.ns, ["iperf3", "-s", "-1", "-p", "5201"])
     time.sleep(0.3)
-    out = run(a.ns, ["iperf3", "-c", "10.0.2.10", "-p", "5201", "-t", str(seconds), "-J"],
+    out = run(a.ns, ["iperf3", "-c", "10.0.2.10", "-p", "5201", "-t", str(max(1, seconds)), "-J"],
               check=False, timeout=seconds + 30).stdout
     topo.stop(server)
     try:
@@ -175,13 +176,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--bridges", type=int, default=10000)
-    ap.add_argument("--seconds", type=float, default=2.0, help="iperf3 run length")
+    ap.add_argument("--seconds", type=int, default=2, help="iperf3 run length (whole s)")
     ap.add_argument("--repeat", type=int, default=5, help="rounds (timings and iperf3)")
     ap.add_argument("--changes", type=int, default=50, help="single ADD_BRIDGE samples")
     ap.add_argument("--iptables", default="iptables", help="iptables or iptables-legacy")
     args = ap.parse_args()
-    # a SIGTERM still runs the clean-up below (namespaces removed)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # a SIGTERM still runs the clean-up below (namespaces removed); forked helpers
+    # (pyroute2 creates namespaces in a child it terminates) keep the default action
+    main_pid = os.getpid()
+
+    def on_term(signum: int, _frame: object) -> None:
+        if os.getpid() == main_pid:
+            sys.exit(143)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_term)
 
     with Topology(wan=False) as topo:
         a = topo.add_device("a", 1)

@@ -81,13 +81,14 @@ def _ns_inode(name: str) -> int | None:
 
 
 def pids_in_netns(name: str) -> list[int]:
-    """Pids of processes whose network namespace is the named netns."""
+    """Pids of processes whose network namespace is the named netns (never our own)."""
     ino = _ns_inode(name)
     if ino is None:
         return []
     out = []
+    me = str(os.getpid())
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or entry == me:
             continue
         try:
             if os.stat(f"/proc/{entry}/ns/net").st_ino == ino:
