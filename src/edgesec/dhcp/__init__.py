@@ -1,0 +1,1 @@
+"""DHCP: dnsmasq configuration and process (dnsmasq), and its lease hook (hook)."""

@@ -1,0 +1,1 @@
+"""Network isolation: subnet bridges (links), the pure nftables policy and the firewall."""
