@@ -21,8 +21,10 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from edgesec.registry import Bridge, Device
+if TYPE_CHECKING:  # kept out of the import path of light clients (the lease hook)
+    from edgesec.registry import Bridge, Device
 
 OK = "OK\n"
 FAIL = "FAIL\n"
@@ -79,7 +81,7 @@ def format_devices(devices: list[Device]) -> str:
 def format_bridges(bridges: list[Bridge] | list[tuple[str, str]]) -> str:
     lines = []
     for b in bridges:
-        a, c = (b.a, b.b) if isinstance(b, Bridge) else b
+        a, c = b if isinstance(b, tuple) else (b.a, b.b)
         lines.append(f"{a},{c}\n")
     return "".join(lines) or OK
 
