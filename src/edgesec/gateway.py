@@ -142,7 +142,13 @@ class Gateway:
     # -- running -------------------------------------------------------------------
     async def start(self) -> None:
         self._lock_pidfile()
-        specs = [s for s in OPTIONAL_SERVICES]
+        system = self.settings.system
+        if system.set_ip_forward and not system.create_interfaces:
+            # Otherwise the subnet service does it with the interfaces.
+            from edgesec.net.links import set_ip_forward
+
+            set_ip_forward()
+        specs = OPTIONAL_SERVICES
         for spec in specs:
             if spec.name in EARLY and (svc := self._build(spec)) is not None:
                 await self._start_service(svc)
