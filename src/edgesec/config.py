@@ -319,9 +319,24 @@ class InterfacesSettings:
 
     @property
     def pool_vlans(self) -> frozenset[int]:
-        """VLANs generated from the pool (each meant for one device)."""
-        return frozenset(s.vlan for s in self.subnets if s.vlan >= self.vlan_pool_first_vlan
-                         and self.vlan_pool_prefix)
+        """VLANs generated from the pool (each meant for one device).
+
+        Only subnets inside ``vlanPoolPrefix`` of the pool's size count, so an
+        explicit ``ifN`` whose VLAN happens to be above ``vlanPoolFirstVlan``
+        (a shared subnet) is never handed out as a private one.
+        """
+        cached = self.__dict__.get("_pool_vlans")
+        if cached is None:
+            cached = frozenset()
+            if self.vlan_pool_prefix:
+                pool = ipaddress.IPv4Network(self.vlan_pool_prefix, strict=False)
+                cached = frozenset(
+                    s.vlan for s in self.subnets
+                    if s.vlan >= self.vlan_pool_first_vlan
+                    and s.network.prefixlen == self.vlan_pool_prefix_len
+                    and s.network.subnet_of(pool))
+            object.__setattr__(self, "_pool_vlans", cached)
+        return cached
 
 
 @dataclass(frozen=True)

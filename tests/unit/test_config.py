@@ -194,6 +194,17 @@ defaultOpenVlanId = 1
     assert s.interfaces.pool_vlans == frozenset(range(100, 116))
 
 
+def test_explicit_subnets_are_never_pool_vlans() -> None:
+    s = parse_settings("\n".join([
+        "[system]", "defaultOpenVlanId = 1", "[interfaces]",
+        'if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"',
+        'if120 = "120,10.0.120.1,10.0.120.255,255.255.255.0"',
+        "vlanPoolPrefix = 10.64.0.0/26", "vlanPoolPrefixLen = 28",
+    ]))
+    assert sorted(x.vlan for x in s.interfaces.subnets) == [1, 100, 101, 102, 103, 120]
+    assert s.interfaces.pool_vlans == frozenset({100, 101, 102, 103})
+
+
 # -- broken files ---------------------------------------------------------------------------
 
 
