@@ -241,6 +241,28 @@ def test_two_subscribers_and_one_that_goes_away(tmp_path: Path, daemons) -> None
         second.close()
 
 
+def test_ctl_watch_prints_events(tmp_path: Path, daemons) -> None:
+    d = daemons(write_config(tmp_path))
+    watch = subprocess.Popen([*EDGESEC, "ctl", "--socket", str(d.socket_path), "watch"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "subscribers=1" not in d.ctl("STATUS"):
+            assert time.monotonic() < deadline and watch.poll() is None, watch.stderr
+            time.sleep(0.1)
+        assert d.ctl(f"SET_IP add {A} 10.0.1.30") == "OK\n"
+        assert watch.stdout is not None
+        assert watch.stdout.readline() == f"IP {A} 10.0.1.30 1 1\n"
+    finally:
+        watch.send_signal(signal.SIGINT)
+        try:
+            code = watch.wait(20)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            code = watch.wait()
+    assert code == 0
+
+
 def test_ap_events_reach_every_subscriber(tmp_path: Path) -> None:
     """AP events come from hostapd; with no WiFi here the registry is driven directly.
 
