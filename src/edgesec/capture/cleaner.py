@@ -22,6 +22,7 @@ class CleanerMiddleware:
     """Delete the oldest pcap files while the store exceeds its bound."""
 
     name = "cleaner"
+    needs_decode = False
 
     def init(self, ctx: Context) -> None:
         """Make sure the index exists."""

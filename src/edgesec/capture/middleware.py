@@ -51,7 +51,11 @@ class Context:
 
 @dataclass(slots=True)
 class Batch:
-    """Frames captured on one interface; ``frames[i]`` decodes ``packets[i]``."""
+    """Frames captured on one interface; ``frames[i]`` decodes ``packets[i]``.
+
+    ``frames`` is empty when every middleware of the pipeline declared
+    ``needs_decode = False`` (e.g. pcap + cleaner only).
+    """
 
     ifname: str
     packets: list[Packet]

@@ -50,6 +50,7 @@ class PcapMiddleware:
     """Write frames to rotating pcap files and index them."""
 
     name = "pcap"
+    needs_decode = False
 
     def init(self, ctx: Context) -> None:
         """Create the store folder and the index table."""

@@ -63,12 +63,17 @@ class Pipeline:
             raise
         if transaction:
             self.db.execute("BEGIN IMMEDIATE")
+        # pcap/cleaner-only pipelines skip decoding (middlewares opt out
+        # with ``needs_decode = False``)
+        self.decoding = any(getattr(m, "needs_decode", True) for m in self.middlewares)
 
     def feed(self, ifname: str, packets: list[Packet]) -> Batch:
         """Decode ``packets`` (captured on ``ifname``) and process them."""
-        ids = new_ids(len(packets))
-        frames = [decode(data, ts, length, ifname, uid)
-                  for (ts, length, data), uid in zip(packets, ids, strict=True)]
+        frames = []
+        if self.decoding:
+            ids = new_ids(len(packets))
+            frames = [decode(data, ts, length, ifname, uid)
+                      for (ts, length, data), uid in zip(packets, ids, strict=True)]
         batch = Batch(ifname=ifname, packets=packets, frames=frames)
         self.packets += len(packets)
         self.rows += sum(map(len, frames))
