@@ -197,6 +197,12 @@ def test_socket_mode_sigterm_and_pid_file(tmp_path: Path) -> None:
                                 text=True, timeout=60)
         assert second.returncode == 1 and "edgesec.pid" in second.stderr
         assert d.ctl("PING_SUPERVISOR") == "PONG\n"
+        d.proc.send_signal(signal.SIGHUP)  # reload, not stop
+        deadline = time.monotonic() + 20
+        while "reloaded" not in d.log():
+            assert time.monotonic() < deadline, d.log()
+            time.sleep(0.05)
+        assert d.proc.poll() is None and d.ctl("PING_SUPERVISOR") == "PONG\n"
     finally:
         code = d.stop()
     assert code == 0
@@ -399,8 +405,13 @@ def test_oversized_and_garbage_datagrams_do_not_stop_the_daemon(tmp_path: Path,
         for data in (b"", b"\xff\xfe", b"GET_ALL\0", b"x" * 65536, b" " * 10):
             s.sendto(data, str(d.socket_path))
             assert s.recv(65536) == b"FAIL\n", data[:20]
+        for _ in range(200):  # a flood: answered, but logged only a few times
+            s.sendto(b"\xff", str(d.socket_path))
+            assert s.recv(64) == b"FAIL\n"
     assert d.ctl("PING_SUPERVISOR") == "PONG\n"
-    assert "malformed=5" in d.ctl("STATUS")
+    assert "malformed=205" in d.ctl("STATUS")
+    logged = [ln for ln in d.log().splitlines() if "malformed command" in ln]
+    assert 1 <= len(logged) <= 10
     assert d.proc is not None and d.proc.poll() is None
     with contextlib.suppress(ProcessLookupError):
         os.kill(d.proc.pid, signal.SIGTERM)
