@@ -273,3 +273,23 @@ def test_options_from_settings_like_object():
     assert o.middlewares == ("header", "pcap", "cleaner") and o.buffer_timeout == 25
     assert CaptureOptions.from_json(o.to_json()) == o
     assert o.store_dir == Path("/x/capture") and o.eve_file == Path("/x/eve.json")
+
+
+def test_options_from_the_real_config(tmp_path):
+    from edgesec.capture.service import build_capture_service
+    from edgesec.config import load_settings
+
+    ini = tmp_path / "config.ini"
+    ini.write_text("[system]\nexecCapture = true\n[capture]\ncaptureDbPath = \"db/cap.sqlite\"\n"
+                   "filter = \"udp port 53\"\npromiscuous = true\nbufferTimeout = 25\n"
+                   "middlewares = \"header,pcap,cleaner\"\ncaptureInterfaces = \"br1,br2\"\n"
+                   "pcapRotateSize = 8192\npcapStoreSize = 65536\n")
+    svc = build_capture_service(load_settings(ini), None)
+    o = svc.options
+    assert o.capture_db_path == tmp_path / "db" / "cap.sqlite"
+    assert (o.filter, o.promiscuous, o.buffer_timeout) == ("udp port 53", True, 25)
+    assert o.middlewares == ("header", "pcap", "cleaner")
+    assert (o.pcap_rotate_size, o.pcap_store_size) == (8192, 65536)
+    assert svc.interfaces == ["br1", "br2"] and svc.name == "capture"
+    assert svc.status().startswith("stopped")
+    assert CaptureOptions.from_json(o.to_json()) == o
