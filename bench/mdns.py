@@ -27,7 +27,6 @@ import json
 import signal
 import statistics
 import sys
-import time
 
 from edgesec.lab.topology import Topology, run
 
@@ -100,11 +99,18 @@ def start_reflector(t: Topology, kind: str):
               f"mount --bind {empty} /etc/avahi/services 2>/dev/null; "
               f"exec avahi-daemon -f {conf} --no-drop-root --no-chroot --no-rlimits "
               f"--no-proc-title --debug")
-    return t.popen(t.gateway, ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                   ready="Server startup complete", ready_timeout=40)
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+    for attempt in range(3):  # avahi sometimes stalls in interface enumeration; retry
+        try:
+            return t.popen(t.gateway, argv, ready="Server startup complete", ready_timeout=8)
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def latency(t: Topology, q, r, count: int, interval: float) -> dict:
+    """Open-loop resolutions of unique names; returns the raw latencies (s)."""
     resp = t.popen(r.ns, [*PROBE, "respond", "lat", R_IP, "--prefix"], ready="ready")
     try:
         probe(t, q.ns, "query", "warm", "--count", "20", "--interval", "0.01",
@@ -113,12 +119,7 @@ def latency(t: Topology, q, r, count: int, interval: float) -> dict:
                     str(interval), "--timeout", "3")
     finally:
         t.stop(resp)
-    lat = sorted(got["latencies"])
-    if not lat:
-        return {"p50_ms": float("inf"), "p99_ms": float("inf"), "lost": got["lost"]}
-    p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
-    return {"p50_ms": statistics.median(lat) * 1e3, "p99_ms": p99 * 1e3, "lost": got["lost"],
-            "answered": len(lat)}
+    return got
 
 
 def max_rate(t: Topology, q, r, rates: list[int], seconds: float) -> dict:
@@ -148,6 +149,8 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=0.01, help="s between queries")
     ap.add_argument("--seconds", type=float, default=1.0, help="per rate step")
     ap.add_argument("--rates", default="500,1000,2000,4000,8000,16000,32000")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved latency rounds (>1 restarts avahi, which can stall)")
     ap.add_argument("--quick", action="store_true", help="100 resolutions, 3 rate steps")
     ap.add_argument("--order", default="avahi,edgesec",
                     help="measurement order (avahi first: it hung at start-up right after ours)")
@@ -156,7 +159,7 @@ def main() -> int:
         serve_ours()
         return 0
     if a.quick:
-        a.resolutions, a.rates = 100, "500,2000,8000"
+        a.resolutions, a.rates, a.rounds = 100, "500,2000,8000", 1
     rates = [int(x) for x in a.rates.split(",")]
     results: dict[str, dict] = {}
     with Topology(wan=False) as t:
@@ -167,17 +170,31 @@ def main() -> int:
             run(t.gateway, ["ip", "link", "set", f"br{vlan}", "up"])
         t.set_address(q, f"{Q_IP}/24", "10.0.2.1")
         t.set_address(r, f"{R_IP}/24", "10.0.5.1")
-        for kind in a.order.split(","):
-            proc = start_reflector(t, kind)
-            time.sleep(0.5)
-            try:
-                res = latency(t, q, r, a.resolutions, a.interval)
-                res.update(max_rate(t, q, r, rates, a.seconds))
-            finally:
-                t.stop(proc)
-            results[kind] = res
+        kinds = a.order.split(",")
+        lat: dict[str, list[float]] = {k: [] for k in kinds}
+        lost: dict[str, int] = dict.fromkeys(kinds, 0)
+        per_round = max(1, a.resolutions // a.rounds)
+        # Interleaved rounds: background load on the machine hits both alike.
+        for rnd in range(a.rounds):
+            for kind in kinds:
+                proc = start_reflector(t, kind)
+                try:
+                    got = latency(t, q, r, per_round, a.interval)
+                    lat[kind] += got["latencies"]
+                    lost[kind] += got["lost"]
+                    if rnd == a.rounds - 1:
+                        results[kind] = max_rate(t, q, r, rates, a.seconds)
+                finally:
+                    t.stop(proc)
+        for kind in kinds:
+            xs = sorted(lat[kind])
+            res = results[kind]
+            res["p50_ms"] = statistics.median(xs) * 1e3 if xs else float("inf")
+            res["p99_ms"] = (xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))] * 1e3
+                             if xs else float("inf"))
+            res["lost"], res["answered"] = lost[kind], len(xs)
             print(f"{kind:8s} p50 {res['p50_ms']:.2f} ms  p99 {res['p99_ms']:.2f} ms  "
-                  f"lost {res['lost']}/{a.resolutions}  max lossless "
+                  f"lost {res['lost']}/{per_round * a.rounds}  max lossless "
                   f"{res['max_lossless_pps']} pkt/s", flush=True)
     ours, avahi = results["edgesec"], results["avahi"]
     print(json.dumps(results, indent=1))
