@@ -190,6 +190,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="edgesec-bench-") as tmp:
         tmpdir = Path(tmp)
         daemon = Daemon(write_config(tmpdir), verbosity=0).start()
@@ -218,7 +219,8 @@ def main() -> int:
 
     print(f"edgesec supervisor benchmark: UNIX datagram socket, {os.cpu_count()} CPUs, "
           f"{args.seconds:g} s per measurement, GET_ALL reply {len(get_all):,} bytes "
-          f"({args.devices:,} devices)")
+          f"({args.devices:,} devices); load average before/after "
+          f"{load_before:.1f}/{os.getloadavg()[0]:.1f}")
     print(f"{'measurement':<24} {'clients':>7} {'req/s':>12} {'p50 ms':>9} {'p99 ms':>9}"
           f" {'requests':>9}")
     for ours, bare in results:
