@@ -273,13 +273,18 @@ class FirewallSettings:
 @dataclass(frozen=True)
 class DnsSettings:
     servers: tuple[str, ...] = key("servers", parse_list, ())
-    mdns_reflect_ip4: bool = key("mdnsReflectIp4", parse_bool, True)
-    mdns_reflect_ip6: bool = key("mdnsReflectIp6", parse_bool, True)
+    mdns_reflect_ip4: bool = key("mdnsReflectIp4", parse_bool, False)
+    mdns_reflect_ip6: bool = key("mdnsReflectIp6", parse_bool, False)
     mdns_filter: str = key("mdnsFilter", parse_str, "")
     mdns_auto_bridge: bool = key("mdnsAutoBridge", parse_bool, True)
     mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 0)
     mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_list, ())
     mdns_rate_limit: int = key("mdnsRateLimit", parse_int, 50)
+    mdns_rate_burst: int = key("mdnsRateBurst", parse_int, 100)
+    mdns_bridge_passive: bool = key("mdnsBridgePassive", parse_bool, False)
+    mdns_max_packet: int = key("mdnsMaxPacket", parse_int, 9000)
+    mdns_discovery_ttl: int = key("mdnsDiscoveryTtl", parse_int, 600)
+    mdns_log_group: int = key("mdnsLogGroup", parse_int, 5353)
 
 
 @dataclass(frozen=True)
