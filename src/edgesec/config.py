@@ -40,10 +40,13 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise ValueError("expected an integer") from None
+    """Decimal (leading zeros allowed, as minIni's strtol), or 0x/0o/0b-prefixed."""
+    for base in (10, 0):
+        try:
+            return int(text, base)
+        except ValueError:
+            pass
+    raise ValueError("expected an integer")
 
 
 def parse_port(text: str) -> int:

@@ -153,6 +153,11 @@ wpaPassphrase = "pass;with#chars"
     assert s.ap.wpa_passphrase == "pass;with#chars"
 
 
+def test_integers_with_leading_zeros_and_prefixes() -> None:
+    s = parse_settings("[ap]\nchannel = 06\nwpa = 0x2\n[radius]\nclientMask = 024\n")
+    assert (s.ap.channel, s.ap.wpa, s.radius.client_mask) == (6, 2, 24)
+
+
 def test_relative_paths_resolve_against_the_config_dir(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     conf_dir = tmp_path / "etc"
