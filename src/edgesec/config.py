@@ -207,6 +207,10 @@ class CaptureSettings:
     pcap_dir_path: Path | None = path_key("pcapDirPath", "pcap")
     pcap_rotate_size: int = key("pcapRotateSize", parse_int, 16 * 1024 * 1024)
     pcap_store_size: int = key("pcapStoreSize", parse_int, 256 * 1024 * 1024)
+    pcap_rotate_seconds: int = key("pcapRotateSeconds", parse_int, 60)
+    flow_timeout: int = key("flowTimeout", parse_int, 120)
+    eve_path: Path | None = path_key("evePath", "")
+    buffer_size: int = key("bufferSize", parse_int, 16 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
