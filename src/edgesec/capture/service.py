@@ -24,6 +24,8 @@ from edgesec.capture.options import CaptureOptions
 
 log = logging.getLogger(__name__)
 
+BRIDGE_POLL_S = 2.0
+
 
 class CaptureError(RuntimeError):
     """The capture worker could not start."""
@@ -61,6 +63,8 @@ class CaptureService:
         self._ready_timeout = ready_timeout
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._reconfigure = False
         self._stopping = False
         self._last: dict[str, Any] = {}
         self._restarts = 0
@@ -94,15 +98,44 @@ class CaptureService:
         self._proc = proc
 
     async def start(self) -> None:
-        """Start the worker; raises CaptureError if it cannot capture."""
+        """Start the worker; raises CaptureError if it cannot capture.
+
+        Without explicit interfaces the service follows the device bridges:
+        bridges created later (VLAN pool subnets appear with their first
+        device) are picked up within ``BRIDGE_POLL_S`` by restarting the worker
+        on the new set.
+        """
+        self._stopping = False
+        loop = asyncio.get_running_loop()
         if not self._explicit:
             self.interfaces = device_bridges(self._settings)
+            self._follower = loop.create_task(self._follow_bridges())
+            if not self.interfaces:
+                return  # the follower starts the worker when a bridge appears
         if not self.interfaces:
             raise CaptureError("no interfaces to capture on")
-        self._stopping = False
         await self._spawn()
         self._error = ""
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        self._reader = loop.create_task(self._read_loop())
+
+    async def _follow_bridges(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(BRIDGE_POLL_S)
+            current = device_bridges(self._settings)
+            if not current or current == self.interfaces:
+                continue
+            log.info("capture: device bridges now %s", ",".join(current))
+            self.interfaces = current
+            if self._proc is None:
+                try:
+                    await self._spawn()
+                except CaptureError as exc:
+                    self._error = str(exc)
+                    continue
+                self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+            else:
+                self._reconfigure = True
+                await self._kill(self._proc)
 
     async def _read_loop(self) -> None:
         backoff = 1.0
@@ -116,6 +149,14 @@ class CaptureService:
             await proc.wait()
             if self._stopping:
                 return
+            if self._reconfigure:
+                self._reconfigure = False
+                try:
+                    await self._spawn()
+                except CaptureError as exc:
+                    self._error = str(exc)
+                    await asyncio.sleep(backoff)
+                continue
             self._error = f"worker exited with {proc.returncode}"
             log.warning("capture %s; restarting in %.0f s", self._error, backoff)
             await asyncio.sleep(backoff)
@@ -138,6 +179,11 @@ class CaptureService:
     async def stop(self) -> None:
         """SIGTERM the worker (by its pid), wait for the final flush."""
         self._stopping = True
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         if self._proc is not None:
             await self._kill(self._proc)
         if self._reader is not None:
@@ -155,4 +201,6 @@ class CaptureService:
             return f"running pid {self.pid} on {','.join(self.interfaces)} {counters}{extra}"
         if self._error:
             return f"failed: {self._error} ({counters})"
+        if self._follower is not None and not self._stopping:
+            return "waiting for a device bridge to appear"
         return f"stopped ({counters})"
