@@ -263,6 +263,7 @@ class RadiusSettings:
     server_mask: int = key("serverMask", parse_prefixlen, 32)
     secret: str = key("secret", parse_str, "")
     require_message_authenticator: bool = key("requireMessageAuthenticator", parse_bool, True)
+    secret_in_vault: bool = key("secretInVault", parse_bool, False)
 
 
 @dataclass(frozen=True)

@@ -81,16 +81,16 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bus = EventBus()
-        self.store = Store(settings.system.connection_db_path)
-        self.registry = Registry(settings, self.store, self.bus)
         self.table = CommandTable()
-        NetworkCommands(self.registry).install(self.table)
-        self.table.register("STATUS", self._status_command, (0,))
         self.vault: Any = None
         self._crypt_commands: Any = None
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self._install_crypt()
+        self.store = Store(settings.system.connection_db_path)
+        self.registry = Registry(settings, self.store, self.bus, vault=self.vault)
+        NetworkCommands(self.registry).install(self.table)
+        self.table.register("STATUS", self._status_command, (0,))
         sup = settings.supervisor
         self.supervisor = SupervisorServer(
             self.table, self.bus, sup.supervisor_control_path, sup.supervisor_control_address,

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from edgesec.config import Settings
 from edgesec.events import Event, EventBus
@@ -122,6 +123,16 @@ class Admission:
     reason: str = ""
 
 
+class SecretStore(Protocol):
+    """What the registry needs of the vault (edgesec.crypt.vault.Vault)."""
+
+    def get_secret(self, name: str) -> bytes | None: ...
+
+    def put_secret(self, name: str, value: bytes) -> None: ...
+
+    def delete(self, name: str) -> bool: ...
+
+
 def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
@@ -130,11 +141,18 @@ class Registry:
     """Devices, bridges and tickets, durable in a :class:`Store`."""
 
     def __init__(self, settings: Settings, store: Store, bus: EventBus | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, vault: SecretStore | None = None) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus or EventBus()
         self.clock = clock
+        self.vault = vault
+        # storePskInVault: passphrases live in the vault under the device id and
+        # the connection DB's `pass` column stays empty (the original's crypto build).
+        self._psk_in_vault = settings.system.store_psk_in_vault
+        if self._psk_in_vault and vault is None:
+            raise RegistryError("[system] storePskInVault = true, but the vault is not open "
+                                "(set EDGESEC_CRYPT_PASSPHRASE or cryptPassphraseFile)")
         self._devices: dict[str, Device] = {}
         self._by_ip: dict[str, str] = {}
         self._bridges: dict[tuple[str, str], Bridge] = {}
@@ -146,6 +164,12 @@ class Registry:
         for r in self.store.load_devices():
             dev = Device(r.mac, r.allow, r.vlanid, r.nat, r.psk, r.primaryip, r.secondaryip,
                          r.label, r.id, r.timestamp, r.status)
+            if self._psk_in_vault:
+                if r.psk:  # switched on with plaintext rows: move them into the vault
+                    self._save(dev, moved_psk=True)
+                    continue
+                stored = self.vault.get_secret(dev.id) if dev.id else None  # type: ignore[union-attr]
+                dev = replace(dev, psk=stored.decode() if stored else "")
             self._remember(dev)
         for b in self.store.load_bridges():
             self._bridges[(b.mac_a, b.mac_b)] = Bridge(b.mac_a, b.mac_b, b.reason, b.created,
@@ -207,10 +231,18 @@ class Registry:
     def _current(self, mac: str) -> Device:
         return self._devices.get(mac) or self._new_device(mac)
 
-    def _save(self, dev: Device, *events: Event) -> Device:
+    def _save(self, dev: Device, *events: Event, moved_psk: bool = False) -> Device:
         """Commit ``dev`` (giving it an id if new), then publish ``events``."""
         if not dev.id:
             dev = replace(dev, id=str(uuid.uuid4()))
+        old = self._devices.get(dev.mac)
+        if self._psk_in_vault and (moved_psk or old is None or old.psk != dev.psk):
+            # The vault commits first: a crash in between leaves a PSK without a row,
+            # never a row pointing at a lost PSK.
+            if dev.psk:
+                self.vault.put_secret(dev.id, dev.psk.encode())  # type: ignore[union-attr]
+            elif old is not None and old.psk:
+                self.vault.delete(dev.id)  # type: ignore[union-attr]
         with self.store.transaction():
             self.store.put_device(self._row(dev))
         self._remember(dev)
@@ -219,10 +251,9 @@ class Registry:
             self.bus.publish(event)
         return dev
 
-    @staticmethod
-    def _row(d: Device) -> DeviceRow:
+    def _row(self, d: Device) -> DeviceRow:
         return DeviceRow(d.id, d.mac, d.status, d.vlanid, d.primary_ip, d.secondary_ip, d.nat,
-                         d.allow, d.label, d.join_ts, d.psk)
+                         d.allow, d.label, d.join_ts, "" if self._psk_in_vault else d.psk)
 
     def _check_vlan(self, vlan: int) -> None:
         if self.settings.interfaces.subnet_for_vlan(vlan) is None:

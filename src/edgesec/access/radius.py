@@ -11,6 +11,7 @@ is the registry's (``admit(mac, passphrase)``); this module holds no policy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -270,5 +271,15 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
 
 
 def build_radius_service(settings: Any, registry: Admitting) -> RadiusService:
-    """Factory for the gateway: the RADIUS service answering from ``registry``."""
-    return RadiusService(radius_config_from_settings(settings), registry)
+    """Factory for the gateway: the RADIUS service answering from ``registry``.
+
+    With ``[radius] secretInVault = true`` the shared secret is read from the
+    vault entry ``edgesec/radius/secret`` instead of the config file.
+    """
+    config = radius_config_from_settings(settings)
+    if getattr(settings.radius, "secret_in_vault", False):
+        from edgesec.crypt.service import radius_secret
+
+        config = dataclasses.replace(
+            config, secret=radius_secret(settings, getattr(registry, "vault", None)))
+    return RadiusService(config, registry)
