@@ -353,6 +353,28 @@ class InterfacesSettings:
 
 
 @dataclass(frozen=True)
+class CryptSection:
+    """``[crypt]`` (new): vault backend options; unset keys fall back to ``[system]``.
+
+    Every field defaults to "unset" (``None``/``""``) so that
+    :func:`edgesec.crypt.service.crypt_settings_from` can tell a key given here
+    from one left to its ``[system]`` alias or built-in default.
+    """
+
+    backend: str = key("backend", parse_str, "")
+    passphrase_file: Path | None = path_key("passphraseFile", "")
+    credential_name: str = key("credentialName", parse_str, "")
+    kdf_log_n: int | None = key("kdfLogN", parse_int, None)
+    pkcs11_module: Path | None = path_key("pkcs11Module", "")
+    pkcs11_token: str = key("pkcs11Token", parse_str, "")
+    pkcs11_pin_file: Path | None = path_key("pkcs11PinFile", "")
+    pkcs11_pin_credential: str = key("pkcs11PinCredential", parse_str, "")
+    pkcs11_key_label: str = key("pkcs11KeyLabel", parse_str, "")
+    radius_secret_in_vault: bool | None = key("radiusSecretInVault", parse_bool, None)
+    psk_in_vault: bool | None = key("pskInVault", parse_bool, None)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything edgesec reads from ``config.ini``."""
 
@@ -367,6 +389,7 @@ class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
     interfaces: InterfacesSettings = field(default_factory=InterfacesSettings)
+    crypt: CryptSection = field(default_factory=CryptSection)
 
 
 SECTIONS: dict[str, type] = {
@@ -380,6 +403,7 @@ SECTIONS: dict[str, type] = {
     "dns": DnsSettings,
     "dhcp": DhcpSettings,
     "interfaces": InterfacesSettings,
+    "crypt": CryptSection,
 }
 
 # ---------------------------------------------------------------------------

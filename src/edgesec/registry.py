@@ -149,7 +149,8 @@ class Registry:
         self.vault = vault
         # storePskInVault: passphrases live in the vault under the device id and
         # the connection DB's `pass` column stays empty (the original's crypto build).
-        self._psk_in_vault = settings.system.store_psk_in_vault
+        self._psk_in_vault = bool(settings.system.store_psk_in_vault
+                                  or settings.crypt.psk_in_vault)
         if self._psk_in_vault and vault is None:
             raise RegistryError("[system] storePskInVault = true, but the vault is not open "
                                 "(set EDGESEC_CRYPT_PASSPHRASE or cryptPassphraseFile)")

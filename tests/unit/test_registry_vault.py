@@ -93,3 +93,16 @@ def test_radius_secret_from_the_vault(tmp_path: Path, vault: Vault) -> None:
         build_radius_service(conf, reg)
     vault.put_secret(RADIUS_SECRET_KEY, b"from-the-vault")
     assert build_radius_service(conf, reg).config.secret == b"from-the-vault"
+
+
+def test_crypt_section_aliases(tmp_path: Path, vault: Vault) -> None:
+    from edgesec.crypt.service import crypt_settings_from
+
+    conf = parse_settings(CONFIG.format(flag="false")
+                          + "[crypt]\npskInVault = true\nkdfLogN = 12\nbackend = pkcs11\n")
+    cs = crypt_settings_from(conf)
+    assert (cs.kdf_log_n, cs.backend, cs.psk_in_vault) == (12, "pkcs11", True)
+    reg = Registry(conf, Store(tmp_path / "conn.sqlite"), vault=vault)
+    reg.accept_mac(MAC, 1)
+    dev = reg.assign_psk(MAC, PSK)
+    assert vault.get_secret(dev.id) == PSK.encode()

@@ -273,13 +273,13 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
 def build_radius_service(settings: Any, registry: Admitting) -> RadiusService:
     """Factory for the gateway: the RADIUS service answering from ``registry``.
 
-    With ``[radius] secretInVault = true`` the shared secret is read from the
-    vault entry ``edgesec/radius/secret`` instead of the config file.
+    With ``[radius] secretInVault = true`` (or ``[crypt] radiusSecretInVault``)
+    the shared secret is read from the vault entry ``edgesec/radius/secret``
+    instead of the config file.
     """
-    config = radius_config_from_settings(settings)
-    if getattr(settings.radius, "secret_in_vault", False):
-        from edgesec.crypt.service import radius_secret
+    from edgesec.crypt.service import radius_secret  # the config's secret unless switched
 
-        config = dataclasses.replace(
-            config, secret=radius_secret(settings, getattr(registry, "vault", None)))
+    config = dataclasses.replace(
+        radius_config_from_settings(settings),
+        secret=radius_secret(settings, getattr(registry, "vault", None)))
     return RadiusService(config, registry)
