@@ -77,6 +77,23 @@ def terminate(pid: int | None, marker: str = "", grace: float = 15.0, group: boo
     return True
 
 
+def exited(pid: int) -> bool:
+    """True once ``pid`` has exited (reaping it if it is our child).
+
+    Unlike :func:`alive` this does not read ``/proc/PID/cmdline``, which reads
+    empty for a moment while the process execs (``ip netns exec`` -> python).
+    """
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status if ``pid`` is our child (no zombies in the demo)."""
     with contextlib.suppress(ChildProcessError, OSError):
@@ -156,8 +173,7 @@ def wait_ready(
     deadline = time.monotonic() + timeout
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
-        if not alive(proc_pid):
-            _reap(proc_pid)
+        if exited(proc_pid):
             raise RuntimeError(f"edgesec exited during start-up:\n{tail(log_path)}")
         if socket_path.exists():
             try:
