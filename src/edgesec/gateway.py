@@ -31,7 +31,8 @@ from edgesec.supervisor.server import SupervisorServer
 
 log = logging.getLogger(__name__)
 
-BRIDGE_EXPIRY_INTERVAL_S = 5.0
+HOUSEKEEPING_INTERVAL_S = 1.0
+BRIDGE_EXPIRY_TICKS = 5  # bridges are checked for expiry every 5 s
 
 
 class Service(Protocol):
@@ -158,16 +159,21 @@ class Gateway:
         for spec in specs:
             if spec.name not in EARLY and (svc := self._build(spec)) is not None:
                 await self._start_service(svc)
-        self._tasks.append(asyncio.create_task(self._expire_bridges(), name="bridge-expiry"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         log.info("gateway running: %s", ", ".join(s.name for s in self.services))
 
-    async def _expire_bridges(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Once a second: write pending join times; every few seconds: expire bridges."""
+        ticks = 0
         while True:
-            await asyncio.sleep(BRIDGE_EXPIRY_INTERVAL_S)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            ticks += 1
             try:
-                self.registry.expire_bridges()
+                self.registry.flush_join_times()
+                if ticks % BRIDGE_EXPIRY_TICKS == 0:
+                    self.registry.expire_bridges()
             except Exception:
-                log.exception("bridge expiry failed")
+                log.exception("registry housekeeping failed")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -178,6 +184,7 @@ class Gateway:
             except Exception as exc:
                 log.error("%s service did not stop cleanly: %s", service.name, exc)
         self.services.clear()
+        self.registry.flush_join_times()
         if self._crypt_commands is not None and hasattr(self._crypt_commands, "close"):
             self._crypt_commands.close()
         self.store.close()

@@ -158,6 +158,7 @@ class Registry:
         self._by_ip: dict[str, str] = {}
         self._bridges: dict[tuple[str, str], Bridge] = {}
         self._tickets: dict[str, Ticket] = {}
+        self._pending_join: set[str] = set()
         self._load()
 
     # -- loading -------------------------------------------------------------
@@ -485,14 +486,28 @@ class Registry:
         self._check_vlan_or_default(dev)
         joined = replace(dev, join_ts=int(self.clock() * 1_000_000))
         if self._devices.get(dev.mac) == dev:
-            # Only the join time changed: no policy changed, so no event and no
-            # fsync (RADIUS answers every association; see Store.transaction).
-            with self.store.transaction(fsync=False):
-                self.store.put_device(self._row(joined))
-            self._remember(joined)
+            # Only the join time changed: no policy changed, so no event, and the
+            # row is written behind (flush_join_times) — RADIUS answers every
+            # association, and the original did not even reload this field.
+            self._devices[dev.mac] = joined
+            self._pending_join.add(dev.mac)
         else:
             joined = self._save(joined)
         return Admission(True, joined.vlanid, psk, joined.label, reason)
+
+    def flush_join_times(self) -> int:
+        """Write the join times recorded since the last flush (one transaction).
+
+        Committed without fsync: they survive a crash of the process, and at
+        most one flush interval is lost on a power cut.
+        """
+        macs, self._pending_join = self._pending_join, set()
+        rows = [self._row(self._devices[m]) for m in macs if m in self._devices]
+        if rows:
+            with self.store.transaction(fsync=False):
+                for row in rows:
+                    self.store.put_device(row)
+        return len(rows)
 
     def _check_vlan_or_default(self, dev: Device) -> None:
         if self.settings.interfaces.subnets and \

@@ -1,0 +1,46 @@
+"""Join times: recorded at once in memory, written behind in one transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgesec.config import parse_settings
+from edgesec.registry import Registry
+from edgesec.store import Store
+
+CONFIG = """
+[system]
+defaultOpenVlanId = 1
+[interfaces]
+if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"
+"""
+MAC = "02:00:00:00:00:07"
+
+
+def test_join_time_is_written_behind_and_survives_restart(tmp_path: Path) -> None:
+    now = [1000.0]
+    db = tmp_path / "conn.sqlite"
+    events = []
+    reg = Registry(parse_settings(CONFIG), Store(db), clock=lambda: now[0])
+    reg.accept_mac(MAC, 1)
+    reg.bus.subscribe(events.append)
+
+    now[0] = 2000.0
+    answer = reg.admit(MAC)
+    assert answer.accept and reg.get(MAC).join_ts == 2_000_000_000
+    assert events == []  # no policy changed, so nothing to reconcile
+    assert Registry(parse_settings(CONFIG), Store(db)).get(MAC).join_ts == 0  # not yet written
+
+    assert reg.flush_join_times() == 1
+    assert reg.flush_join_times() == 0
+    assert Registry(parse_settings(CONFIG), Store(db)).get(MAC).join_ts == 2_000_000_000
+
+
+def test_a_policy_change_writes_the_pending_join_time_too(tmp_path: Path) -> None:
+    db = tmp_path / "conn.sqlite"
+    reg = Registry(parse_settings(CONFIG), Store(db), clock=lambda: 3000.0)
+    reg.accept_mac(MAC, 1)
+    reg.admit(MAC)
+    reg.set_nat(MAC, True)  # a durable write of the whole row
+    again = Registry(parse_settings(CONFIG), Store(db)).get(MAC)
+    assert again.nat and again.join_ts == 3_000_000_000
