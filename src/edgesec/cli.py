@@ -140,8 +140,24 @@ def demo() -> None:
     raise typer.Exit(module.main())
 
 
-def _mount_sub_apps() -> None:
-    for name, (module, attr, help_text) in SUB_APPS.items():
+def _mount_sub_apps(argv: list[str]) -> None:
+    """Mount the sub-applications; only the one named on the command line if any.
+
+    Importing all of them costs ~0.4 s (pyroute2, cryptography, ...), which a
+    `recap` of a small file or every `ctl` call would otherwise pay.
+    """
+    words = [w for w in argv if not w.startswith("-")]
+    first = words[0] if words else ""
+    if not words and ("--version" in argv or "-v" in argv):
+        wanted = []
+    elif first in SUB_APPS:
+        wanted = [first]
+    elif first in {"run", "ctl", "config", "demo"}:
+        wanted = []
+    else:
+        wanted = list(SUB_APPS)  # help, or a typo: show everything
+    for name in wanted:
+        module, attr, help_text = SUB_APPS[name]
         try:
             sub = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):
@@ -150,7 +166,7 @@ def _mount_sub_apps() -> None:
 
 
 def main() -> None:
-    _mount_sub_apps()
+    _mount_sub_apps(sys.argv[1:])
     app()
 
 

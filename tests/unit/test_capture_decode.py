@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -226,11 +228,16 @@ def test_read_name_follows_compression_and_stops_on_loops():
     assert len(read_name(long, 12)) <= 254
 
 
-def test_ids_are_uuid4():
-    ids = new_ids(50)
-    assert len(set(ids)) == 50
-    pat = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+def test_ids_are_uuid7_unique_and_increasing():
+    ids = new_ids(50) + new_ids(5000) + new_ids(1)
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    pat = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
     assert all(pat.match(i) for i in ids)
+    parsed = uuid.UUID(ids[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    ms = int(ids[0].replace("-", "")[:12], 16)
+    assert abs(ms / 1000 - time.time()) < 3600  # the timestamp field is the creation time
 
 
 def test_every_truncation_of_every_template_decodes():
