@@ -32,6 +32,7 @@ TICKET_LIFETIME_S = 60
 MAX_LABEL = 254
 
 _MAC_HEX = re.compile(r"[0-9a-fA-F]{2}")
+_CANONICAL_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 
 
 class RegistryError(ValueError):
@@ -44,6 +45,8 @@ def normalise_mac(text: str) -> str:
     Accepted: colon, dash, dot (Cisco) or no separators, any case.  Unlike the
     original, trailing junk is refused rather than ignored.
     """
+    if _CANONICAL_MAC.fullmatch(text):  # the common case, one regex (RADIUS hot path)
+        return text.lower()
     compact = re.sub(r"[:.\-]", "", text)
     if len(compact) != 12 or not all(_MAC_HEX.fullmatch(compact[i:i + 2])
                                      for i in range(0, 12, 2)):
