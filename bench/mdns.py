@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 import statistics
@@ -69,6 +70,7 @@ def serve_ours() -> None:
     async def main() -> None:
         svc = MdnsService(settings, Registry(settings, Store(None)), mdns)
         await svc.start()
+        gc.freeze()  # as the daemon does after start-up (edgesec.gateway.Gateway.run)
         print("ready", svc.status(), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import hmac
 import os
@@ -99,6 +100,7 @@ def serve_edgesec(port: int, policy_kind: str, tmp: str) -> None:
     async def main() -> None:
         svc = build_radius_service(settings, policy)
         await svc.start()
+        gc.freeze()  # as the daemon does after start-up (edgesec.gateway.Gateway.run)
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await svc.stop()

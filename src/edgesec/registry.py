@@ -162,6 +162,9 @@ class Registry:
         self._bridges: dict[tuple[str, str], Bridge] = {}
         self._tickets: dict[str, Ticket] = {}
         self._pending_join: set[str] = set()
+        # Bumped on every change of a device record, join times included: readers
+        # that cache a rendering of devices() (GET_ALL) compare it.
+        self.generation = 0
         self._load()
 
     # -- loading -------------------------------------------------------------
@@ -184,6 +187,7 @@ class Registry:
                                                  t.created, t.expires, t.used_by)
 
     def _remember(self, dev: Device) -> None:
+        self.generation += 1
         old = self._devices.get(dev.mac)
         if old:
             for ip in old.ips:
@@ -494,6 +498,7 @@ class Registry:
             # association, and the original did not even reload this field.
             self._devices[dev.mac] = joined
             self._pending_join.add(dev.mac)
+            self.generation += 1
         else:
             joined = self._save(joined)
         return Admission(True, joined.vlanid, psk, joined.label, reason)

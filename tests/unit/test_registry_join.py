@@ -44,3 +44,18 @@ def test_a_policy_change_writes_the_pending_join_time_too(tmp_path: Path) -> Non
     reg.set_nat(MAC, True)  # a durable write of the whole row
     again = Registry(parse_settings(CONFIG), Store(db)).get(MAC)
     assert again.nat and again.join_ts == 3_000_000_000
+
+
+def test_get_all_shows_a_new_join_time(tmp_path: Path) -> None:
+    from edgesec.supervisor.commands import CommandTable, NetworkCommands, Request
+
+    now = [1000.0]
+    reg = Registry(parse_settings(CONFIG), Store(tmp_path / "c.sqlite"), clock=lambda: now[0])
+    table = CommandTable()
+    NetworkCommands(reg).install(table)
+    reg.accept_mac(MAC, 1)
+    before = table.dispatch(Request("GET_ALL", ()))
+    assert before.split(",")[9] == "0"
+    now[0] = 2000.0
+    reg.admit(MAC)  # join time only: no event, but GET_ALL must not be stale
+    assert table.dispatch(Request("GET_ALL", ())).split(",")[9] == "2000000000"

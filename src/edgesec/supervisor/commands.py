@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edgesec.events import Event
 from edgesec.registry import Registry, RegistryError, normalise_mac
 from edgesec.supervisor import protocol as proto
 
@@ -105,17 +104,13 @@ class NetworkCommands:
         self.registry = registry
         # GET_ALL reply, rebuilt only after a device changed (formatting 1,000 lines
         # on every request cost ~1 ms; see bench/supervisor.py).
-        self._all: str | None = None
-        registry.bus.subscribe(self._device_changed)
-
-    def _device_changed(self, event: Event) -> None:
-        if event.kind == "device":
-            self._all = None
+        self._all: tuple[int, str] | None = None
 
     def get_all(self, _q: Request) -> str:
-        if self._all is None:
-            self._all = proto.format_devices(self.registry.devices())
-        return self._all
+        generation = self.registry.generation
+        if self._all is None or self._all[0] != generation:
+            self._all = (generation, proto.format_devices(self.registry.devices()))
+        return self._all[1]
 
     def install(self, table: CommandTable) -> None:
         r = self.registry
