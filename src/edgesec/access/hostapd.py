@@ -268,18 +268,15 @@ class HostapdService:
             loop.call_soon_threadsafe(loop.create_task, coro)
 
     async def disconnect(self, mac: str) -> bool:
-        """Make hostapd drop ``mac`` so it re-authenticates under the current policy."""
-        if self.cmd is None:
+        """Make hostapd drop ``mac`` so it re-authenticates under the current policy.
+
+        A deny-list add (which drops the station) followed by a removal, as the
+        original did.
+        """
+        if not await self.deny(mac):
             return False
-        try:
-            await self.cmd.command_ok(f"DENY_ACL ADD_MAC {mac}")
-            with contextlib.suppress(CtrlError):
-                await self.cmd.request(f"DEAUTHENTICATE {mac}")
-            await self.cmd.command_ok(f"DENY_ACL DEL_MAC {mac}")
-            return True
-        except CtrlError as exc:
-            log.warning("hostapd: could not disconnect %s: %s", mac, exc)
-            return False
+        await self._undeny(mac)
+        return True
 
     async def deny(self, mac: str) -> bool:
         """Put ``mac`` on hostapd's deny list (drops it now and keeps it out)."""
