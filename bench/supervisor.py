@@ -54,7 +54,7 @@ class Result:
 
 
 def _client(path: str, payload: bytes, expected: bytes, seconds: float, start: mp.Event,
-            out: mp.Queue) -> None:
+            out: mp.Queue, spin: bool = False) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("")  # abstract auto-bound address: replies can reach us
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
@@ -64,6 +64,11 @@ def _client(path: str, payload: bytes, expected: bytes, seconds: float, start: m
         sock.send(payload)
         sock.recv(4 * 1024 * 1024)
     start.wait()
+    if spin:
+        # Busy-polling client (as sockperf/netperf offer): the client never sleeps, so a
+        # round trip is not charged this VM's wake-up latency of the *client*.
+        sock.setblocking(False)
+    recv = _spin_recv if spin else _blocking_recv
     lat: list[int] = []
     bad = 0
     clock = time.perf_counter_ns
@@ -72,7 +77,7 @@ def _client(path: str, payload: bytes, expected: bytes, seconds: float, start: m
     now = t_start
     while now < deadline:
         sock.send(payload)
-        reply = sock.recv(4 * 1024 * 1024)
+        reply = recv(sock)
         end = clock()
         lat.append(end - now)
         if reply != expected:
@@ -82,11 +87,26 @@ def _client(path: str, payload: bytes, expected: bytes, seconds: float, start: m
     sock.close()
 
 
+def _blocking_recv(sock: socket.socket) -> bytes:
+    return sock.recv(4 * 1024 * 1024)
+
+
+def _spin_recv(sock: socket.socket) -> bytes:
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return sock.recv(4 * 1024 * 1024)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no reply") from None
+
+
 def measure(label: str, path: str, payload: bytes, expected: bytes, clients: int,
-            seconds: float) -> Result:
+            seconds: float, spin: bool = False) -> Result:
     ctx = mp.get_context("fork")
     start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_client, args=(path, payload, expected, seconds, start, out))
+    procs = [ctx.Process(target=_client,
+                         args=(path, payload, expected, seconds, start, out, spin))
              for _ in range(clients)]
     for p in procs:
         p.start()
@@ -212,6 +232,12 @@ def main() -> int:
                     bare = measure(f"bare {command.decode()}", peer_path, command, reply, n,
                                    args.seconds)
                     results.append((ours, bare))
+            # One busy-polling client: the server's own round-trip capacity.
+            spin_ours = measure("edgesec PING (spin)", path, b"PING_SUPERVISOR", ping, 1,
+                                args.seconds, spin=True)
+            spin_bare = measure("bare PING (spin)", peer_path, b"PING_SUPERVISOR", ping, 1,
+                                args.seconds, spin=True)
+            results.append((spin_ours, spin_bare))
         finally:
             if peer is not None:
                 stop_echo(peer_path, peer)
@@ -235,8 +261,13 @@ def main() -> int:
 
     one_ping = next(o for o, _ in results if "PING" in o.label and o.clients == 1)
     one_all = next((o for o, _ in results if "GET_ALL" in o.label and o.clients == 1), None)
+    print(f"note: a blocking client here is bounded by its own wake-up (the bare peer gets "
+          f"{results[0][1].rate:,.0f}/s); the busy-polling client shows the server's capacity")
     checks = [
-        (f"PING/s with one client >= {TARGET_PING_RATE:,}", one_ping.rate >= TARGET_PING_RATE),
+        (f"PING/s with one busy-polling client >= {TARGET_PING_RATE:,}",
+         spin_ours.rate >= TARGET_PING_RATE),
+        (f"PING/s with one blocking client >= {TARGET_PING_RATE:,}",
+         one_ping.rate >= TARGET_PING_RATE),
         (f"PING p99 with one client < {TARGET_PING_P99_MS} ms",
          one_ping.p99_ms < TARGET_PING_P99_MS),
     ]
