@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from edgesec.net import policy as P
 from edgesec.net.firewall import table_differences
+from edgesec.registry import Device
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 
 
-@dataclass(frozen=True)
-class Dev:
-    mac: str
-    allow: bool = True
-    vlanid: int = 1
-    nat: bool = False
-    primary_ip: str = ""
-    secondary_ip: str = ""
-
-    @property
-    def ips(self) -> tuple[str, ...]:
-        return tuple(i for i in (self.primary_ip, self.secondary_ip) if i)
+def Dev(mac: str, **fields: Any) -> Device:
+    """A real registry record, on VLAN 1 unless told otherwise."""
+    return Device(mac, **{"vlanid": 1, **fields})
 
 
 def cfg(nat_if: str = "wan0") -> P.PolicyConfig:

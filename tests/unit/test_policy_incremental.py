@@ -8,7 +8,7 @@ wrong diff fails the test.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given
@@ -17,22 +17,14 @@ from hypothesis import strategies as st
 from edgesec.events import Event, EventBus
 from edgesec.net import policy as P
 from edgesec.net.firewall import FirewallError, FirewallService
+from edgesec.registry import Device
 
 MACS = [f"02:00:00:00:00:{i:02x}" for i in range(6)]
 
 
-@dataclass(frozen=True)
-class Dev:
-    mac: str
-    allow: bool = True
-    vlanid: int = 1
-    nat: bool = False
-    primary_ip: str = ""
-    secondary_ip: str = ""
-
-    @property
-    def ips(self) -> tuple[str, ...]:
-        return tuple(i for i in (self.primary_ip, self.secondary_ip) if i)
+def Dev(mac: str, **fields: Any) -> Device:
+    """A real registry record, on VLAN 1 unless told otherwise."""
+    return Device(mac, **{"vlanid": 1, **fields})
 
 
 class FakeRegistry:
@@ -123,7 +115,8 @@ def test_incremental_updates_equal_full_derivation(ops: list[tuple[Any, ...]]) -
     for o in ops:
         if o[0] == "dev":
             _, mac, allow, vlan, nat, ip1, ip2 = o
-            reg.put(Dev(mac, allow, vlan, nat, ip1, ip2 if ip2 != ip1 else ""))
+            reg.put(Dev(mac, allow=allow, vlanid=vlan, nat=nat, primary_ip=ip1,
+                        secondary_ip=ip2 if ip2 != ip1 else ""))
         elif o[1] != o[2]:
             reg.bridge(o[1], o[2], o[3])
     want = P.elements(_cfg(), reg.devices(), reg.bridges())
