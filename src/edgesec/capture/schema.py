@@ -8,6 +8,18 @@ column order.
 
 from __future__ import annotations
 
+# dns and mdns rows have the same columns (as in the original's schema).
+_DNS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "TEXT NOT NULL"),
+    ("tid", "INTEGER"),
+    ("flags", "INTEGER"),
+    ("nqueries", "INTEGER"),
+    ("nanswers", "INTEGER"),
+    ("nauth", "INTEGER"),
+    ("nother", "INTEGER"),
+    ("qname", "TEXT"),
+)
+
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "eth": (
         ("timestamp", "INTEGER NOT NULL"),
@@ -94,26 +106,8 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("icmp6_cksum", "INTEGER"),
         ("icmp6_un_data32", "INTEGER"),
     ),
-    "dns": (
-        ("id", "TEXT NOT NULL"),
-        ("tid", "INTEGER"),
-        ("flags", "INTEGER"),
-        ("nqueries", "INTEGER"),
-        ("nanswers", "INTEGER"),
-        ("nauth", "INTEGER"),
-        ("nother", "INTEGER"),
-        ("qname", "TEXT"),
-    ),
-    "mdns": (
-        ("id", "TEXT NOT NULL"),
-        ("tid", "INTEGER"),
-        ("flags", "INTEGER"),
-        ("nqueries", "INTEGER"),
-        ("nanswers", "INTEGER"),
-        ("nauth", "INTEGER"),
-        ("nother", "INTEGER"),
-        ("qname", "TEXT"),
-    ),
+    "dns": _DNS_COLUMNS,
+    "mdns": _DNS_COLUMNS,
     "dhcp": (
         ("id", "TEXT NOT NULL"),
         ("op", "INTEGER"),
