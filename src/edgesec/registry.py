@@ -161,7 +161,14 @@ class Registry:
         self._by_ip: dict[str, str] = {}
         self._bridges: dict[tuple[str, str], Bridge] = {}
         self._tickets: dict[str, Ticket] = {}
-        self._pending_join: set[str] = set()
+        # Join times are the one field RADIUS writes on every association.  They
+        # are kept beside the records (``_joins``) until a read needs the record
+        # or the write-behind flush folds them in, so the admission hot path
+        # builds no new Device; ``_unflushed`` names the folded ones not yet on disk.
+        self._joins: dict[str, int] = {}
+        self._unflushed: set[str] = set()
+        # Per known device, the Admission computed for that exact record.
+        self._admissions: dict[str, tuple[Device, Settings, Admission]] = {}
         # Bumped on every change of a device record, join times included: readers
         # that cache a rendering of devices() (GET_ALL) compare it.
         self.generation = 0
@@ -199,14 +206,32 @@ class Registry:
 
     # -- reads ---------------------------------------------------------------
     def get(self, mac: str) -> Device | None:
-        return self._devices.get(normalise_mac(mac))
+        mac = normalise_mac(mac)
+        if mac in self._joins:
+            self._fold_join(mac)
+        return self._devices.get(mac)
 
     def devices(self) -> list[Device]:
+        self._fold_joins()
         return list(self._devices.values())
 
     def device_by_ip(self, ip: str) -> Device | None:
         mac = self._by_ip.get(ip)
+        if mac in self._joins:
+            self._fold_join(mac)
         return self._devices.get(mac) if mac else None
+
+    def _fold_join(self, mac: str) -> None:
+        """Put a join time recorded by :meth:`admit` into the device record."""
+        ts = self._joins.pop(mac)
+        dev = self._devices.get(mac)
+        if dev is not None and dev.join_ts != ts:
+            self._devices[mac] = replace(dev, join_ts=ts)
+            self._unflushed.add(mac)
+
+    def _fold_joins(self) -> None:
+        for mac in list(self._joins):
+            self._fold_join(mac)
 
     def bridges(self) -> list[tuple[str, str]]:
         return list(self._bridges)
@@ -238,6 +263,8 @@ class Registry:
                       vlanid=sys.default_open_vlan_id, nat=sys.allow_all_nat)
 
     def _current(self, mac: str) -> Device:
+        if mac in self._joins:
+            self._fold_join(mac)
         return self._devices.get(mac) or self._new_device(mac)
 
     def _save(self, dev: Device, *events: Event, moved_psk: bool = False) -> Device:
@@ -254,6 +281,7 @@ class Registry:
                 self.vault.delete(dev.id)  # type: ignore[union-attr]
         with self.store.transaction():
             self.store.put_device(self._row(dev))
+        self._unflushed.discard(dev.mac)
         self._remember(dev)
         self.bus.publish(Event("device", dev.mac, {"device": dev}))
         for event in events:
@@ -468,9 +496,17 @@ class Registry:
         which is then bound to it; a denied device is always rejected.
         """
         mac = normalise_mac(mac)
+        dev = self._devices.get(mac)
+        if dev is not None:
+            cached = self._admissions.get(mac)
+            if cached is not None and cached[0] is dev and cached[1] is self.settings:
+                # The hot path (hostapd asks on every association): same record,
+                # same answer; only the join time is new.
+                self._joins[mac] = int(self.clock() * 1_000_000)
+                self.generation += 1
+                return cached[2]
         sys = self.settings.system
         default_psk = self.settings.ap.wpa_passphrase
-        dev = self._devices.get(mac)
         if dev is not None and not dev.allow:
             return Admission(False, reason="device is denied")
         if dev is not None:
@@ -493,17 +529,16 @@ class Registry:
         self._check_vlan_or_default(dev)
         ts = int(self.clock() * 1_000_000)
         if self._devices.get(dev.mac) is dev:
-            # Positional copy: dataclasses.replace costs ~3 us on this hot path.
-            joined = Device(dev.mac, dev.allow, dev.vlanid, dev.nat, dev.psk, dev.primary_ip,
-                            dev.secondary_ip, dev.label, dev.id, ts, dev.status)
-            # Only the join time changed: no policy changed, so no event, and the
-            # row is written behind (flush_join_times) — RADIUS answers every
-            # association, and the original did not even reload this field.
-            self._devices[dev.mac] = joined
-            self._pending_join.add(dev.mac)
+            # A known record: only the join time changes, so no policy changed,
+            # no event, and the row is written behind (flush_join_times) — RADIUS
+            # answers every association, and the original did not even reload
+            # this field.
+            answer = Admission(True, dev.vlanid, psk, dev.label, reason)
+            self._admissions[dev.mac] = (dev, self.settings, answer)
+            self._joins[dev.mac] = ts
             self.generation += 1
-        else:
-            joined = self._save(replace(dev, join_ts=ts))
+            return answer
+        joined = self._save(replace(dev, join_ts=ts))
         return Admission(True, joined.vlanid, psk, joined.label, reason)
 
     def flush_join_times(self) -> int:
@@ -512,7 +547,8 @@ class Registry:
         Committed without fsync: they survive a crash of the process, and at
         most one flush interval is lost on a power cut.
         """
-        macs, self._pending_join = self._pending_join, set()
+        self._fold_joins()
+        macs, self._unflushed = self._unflushed, set()
         rows = [self._row(self._devices[m]) for m in macs if m in self._devices]
         if rows:
             with self.store.transaction(fsync=False):

@@ -235,3 +235,21 @@ def test_parse_mac(text: str | bytes, mac: str | None) -> None:
 def test_fuzz_parse_mac(data: bytes) -> None:
     out = rc.parse_mac(data)
     assert out is None or len(out) == 17
+
+
+@given(st.binary(min_size=1, max_size=200), st.binary(max_size=300))
+@settings(max_examples=300)
+def test_pre_keyed_digests_equal_the_standard_ones(secret: bytes, message: bytes) -> None:
+    # Secrets longer than the 64-octet MD5 block are hashed first (RFC 2104 §2).
+    key = rc.SecretKey(secret)
+    assert key.hmac(message) == hmac.digest(secret, message, "md5")
+    assert key.hmac(message) == key.hmac(message)  # the keyed states are not consumed
+    assert key.md5(message) == hashlib.md5(secret + message).digest()
+
+
+def test_pooled_salts_are_marked_and_spread() -> None:
+    salts = [rc._random_salt() for _ in range(5000)]  # crosses a pool refill
+    assert all(len(s) == 2 for s in salts)
+    values = {rc.salt_encrypt(b"x", b"s", bytes(16))[:2] for _ in range(200)}
+    assert all(v[0] & 0x80 for v in values) and len(values) > 150
+    assert len(set(salts)) > 3000  # 65,536 possible values: repeats are rare

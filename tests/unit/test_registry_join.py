@@ -59,3 +59,47 @@ def test_get_all_shows_a_new_join_time(tmp_path: Path) -> None:
     now[0] = 2000.0
     reg.admit(MAC)  # join time only: no event, but GET_ALL must not be stale
     assert table.dispatch(Request("GET_ALL", ())).split(",")[9] == "2000000000"
+
+
+CONFIG_TWO = CONFIG + """if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"
+[ap]
+wpaPassphrase = "ap-default-pass"
+"""
+
+
+def test_a_cached_admission_follows_every_policy_change(tmp_path: Path) -> None:
+    reg = Registry(parse_settings(CONFIG_TWO), Store(tmp_path / "c.sqlite"), clock=lambda: 5.0)
+    reg.accept_mac(MAC, 1)
+    first = reg.admit(MAC)
+    assert (first.accept, first.vlan, first.psk) == (True, 1, "ap-default-pass")
+    assert reg.admit(MAC) is first  # nothing changed: the same answer, no new record
+
+    reg.assign_psk(MAC, "own-passphrase")
+    assert reg.admit(MAC).psk == "own-passphrase"
+    reg.accept_mac(MAC, 2)
+    assert reg.admit(MAC).vlan == 2
+    reg.set_label(MAC, "camera")
+    assert reg.admit(MAC).label == "camera"
+    reg.clear_psk(MAC)
+    assert reg.admit(MAC).psk == "ap-default-pass"
+    reg.deny_mac(MAC)
+    assert not reg.admit(MAC).accept
+    reg.accept_mac(MAC, 1)
+    assert reg.admit(MAC).accept
+
+
+def test_every_read_sees_the_latest_join_time(tmp_path: Path) -> None:
+    now = [10.0]
+    reg = Registry(parse_settings(CONFIG), Store(tmp_path / "c.sqlite"), clock=lambda: now[0])
+    reg.accept_mac(MAC, 1)
+    reg.set_ip("add", MAC, "10.0.1.7")
+    for t in (20.0, 30.0, 40.0):
+        now[0] = t
+        reg.admit(MAC)
+        expected = int(t * 1_000_000)
+        assert reg.devices()[0].join_ts == expected
+        assert reg.device_by_ip("10.0.1.7").join_ts == expected
+        assert reg.get(MAC.upper()).join_ts == expected
+    assert reg.flush_join_times() == 1
+    assert Registry(parse_settings(CONFIG), Store(tmp_path / "c.sqlite")).get(MAC).join_ts \
+        == 40_000_000

@@ -21,7 +21,7 @@ import hmac
 import os
 import re
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ACCESS_REQUEST = 1
 ACCESS_ACCEPT = 2
@@ -52,9 +52,11 @@ class RadiusError(ValueError):
     """A packet that is not a well-formed RADIUS packet."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A decoded request: header fields, attributes in order, raw bytes."""
+class Request(NamedTuple):
+    """A decoded request: header fields, attributes in order, raw bytes.
+
+    A named tuple rather than a frozen dataclass: it is built once per packet
+    and a tuple is several times cheaper to construct."""
 
     code: int
     ident: int
@@ -111,9 +113,52 @@ def decode(data: bytes) -> Request:
     return Request(code, ident, raw[4:20], tuple(attrs), raw, ma_offset)
 
 
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+class SecretKey:
+    """MD5 states pre-keyed with one shared secret.
+
+    Every request costs two HMAC-MD5s and up to a handful of MD5(secret + x)
+    blocks.  ``hmac.digest`` sets up an OpenSSL HMAC context per call; copying
+    states that already absorbed the padded key is about 3x cheaper
+    (RFC 2104 §2: the key blocks are the same for every message).
+    """
+
+    __slots__ = ("_inner", "_outer", "_plain")
+
+    def __init__(self, secret: bytes) -> None:
+        key = hashlib.md5(secret).digest() if len(secret) > 64 else secret
+        key = key.ljust(64, b"\x00")
+        self._inner = hashlib.md5(key.translate(_IPAD))
+        self._outer = hashlib.md5(key.translate(_OPAD))
+        self._plain = hashlib.md5(secret)
+
+    def hmac(self, message: bytes) -> bytes:
+        """HMAC-MD5(secret, message)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def md5(self, suffix: bytes) -> bytes:
+        """MD5(secret + suffix): the keystream block of RFC 2865 §5.2 / RFC 2868 §3.5."""
+        h = self._plain.copy()
+        h.update(suffix)
+        return h.digest()
+
+
+@functools.lru_cache(maxsize=64)
+def secret_key(secret: bytes) -> SecretKey:
+    """The (memoised) :class:`SecretKey` of a shared secret."""
+    return SecretKey(secret)
+
+
 def message_authenticator(secret: bytes, packet_with_zero_ma: bytes) -> bytes:
     """HMAC-MD5 over the packet whose Message-Authenticator value is zeroed."""
-    return hmac.digest(secret, packet_with_zero_ma, "md5")
+    return secret_key(secret).hmac(packet_with_zero_ma)
 
 
 def verify_request_ma(req: Request, secret: bytes) -> bool:
@@ -122,7 +167,7 @@ def verify_request_ma(req: Request, secret: bytes) -> bool:
     if off < 0:
         return False
     raw = req.raw
-    expected = hmac.digest(secret, raw[:off] + _ZERO16 + raw[off + 16 :], "md5")
+    expected = secret_key(secret).hmac(raw[:off] + _ZERO16 + raw[off + 16 :])
     return hmac.compare_digest(expected, raw[off : off + 16])
 
 
@@ -134,11 +179,12 @@ def decrypt_user_password(value: bytes, secret: bytes, authenticator: bytes) -> 
     """RFC 2865 §5.2 User-Password decryption (trailing NUL padding removed)."""
     if not value or len(value) % 16 or len(value) > 128:
         raise RadiusError(f"User-Password of invalid length {len(value)}")
+    key = secret_key(secret)
     out = bytearray()
     last = authenticator
     for i in range(0, len(value), 16):
         block = value[i : i + 16]
-        out += _xor16(block, hashlib.md5(secret + last).digest())
+        out += _xor16(block, key.md5(last))
         last = block
     return bytes(out).rstrip(b"\x00")
 
@@ -168,19 +214,33 @@ def salt_encrypt(plain: bytes, secret: bytes, request_authenticator: bytes,
     if len(plain) > 239:
         raise ValueError("Tunnel-Password longer than 239 octets does not fit")
     if salt is None:
-        salt = os.urandom(2)
+        salt = _random_salt()
     if len(salt) != 2:
         raise ValueError("salt must be 2 octets")
     salt = bytes((salt[0] | 0x80, salt[1]))
     data = bytes((len(plain),)) + plain
     data += bytes(-len(data) % 16)
+    key = secret_key(secret)
     out = bytearray(salt)
     last = request_authenticator + salt
     for i in range(0, len(data), 16):
-        block = _xor16(data[i : i + 16], hashlib.md5(secret + last).digest())
+        block = _xor16(data[i : i + 16], key.md5(last))
         out += block
         last = block
     return bytes(out)
+
+
+_salts = bytearray()
+
+
+def _random_salt() -> bytes:
+    """Two random octets from a pool refilled 4 KiB at a time (one getrandom per 2,048 salts)."""
+    global _salts
+    if not _salts:
+        _salts = bytearray(os.urandom(4096))
+    salt = bytes(_salts[-2:])
+    del _salts[-2:]
+    return salt
 
 
 def salt_decrypt(value: bytes, secret: bytes, request_authenticator: bytes) -> bytes:
@@ -232,13 +292,13 @@ def encode_reply(code: int, req: Request, secret: bytes, attributes: bytes = b""
 
     The Response Authenticator is MD5(Code|Id|Length|RequestAuth|Attributes|Secret).
     """
-    proxy = b"".join(encode_attribute(PROXY_STATE, v) for v in req.all(PROXY_STATE))
-    body = proxy + attributes
+    proxy = b"".join([encode_attribute(PROXY_STATE, v) for v in req.all(PROXY_STATE)])
+    body = proxy + attributes if proxy else attributes
     length = 20 + 18 + len(body)
     if length > MAX_PACKET:
         raise ValueError("reply too long")
     header = _HEADER.pack(code, req.ident, length)
-    ma = hmac.digest(secret, header + req.authenticator + b"\x50\x12" + _ZERO16 + body, "md5")
+    ma = secret_key(secret).hmac(header + req.authenticator + b"\x50\x12" + _ZERO16 + body)
     attrs = b"\x50\x12" + ma + body
     response_auth = hashlib.md5(header + req.authenticator + attrs + secret).digest()
     return header + response_auth + attrs
