@@ -363,7 +363,8 @@ def codec_bench(seconds: float = 0.6) -> tuple[float, float]:
 
 
 def handle_cost(tmp: str, n: int = 20_000) -> tuple[float, float]:
-    """Server-side µs per Access-Request in-process (no sockets): registry, in-memory."""
+    """Server-side µs per Access-Request in-process (no sockets; best of five slices):
+    registry, in-memory policy."""
     costs = []
     for kind in ("registry", "memory"):
         sub = os.path.join(tmp, f"inprocess-{kind}")
@@ -371,10 +372,17 @@ def handle_cost(tmp: str, n: int = 20_000) -> tuple[float, float]:
         handle = edgesec_service(0, kind, sub).protocol.handle
         requests = [request_packet(i & 0xFF, macs()[i % N_MACS])[0] for i in range(n)]
         addr = ("127.0.0.1", 40000)
-        t0 = time.perf_counter()
-        for raw in requests:
-            assert handle(raw, addr) is not None
-        costs.append((time.perf_counter() - t0) / n * 1e6)
+        gc.collect()
+        gc.freeze()  # as the server does after start-up
+        best = float("inf")
+        for part in range(5):  # best of five slices, as timeit does: the VM is noisy
+            batch = requests[part::5]
+            t0 = time.perf_counter()
+            for raw in batch:
+                assert handle(raw, addr) is not None
+            best = min(best, (time.perf_counter() - t0) / len(batch))
+        costs.append(best * 1e6)
+        gc.unfreeze()
     return costs[0], costs[1]
 
 
