@@ -9,8 +9,9 @@ recommends) and a Response Authenticator.
 Why not pyrad's ``Packet`` here: it builds an ``OrderedDict`` per packet,
 re-encodes the attributes to compute Message-Authenticator and needs a
 dictionary; this module works on the raw bytes with pre-keyed MD5 states and
-was measured 6-7x faster per request (the codec line of ``bench/radius.py``).  pyrad is still used as the
-independent implementation in the tests and the benchmark client.
+was measured 6-7x faster per request (the codec line of ``bench/radius.py``).
+pyrad is still used as the independent implementation in the tests and the
+benchmark client.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Literal
 
 from edgesec.registry import Registry, RegistryError, normalise_mac
 from edgesec.supervisor import protocol as proto
+from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class CommandTable:
     """Name -> handler; extra families (crypt, mDNS) register themselves."""
 
     entries: dict[str, _Entry] = field(default_factory=dict)
+    # Refused requests are logged, but a client looping on a bad command
+    # cannot flood the log.
+    refusals: RateLimitedLog = field(
+        default_factory=lambda: RateLimitedLog(log, "refused commands", logging.INFO))
 
     def register(self, name: str, handler: Handler, arity: tuple[int, ...] | None = None,
                  secret: bool = False) -> None:
@@ -63,11 +68,11 @@ class CommandTable:
     def dispatch(self, request: Request) -> str:
         entry = self.entries.get(request.name)
         if entry is None:
-            log.info("unknown command %.40r", request.name)
+            self.refusals.log("unknown command %.40r", request.name)
             return proto.FAIL
         if entry.arity is not None and len(request.args) not in entry.arity:
-            log.info("%s: expected %s arguments, got %d", request.name,
-                     " or ".join(map(str, entry.arity)), len(request.args))
+            self.refusals.log("%s: expected %s arguments, got %d", request.name,
+                              " or ".join(map(str, entry.arity)), len(request.args))
             return proto.FAIL
         if entry.secret and request.channel == "udp":
             log.warning("%s refused: secret-returning command over unauthenticated UDP",
@@ -76,7 +81,7 @@ class CommandTable:
         try:
             return entry.handler(request)
         except (CommandError, RegistryError) as exc:
-            log.info("%s: %s", request.name, exc)
+            self.refusals.log("%s: %s", request.name, exc)
             return proto.FAIL
         except Exception:
             log.exception("%s failed", request.name)

@@ -23,40 +23,18 @@ from typing import Any
 from edgesec.events import Event, EventBus
 from edgesec.supervisor import protocol as proto
 from edgesec.supervisor.commands import Channel, CommandTable, Request
+from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 MAX_SUBSCRIBERS = 64
 MAX_SEND_FAILURES = 3
-LOG_BURST = 10  # malformed-datagram log lines per LOG_WINDOW_S
-LOG_WINDOW_S = 10.0
 READ_BATCH = 64  # datagrams handled per wake-up before other tasks run
 RECV_SIZE = proto.MAX_DATAGRAM + 1  # one byte more than allowed: oversize is detected
 
 
 class ConfigurationError(RuntimeError):
     """The supervisor cannot start as configured."""
-
-
-class RateLimitedLog:
-    """At most ``LOG_BURST`` warnings per window; the rest are counted."""
-
-    def __init__(self) -> None:
-        self.window_start = 0.0
-        self.count = 0
-        self.suppressed = 0
-
-    def warn(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.window_start > LOG_WINDOW_S:
-            if self.suppressed:
-                log.warning("%d more malformed datagrams were not logged", self.suppressed)
-            self.window_start, self.count, self.suppressed = now, 0, 0
-        if self.count < LOG_BURST:
-            self.count += 1
-            log.warning(msg, *args)
-        else:
-            self.suppressed += 1
 
 
 class _Endpoint:
@@ -120,7 +98,7 @@ class SupervisorServer:
                 "requests are authenticated, or bind 127.0.0.1")
         self.subscribers: collections.OrderedDict[tuple[str, Any], int] = \
             collections.OrderedDict()
-        self.bad = RateLimitedLog()
+        self.bad = RateLimitedLog(log, "malformed datagrams")
         self.malformed = 0
         self._seen_nonces: dict[str, float] = {}
         self._endpoints: list[_Endpoint] = []
