@@ -370,7 +370,8 @@ def handle_cost(tmp: str, n: int = 20_000) -> tuple[float, float]:
         sub = os.path.join(tmp, f"inprocess-{kind}")
         os.mkdir(sub)
         handle = edgesec_service(0, kind, sub).protocol.handle
-        requests = [request_packet(i & 0xFF, macs()[i % N_MACS])[0] for i in range(n)]
+        mac_list = macs()
+        requests = [request_packet(i & 0xFF, mac_list[i % N_MACS])[0] for i in range(n)]
         addr = ("127.0.0.1", 40000)
         gc.collect()
         gc.freeze()  # as the server does after start-up

@@ -104,15 +104,8 @@ class Bridge:
     expires: int = 0  # unix seconds, 0 = never
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    passphrase: str
-    issuer: str
-    label: str
-    vlanid: int
-    created: int
-    expires: int
-    used_by: str = ""
+# A ticket is held exactly as it is stored: one record type for both.
+Ticket = TicketRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +160,9 @@ class Registry:
         # builds no new Device; ``_unflushed`` names the folded ones not yet on disk.
         self._joins: dict[str, int] = {}
         self._unflushed: set[str] = set()
-        # Per known device, the Admission computed for that exact record.
-        self._admissions: dict[str, tuple[Device, Settings, Admission]] = {}
+        # Per known device, the Admission computed for that exact record (the
+        # settings it also depends on are fixed for the registry's life).
+        self._admissions: dict[str, tuple[Device, Admission]] = {}
         # Bumped on every change of a device record, join times included: readers
         # that cache a rendering of devices() (GET_ALL) compare it.
         self.generation = 0
@@ -190,8 +184,7 @@ class Registry:
             self._bridges[(b.mac_a, b.mac_b)] = Bridge(b.mac_a, b.mac_b, b.reason, b.created,
                                                        b.expires)
         for t in self.store.load_tickets():
-            self._tickets[t.passphrase] = Ticket(t.passphrase, t.issuer, t.label, t.vlanid,
-                                                 t.created, t.expires, t.used_by)
+            self._tickets[t.passphrase] = t
 
     def _remember(self, dev: Device) -> None:
         self.generation += 1
@@ -207,8 +200,7 @@ class Registry:
     # -- reads ---------------------------------------------------------------
     def get(self, mac: str) -> Device | None:
         mac = normalise_mac(mac)
-        if mac in self._joins:
-            self._fold_join(mac)
+        self._fold_join(mac)
         return self._devices.get(mac)
 
     def devices(self) -> list[Device]:
@@ -217,13 +209,14 @@ class Registry:
 
     def device_by_ip(self, ip: str) -> Device | None:
         mac = self._by_ip.get(ip)
-        if mac in self._joins:
-            self._fold_join(mac)
+        self._fold_join(mac)
         return self._devices.get(mac) if mac else None
 
-    def _fold_join(self, mac: str) -> None:
-        """Put a join time recorded by :meth:`admit` into the device record."""
-        ts = self._joins.pop(mac)
+    def _fold_join(self, mac: str | None) -> None:
+        """Put a join time recorded by :meth:`admit`, if any, into the device record."""
+        ts = self._joins.pop(mac, None) if self._joins else None
+        if ts is None:
+            return
         dev = self._devices.get(mac)
         if dev is not None and dev.join_ts != ts:
             self._devices[mac] = replace(dev, join_ts=ts)
@@ -263,8 +256,7 @@ class Registry:
                       vlanid=sys.default_open_vlan_id, nat=sys.allow_all_nat)
 
     def _current(self, mac: str) -> Device:
-        if mac in self._joins:
-            self._fold_join(mac)
+        self._fold_join(mac)
         return self._devices.get(mac) or self._new_device(mac)
 
     def _save(self, dev: Device, *events: Event, moved_psk: bool = False) -> Device:
@@ -445,8 +437,7 @@ class Registry:
         passphrase = "".join(str(secrets.randbelow(10)) for _ in range(16))
         ticket = Ticket(passphrase, issuer, label, vlan, now, now + TICKET_LIFETIME_S)
         with self.store.transaction():
-            self.store.put_ticket(TicketRow(ticket.passphrase, ticket.issuer, ticket.label,
-                                            ticket.vlanid, ticket.created, ticket.expires, ""))
+            self.store.put_ticket(ticket)
         self._tickets[passphrase] = ticket
         return ticket
 
@@ -499,12 +490,12 @@ class Registry:
         dev = self._devices.get(mac)
         if dev is not None:
             cached = self._admissions.get(mac)
-            if cached is not None and cached[0] is dev and cached[1] is self.settings:
+            if cached is not None and cached[0] is dev:
                 # The hot path (hostapd asks on every association): same record,
                 # same answer; only the join time is new.
                 self._joins[mac] = int(self.clock() * 1_000_000)
                 self.generation += 1
-                return cached[2]
+                return cached[1]
         sys = self.settings.system
         default_psk = self.settings.ap.wpa_passphrase
         if dev is not None and not dev.allow:
@@ -520,8 +511,7 @@ class Registry:
         new = replace(self._new_device(mac), allow=True, vlanid=ticket.vlanid,
                       psk=ticket.passphrase, label=ticket.label)
         with self.store.transaction():
-            self.store.put_ticket(TicketRow(ticket.passphrase, ticket.issuer, ticket.label,
-                                            ticket.vlanid, ticket.created, ticket.expires, mac))
+            self.store.put_ticket(replace(ticket, used_by=mac))
         del self._tickets[ticket.passphrase]
         return self._admitted(new, ticket.passphrase, "ticket")
 
@@ -534,7 +524,7 @@ class Registry:
             # answers every association, and the original did not even reload
             # this field.
             answer = Admission(True, dev.vlanid, psk, dev.label, reason)
-            self._admissions[dev.mac] = (dev, self.settings, answer)
+            self._admissions[dev.mac] = (dev, answer)
             self._joins[dev.mac] = ts
             self.generation += 1
             return answer

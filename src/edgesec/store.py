@@ -73,7 +73,7 @@ class TicketRow:
     vlanid: int
     created: int
     expires: int
-    used_by: str
+    used_by: str = ""  # the MAC the ticket was bound to by its first use
 
 
 class Store:

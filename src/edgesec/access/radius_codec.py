@@ -157,11 +157,6 @@ def secret_key(secret: bytes) -> SecretKey:
     return SecretKey(secret)
 
 
-def message_authenticator(secret: bytes, packet_with_zero_ma: bytes) -> bytes:
-    """HMAC-MD5 over the packet whose Message-Authenticator value is zeroed."""
-    return secret_key(secret).hmac(packet_with_zero_ma)
-
-
 def verify_request_ma(req: Request, secret: bytes) -> bool:
     """True if the request's Message-Authenticator is present and valid."""
     off = req.ma_offset

@@ -43,5 +43,3 @@ class RateLimitedLog:
             self.logger.log(self.level, msg, *args)
         else:
             self.suppressed += 1
-
-    warn = log

@@ -163,14 +163,14 @@ class SupervisorServer:
                 self._check_replay(nonce, ts)
             except proto.ProtocolError as exc:
                 self.malformed += 1
-                self.bad.warn("unauthenticated UDP datagram from %s: %s", addr, exc)
+                self.bad.log("unauthenticated UDP datagram from %s: %s", addr, exc)
                 return None  # no oracle for attackers
             data = text.encode()
         try:
             command = proto.parse_command(data)
         except proto.ProtocolError as exc:
             self.malformed += 1
-            self.bad.warn("malformed command from %s: %s", addr or "unbound client", exc)
+            self.bad.log("malformed command from %s: %s", addr or "unbound client", exc)
             reply = proto.FAIL
         else:
             reply = self.table.dispatch(Request(command.name, command.args, channel,
