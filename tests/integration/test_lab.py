@@ -160,7 +160,7 @@ def test_cli_up_status_exec_then_down_after_kill9_leaves_nothing(prefix: str) ->
     state = LabState.load(prefix)
     status = _cli("status", "--prefix", prefix).stdout
     for dev in state.devices:
-        assert dev.name in status and dev.mac in status and dev.ip in status
+        assert dev.name in status and dev.mac in status and dev.ip in status, status
     shown = _cli("exec", "--prefix", prefix, "dev1", "--", "ip", "-4", "-br", "addr").stdout
     assert state.device("dev1").ip in shown
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,25 @@ def test_dnsd_fuzz(data: bytes) -> None:
 
     out = dnsd.answer(data, "198.51.100.2")
     assert out is None or isinstance(out, bytes)
+
+
+def test_status_table_never_splits_identifiers_even_when_narrow() -> None:
+    from rich.console import Console
+
+    macs = [f"02:00:00:00:00:{i:02x}" for i in range(1, 4)]
+    st_ = LabState(
+        prefix="lx",
+        dir="/nonexistent",
+        devices=[DeviceState(f"dev{i}", m, state="joined") for i, m in enumerate(macs, 1)],
+    )
+    all_reply = "".join(
+        f"a,{m},10.100.0.{i},10.100.0.{100 + i},100,0,,x,0,1,1\n" for i, m in enumerate(macs)
+    )
+    bridges = f"{macs[0]},{macs[1]}\n{macs[0]},{macs[2]}\n"
+    table = report.table("lab lx", report.rows(st_, all_reply, bridges))
+    for width in (60, 80, 240):
+        console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        console.print(table)
+        text = console.export_text()
+        for i, m in enumerate(macs):
+            assert m in text and f"10.100.0.{i} " in text and f"10.100.0.{100 + i} " in text

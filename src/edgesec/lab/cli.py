@@ -23,8 +23,9 @@ from edgesec.supervisor.client import ClientError
 app = typer.Typer(
     help="Virtual IoT devices in network namespaces around a real edgesec.", no_args_is_help=True
 )
-# Wide enough for MACs and addresses when the output is not a terminal (logs, CI).
-console = Console(width=None if sys.stdout.isatty() else 120)
+# When the output is not a terminal (logs, CI, a pipe to grep) nothing should be
+# wrapped: a MAC split over two lines cannot be searched for.
+console = Console(width=None if sys.stdout.isatty() else 240)
 
 Prefix = Annotated[str, typer.Option("--prefix", "-p", help="name prefix of the lab's namespaces")]
 

@@ -60,7 +60,7 @@ def rows(state: LabState, all_reply: str, bridges_reply: str) -> list[Row]:
         f = known.get(mac)
         if f is not None:
             row.allowed = "allow" if f[0] == "a" else "deny"
-            row.ip = ",".join(ip for ip in (f[2], f[3]) if ip)
+            row.ip = "\n".join(ip for ip in (f[2], f[3]) if ip)
             row.vlan, row.nat = f[4], f[5] == "1"
             status = int(f[10]) if f[10].isdigit() else 0
             row.connected = STATUS_WORDS.get(status, "")
@@ -81,7 +81,10 @@ def table(title: str, data: list[Row]):  # -> rich.table.Table
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("device", "MAC", "VLAN", "IP", "NAT", "bridges", "connected", "lab"):
+    # Identifiers are never wrapped or cut: a narrow terminal squeezes the rest.
+    for col in ("device", "MAC", "VLAN", "IP"):
+        t.add_column(col, no_wrap=True)
+    for col in ("NAT", "bridges", "connected", "lab"):
         t.add_column(col)
     for r in data:
         t.add_row(
