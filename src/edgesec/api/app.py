@@ -26,11 +26,19 @@ from aiohttp import web
 from edgesec.api import auth, openapi
 from edgesec.api.explain import ExplainError, explain
 from edgesec.api.metrics import render_metrics
-from edgesec.api.views import BadRequest, check_patch, device_json, iso, json_value, require_str
+from edgesec.api.views import (
+    BadRequest,
+    check_patch,
+    device_json,
+    iso,
+    json_value,
+    parse_mac,
+    require_str,
+)
 from edgesec.config import Settings
 from edgesec.events import Event
 from edgesec.net.policy import PolicyConfig
-from edgesec.registry import Registry, RegistryError, normalise_mac
+from edgesec.registry import Registry, RegistryError
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -85,7 +93,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if need != "public":
             who = auth.identify(request, ctx.tokens, ctx.sessions)
             if who is None:
-                return error(401, "unauthorized", "send 'Authorization: Bearer <token>'")
+                reply = error(401, "unauthorized", "send 'Authorization: Bearer <token>'")
+                reply.headers["WWW-Authenticate"] = 'Bearer realm="edgesec"'
+                return reply
             if not auth.scope_allows(who.scope, need):
                 return error(403, "forbidden", f"needs scope {need}, you have {who.scope}")
             if who.via == "session" and request.method not in ("GET", "HEAD") and \
@@ -94,9 +104,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             request[WHO] = who
         response = await handler(request)
     except web.HTTPException as exc:
-        if exc.status >= 400:
-            return error(exc.status, exc.reason, exc.text or "")
-        raise
+        if exc.status < 400:
+            raise
+        reply = error(exc.status, exc.reason, exc.text or "")
+        for name in ("Allow", "WWW-Authenticate", "Retry-After"):  # e.g. 405 must say Allow
+            if name in exc.headers:
+                reply.headers[name] = exc.headers[name]
+        auth.security_headers(reply)
+        return reply
     except BadRequest as exc:
         return error(400, "bad request", str(exc))
     except (RegistryError, ExplainError) as exc:
@@ -119,10 +134,7 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _mac(request: web.Request, name: str = "mac") -> str:
-    try:
-        return normalise_mac(request.match_info[name])
-    except RegistryError as exc:
-        raise BadRequest(str(exc)) from None
+    return parse_mac(request.match_info[name], name)
 
 
 def _audit(request: web.Request, what: str) -> None:
@@ -189,7 +201,7 @@ async def create_device(request: web.Request) -> web.Response:
     """Admit a MAC on a VLAN (ACCEPT_MAC); 409 if the device exists."""
     ctx = request.app[CTX]
     body = await _json_body(request)
-    mac = normalise_mac(require_str(body, "mac"))
+    mac = parse_mac(require_str(body, "mac"))
     vlan = body.get("vlan")
     if type(vlan) is not int or ctx.settings.interfaces.subnet_for_vlan(vlan) is None:
         raise BadRequest("vlan: expected the id of a configured VLAN")
@@ -214,7 +226,7 @@ async def list_bridges(request: web.Request) -> web.Response:
 async def add_bridge(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     body = await _json_body(request)
-    a, b = normalise_mac(require_str(body, "a")), normalise_mac(require_str(body, "b"))
+    a, b = parse_mac(require_str(body, "a"), "a"), parse_mac(require_str(body, "b"), "b")
     for mac in (a, b):
         if ctx.registry.get(mac) is None:
             raise web.HTTPNotFound(reason="not found", text=f"no device {mac}")
@@ -247,8 +259,7 @@ async def create_ticket(request: web.Request) -> web.Response:
     if type(vlan) is not int:
         raise BadRequest("vlan: expected an integer")
     issuer = body.get("issuer", "00:00:00:00:00:00")
-    if not isinstance(issuer, str):
-        raise BadRequest("issuer: expected a MAC")
+    issuer = parse_mac(issuer if isinstance(issuer, str) else "", "issuer")
     ticket = ctx.registry.register_ticket(issuer, label, vlan)
     ssid = ctx.settings.ap.ssid
     _audit(request, f"ticket for {label!r} on VLAN {vlan}")
@@ -343,6 +354,7 @@ async def explain_route(request: web.Request) -> web.Response:
     src, dst = request.query.get("src", ""), request.query.get("dst", "")
     if not src or not dst:
         raise BadRequest("give src (a device MAC) and dst (a MAC or an IPv4 address)")
+    src = parse_mac(src, "src")
     cfg = PolicyConfig.from_settings(ctx.settings)
     return web.json_response(explain(cfg, ctx.registry, src, dst).as_json())
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-MAC_PATTERN = "^[0-9A-Fa-f:.-]{12,17}$"
+from edgesec.api.views import MAC_PATTERN
+
+MAC = {"type": "string", "pattern": MAC_PATTERN}
+VLAN = {"type": "integer", "minimum": 0, "maximum": 4094}
+IPV4 = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
+PSK = r"^$|^[\x20-\x7e]{8,63}$|^[0-9a-fA-F]{64}$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -32,7 +37,7 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-_MAC_PARAM = {"in": "path", "required": True, "schema": {"type": "string"}}
+_MAC_PARAM = {"in": "path", "required": True, "schema": MAC}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -60,20 +65,18 @@ SPEC: dict[str, Any] = {
             "DevicePatch": {
                 "type": "object", "minProperties": 1, "additionalProperties": False,
                 "properties": {"nat": {"type": "boolean"}, "allowed": {"type": "boolean"},
-                               "vlan": {"type": "integer"}, "label": {"type": "string"},
-                               "psk": {"type": "string", "writeOnly": True}}},
+                               "vlan": VLAN, "label": {"type": "string", "maxLength": 254},
+                               "psk": {"type": "string", "pattern": PSK, "writeOnly": True}}},
             "NewDevice": {"type": "object", "required": ["mac", "vlan"],
-                          "properties": {"mac": {"type": "string"},
-                                         "vlan": {"type": "integer"}}},
+                          "properties": {"mac": MAC, "vlan": VLAN}},
             "Bridge": {"type": "object", "required": ["a", "b"],
                        "properties": {"a": {"type": "string"}, "b": {"type": "string"},
                                       "reason": {"type": "string"},
                                       "created": {"type": "string", "nullable": True},
                                       "expires": {"type": "string", "nullable": True}}},
             "NewTicket": {"type": "object", "required": ["label", "vlan"],
-                          "properties": {"label": {"type": "string"},
-                                         "vlan": {"type": "integer"},
-                                         "issuer": {"type": "string"}}},
+                          "properties": {"label": {"type": "string", "maxLength": 254},
+                                         "vlan": VLAN, "issuer": MAC}},
             "Ticket": {"type": "object",
                        "required": ["passphrase", "label", "vlan", "expires", "ssid", "wifi_qr"],
                        "properties": {"passphrase": {"type": "string"},
@@ -125,8 +128,7 @@ SPEC: dict[str, Any] = {
             "get": {"summary": "Every bridge", "responses": {
                 "200": _json({"type": "array", "items": _ref("Bridge")}), **_errors()}},
             "post": {"summary": "Bridge two devices", "requestBody": _body(
-                {"type": "object", "required": ["a", "b"],
-                 "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}),
+                {"type": "object", "required": ["a", "b"], "properties": {"a": MAC, "b": MAC}}),
                 "responses": {"201": _json(_ref("Bridge"), "Created"),
                               **_errors(400, 404, 409, 413)}},
         },
@@ -146,8 +148,10 @@ SPEC: dict[str, Any] = {
         "/api/v1/explain": {"get": {
             "summary": "Why a device can or cannot reach a destination",
             "parameters": [
-                {"name": "src", "in": "query", "required": True, "schema": {"type": "string"}},
-                {"name": "dst", "in": "query", "required": True, "schema": {"type": "string"}}],
+                {"name": "src", "in": "query", "required": True, "schema": MAC},
+                {"name": "dst", "in": "query", "required": True, "schema": {
+                    "type": "string",
+                    "pattern": f"{MAC_PATTERN}|^{IPV4}$|^internet$"}}],
             "responses": {"200": _json(_ref("Explanation")), **_errors(400)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "OK", "content": {"text/plain": {"schema": {

@@ -7,10 +7,11 @@ are ISO 8601 in UTC; the device status is a word.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from edgesec.registry import STATUS_CONNECTED, STATUS_DISCONNECTED, Device
+from edgesec.registry import STATUS_CONNECTED, STATUS_DISCONNECTED, Device, normalise_mac
 
 STATUS_WORDS = {STATUS_CONNECTED: "connected", STATUS_DISCONNECTED: "disconnected"}
 PATCH_FIELDS = {"nat": bool, "allowed": bool, "vlan": int, "label": str, "psk": str}
@@ -18,6 +19,21 @@ PATCH_FIELDS = {"nat": bool, "allowed": bool, "vlan": int, "label": str, "psk": 
 
 class BadRequest(ValueError):
     """Client input that is refused (HTTP 400), with the reason."""
+
+
+_H2 = "[0-9A-Fa-f]{2}"
+_H4 = "[0-9A-Fa-f]{4}"
+# The notations the API takes (also its OpenAPI pattern): colon, dash, Cisco dots, bare.
+MAC_PATTERN = (f"^({_H2}(:{_H2}){{5}}|{_H2}(-{_H2}){{5}}|{_H4}\\.{_H4}\\.{_H4}"
+               f"|[0-9A-Fa-f]{{12}})$")
+_MAC = re.compile(MAC_PATTERN)
+
+
+def parse_mac(text: str, what: str = "mac") -> str:
+    """``aa:bb:cc:dd:ee:ff`` from a MAC in one of :data:`MAC_PATTERN`'s notations."""
+    if not _MAC.fullmatch(text):
+        raise BadRequest(f"{what}: invalid MAC address {text[:40]!r}")
+    return normalise_mac(text)
 
 
 def iso(ts_seconds: float) -> str:
