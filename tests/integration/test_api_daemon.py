@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,5 +157,8 @@ def test_metrics_of_the_running_gateway_parse(bed: Bed) -> None:
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"edgesec_devices", "edgesec_service_state", "edgesec_firewall_heals",
             "edgesec_supervisor_requests"} <= names
+    lint = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                          capture_output=True, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     _, st = bed.unix("GET", "/api/v1/status")
     assert {s["name"] for s in st["services"]} >= {"firewall", "dhcp", "supervisor", "api"}
