@@ -244,6 +244,9 @@ class HostapdService:
         new = (dev.allow, dev.psk, dev.vlanid)
         old = self._known.get(dev.mac)
         self._known[dev.mac] = new
+        if old is None and not dev.allow:  # a record created denied: keep it out too
+            self._spawn(self.deny(dev.mac))
+            return
         if old is None or old == new:
             return
         if self.backend == "file":
