@@ -260,7 +260,8 @@ class Registry:
 
     def is_known(self, mac: str) -> bool:
         """True when ``mac`` has a record (RADIUS rate-limits admissions of the others)."""
-        return normalise_mac(mac) in self._devices
+        # RADIUS passes canonical MACs: one dict lookup on the hot path.
+        return mac in self._devices or normalise_mac(mac) in self._devices
 
     # -- device writes -------------------------------------------------------
     def _new_device(self, mac: str) -> Device:
@@ -670,7 +671,11 @@ class Registry:
         return removed
 
     def _remove_devices(self, macs: Iterable[str], reason: str) -> list[Device]:
-        """Delete records, their bridges and ticket bindings in one transaction, then publish."""
+        """Delete records, their bridges and ticket bindings in one transaction, then publish.
+
+        The one place a device is deleted (``REMOVE_DEVICE`` and the pool
+        reclaim both come here): anything else a device owns is deleted here too.
+        """
         self._fold_joins()
         olds = [self._devices[m] for m in dict.fromkeys(macs) if m in self._devices]
         gone = {d.mac for d in olds}
