@@ -637,7 +637,6 @@ class Registry:
             raise RegistryError(
                 f"device {dev.mac} is on VLAN {dev.vlanid}, which is not configured")
 
-
     # -- removal and reclaiming ------------------------------------------------
     def remove_device(self, mac: str) -> Device:
         """Delete ``mac``'s record, its bridges and its ticket binding (durable).
