@@ -301,17 +301,22 @@ class FirewallService:
         and a retry is scheduled.
         """
         with self._lock:
-            log.warning("firewall table %s altered (%s); re-applying", self.cfg.table,
-                        ", ".join(diffs))
+            retrying = self.forwarding_held  # a failed heal being retried: already logged
+            if not retrying:
+                log.warning("firewall table %s altered (%s); re-applying", self.cfg.table,
+                            ", ".join(diffs))
             self._hold_forwarding()
             try:
                 self.apply_full()
             except Exception as exc:
                 self.last_error = f"heal failed: {exc}"
-                log.error("firewall table %s could not be restored (%s); IPv4 forwarding "
-                          "stays off", self.cfg.table, exc)
+                if not retrying:
+                    log.error("firewall table %s could not be restored (%s); IPv4 forwarding "
+                              "stays off, retrying every %.0f s", self.cfg.table, exc, RETRY_S)
                 self._schedule_retry()
                 raise
+            if retrying:
+                log.warning("firewall table %s restored after a failed heal", self.cfg.table)
             self._release_forwarding()
             self.heals += 1
         bus = getattr(self.registry, "bus", None)
@@ -342,8 +347,9 @@ class FirewallService:
             else:
                 self.check()
         except Exception as exc:
-            self.last_error = str(exc)
-            log.exception("firewall check failed")
+            if not self.forwarding_held:  # a failed heal logged itself and retries
+                self.last_error = str(exc)
+                log.exception("firewall check failed")
 
     def _schedule_retry(self) -> None:
         if self._loop is None or not self._running or self._retry is not None:
