@@ -133,7 +133,15 @@ class MdnsService:
             self.detector = None
 
     def _on_ruleset_change(self, commit: Commit | None) -> None:
-        """Another process touched the detection table: re-install it if it was altered."""
+        """Another process touched the detection table: re-install it if it was altered.
+
+        Deferred by one loop iteration, so that the firewall's heal (woken by
+        the same notification) goes first: it is the one that closes the gateway.
+        """
+        if self._loop is not None:
+            self._loop.call_soon(self._heal_detection, commit)
+
+    def _heal_detection(self, commit: Commit | None) -> None:
         if self.detector is None:
             return
         try:
