@@ -170,6 +170,12 @@ class SubnetService:
     async def reload(self) -> None:
         await self.ensure_vlans(set(self.subnets) - self.pool_vlans | self._used_pool_vlans())
 
+    def health(self) -> tuple[str, str]:
+        """``degraded`` while a bridge could not be ensured (``ignoreErrorOnIfCreate``)."""
+        if self.errors:
+            return "degraded", "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+        return "ok", ""
+
     def status(self) -> str:
         text = f"{len(self.ensured)} bridges up"
         if self.errors:
