@@ -121,7 +121,7 @@ def test_flushed_ruleset_restores_both_tables_counts_and_announces(bed: Bed) -> 
                             and fw_heals(lab) > fw and mdns_heals(lab) > md,  # noqa: B023
                             DEADLINE_S), lab.status()
             assert fw_heals(lab) == fw + 1 and mdns_heals(lab) == md + 1, lab.status()
-            assert re.match(r"FIREWALL_HEALED inet edgesec \d+ \S+$",
+            assert re.match(r"FIREWALL_HEALED inet edgesec \d+ table_deleted$",
                             events.wait("FIREWALL_HEALED inet edgesec "))
             assert events.wait("FIREWALL_HEALED inet edgesec_mdns ")
             assert fw_heals(lab) == n

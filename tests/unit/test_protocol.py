@@ -126,7 +126,7 @@ MAC = "11:22:33:44:55:66"
      f"BRIDGE_REMOVED {MAC} aa:bb:cc:dd:ee:ff -\n"),
     ("mdns", {"text": "QUERY printer.local"}, "MDNS QUERY printer.local\n"),
     ("firewall_healed", {"family": "inet", "table": "edgesec", "heals": 3,
-                         "reason": "table deleted"},
+                         "reason": "table\ndeleted"},
      "FIREWALL_HEALED inet edgesec 3 table_deleted\n"),
 ])
 def test_event_lines(kind: str, data: dict, line: str) -> None:

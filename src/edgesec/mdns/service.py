@@ -161,7 +161,7 @@ class MdnsService:
                     DETECT_TABLE)
         self._publish(Event("firewall_healed", "", {"family": "inet", "table": DETECT_TABLE,
                                                     "heals": self.table_heals,
-                                                    "reason": "table altered"}))
+                                                    "reason": "table_altered"}))
 
     def health(self) -> tuple[str, str]:
         """``degraded`` when automatic bridging is configured but its detection is not running."""

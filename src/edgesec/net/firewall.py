@@ -249,7 +249,7 @@ class FirewallService:
                 # The kernel differs from what we believed: replace the table.
                 log.warning("incremental firewall update failed (%s); re-applying all", exc)
                 self.last_error = str(exc)
-                self.heal([f"incremental update refused: {exc}"])
+                self.heal([f"incremental update refused: {exc}"], "update_refused")
             self.changes += 1
             return sum(len(v) for v in add.values()) + sum(len(v) for v in delete.values())
 
@@ -290,15 +290,15 @@ class FirewallService:
             diffs = self.differences(elements=False) or self.differences(elements=True)
             if not diffs:
                 return False
-            self.heal(diffs)
+            self.heal(diffs, "table_missing" if diffs == ["table missing"] else "table_altered")
             return True
 
-    def heal(self, diffs: list[str]) -> None:
+    def heal(self, diffs: list[str], reason: str = "table_altered") -> None:
         """Re-apply the whole table with IPv4 forwarding held off meanwhile.
 
         Forwarding is switched back on only when it was on before and the
         table is in place; when the re-apply fails it stays off (fail closed)
-        and a retry is scheduled.
+        and a retry is scheduled. ``reason`` (one word) goes into the event.
         """
         with self._lock:
             retrying = self.forwarding_held  # a failed heal being retried: already logged
@@ -322,7 +322,7 @@ class FirewallService:
         bus = getattr(self.registry, "bus", None)
         if bus is not None:
             bus.publish(Event(HEALED_EVENT, "", {"family": "inet", "table": self.cfg.table,
-                                                 "heals": self.heals, "reason": diffs[0]}))
+                                                 "heals": self.heals, "reason": reason}))
 
     def _hold_forwarding(self) -> None:
         if self.forward_path is None or self.forwarding_held:
@@ -343,7 +343,7 @@ class FirewallService:
             return
         try:
             if commit is not None and (NFPROTO_INET, self.cfg.table) in commit.deleted:
-                self.heal(["table deleted"])  # no listing needed: re-apply at once
+                self.heal(["table deleted"], "table_deleted")  # no listing: re-apply at once
             else:
                 self.check()
         except Exception as exc:

@@ -101,7 +101,7 @@ def format_event(kind: str, mac: str, data: dict) -> str | None:
     if kind == "firewall_healed":
         return (f"FIREWALL_HEALED {_word(str(data.get('family', 'inet')))} "
                 f"{_word(str(data.get('table', '')))} {int(data.get('heals', 0))} "
-                f"{_word(str(data.get('reason', '')))}\n")
+                f"{'_'.join(str(data.get('reason', '')).split()) or '-'}\n")
     if kind == "mdns" and "text" in data:
         return f"MDNS {data['text']}\n"
     return None
