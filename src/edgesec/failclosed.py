@@ -57,6 +57,16 @@ def refuse_if_missing(required: Collection[str], failed: Mapping[str, str],
     raise GatewayRefused(f"required service(s) not running: {reasons}{forwarding}")
 
 
+def hold_forwarding_off(settings: Any) -> None:
+    """``setIpForward``: forwarding off while the enforcing services start.
+
+    After a crash (``kill -9``: no clean stop) forwarding is still on; the
+    bridges come up before the firewall table is re-applied, so hold it off.
+    """
+    if settings.system.set_ip_forward and set_ip_forward(on=False):
+        log.info("IPv4 forwarding held off until the firewall is in place")
+
+
 def enable_forwarding(settings: Any) -> bool:
     """``setIpForward``: switch forwarding on (enforcement is in place); True if we did."""
     if not settings.system.set_ip_forward:

@@ -28,7 +28,12 @@ from typing import Any, Protocol
 
 from edgesec.config import Settings
 from edgesec.events import EventBus
-from edgesec.failclosed import enable_forwarding, refuse_if_missing, required_services
+from edgesec.failclosed import (
+    enable_forwarding,
+    hold_forwarding_off,
+    refuse_if_missing,
+    required_services,
+)
 from edgesec.registry import Registry
 from edgesec.store import Store
 from edgesec.supervisor import protocol as proto
@@ -154,6 +159,7 @@ class Gateway:
         specs = OPTIONAL_SERVICES
         required = required_services(self.settings,
                                      {s.name for s in specs if s.enabled(self.settings)})
+        hold_forwarding_off(self.settings)
         for spec in specs:
             if spec.name in EARLY and (svc := self._build(spec)) is not None:
                 await self._start_service(svc)

@@ -179,3 +179,22 @@ def test_require_services_must_name_enabled_services(tmp_path: Path) -> None:
         assert code != 0, out
         assert "requireServices names mdns, which the config does not enable" in out, out
         assert "gateway running" not in out and forwarding(topo) == "0", out
+
+
+def test_forwarding_left_on_by_a_crash_is_held_off_until_the_firewall_is_in(
+        tmp_path: Path) -> None:
+    with Topology() as topo:
+        topo.add_device("a", 1)
+        lab = IsolationLab(topo, vlans=(1,))
+        run(topo.gateway, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])  # as a kill -9 leaves it
+        lab.start()
+        try:
+            log = lab.daemon.log()
+            held = log.index("IPv4 forwarding held off")
+            table = log.index("firewall table inet edgesec in place")
+            enabled = log.index("IPv4 forwarding enabled")
+            assert held < table < enabled < log.index("gateway running"), log
+            assert forwarding(topo) == "1"
+        finally:
+            lab.stop()
+        assert forwarding(topo) == "0"  # switched on by us, switched off at stop
