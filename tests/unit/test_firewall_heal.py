@@ -68,3 +68,15 @@ def test_heal_never_switches_on_forwarding_that_was_off(tmp_path: Path) -> None:
     fw, _nft, fwd, events = service(tmp_path, "0")
     fw._on_ruleset_change(Commit(5, 4242, GONE, GONE))
     assert fwd.read_text() == "0\n" and fw.heals == 1 and len(events) == 1
+
+
+def test_a_failing_heal_is_logged_once_while_retried(tmp_path: Path, caplog: Any) -> None:
+    fw, nft, fwd, _events = service(tmp_path, "0")
+    nft.broken = True
+    for _ in range(5):
+        fw._on_ruleset_change(None)
+    assert caplog.text.count("could not be restored") == 1
+    assert fw.health()[0] == "failed" and fwd.read_text() == "0\n"
+    nft.broken = False
+    fw._on_ruleset_change(None)
+    assert fw.health() == ("ok", "") and "restored after a failed heal" in caplog.text

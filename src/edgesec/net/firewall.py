@@ -169,6 +169,7 @@ class FirewallService:
         self.changes = 0
         self.last_error = ""
         self.forwarding_held = False  # we switched forwarding off and a heal is pending
+        self.heal_failing = False  # the last heal failed; retried every RETRY_S
         self._running = False
 
     # -- state ---------------------------------------------------------------
@@ -301,7 +302,7 @@ class FirewallService:
         and a retry is scheduled. ``reason`` (one word) goes into the event.
         """
         with self._lock:
-            retrying = self.forwarding_held  # a failed heal being retried: already logged
+            retrying = self.heal_failing  # a failed heal being retried: already logged
             if not retrying:
                 log.warning("firewall table %s altered (%s); re-applying", self.cfg.table,
                             ", ".join(diffs))
@@ -310,6 +311,7 @@ class FirewallService:
                 self.apply_full()
             except Exception as exc:
                 self.last_error = f"heal failed: {exc}"
+                self.heal_failing = True
                 if not retrying:
                     log.error("firewall table %s could not be restored (%s); IPv4 forwarding "
                               "stays off, retrying every %.0f s", self.cfg.table, exc, RETRY_S)
@@ -317,6 +319,7 @@ class FirewallService:
                 raise
             if retrying:
                 log.warning("firewall table %s restored after a failed heal", self.cfg.table)
+            self.heal_failing = False
             self._release_forwarding()
             self.heals += 1
         bus = getattr(self.registry, "bus", None)
@@ -347,7 +350,7 @@ class FirewallService:
             else:
                 self.check()
         except Exception as exc:
-            if not self.forwarding_held:  # a failed heal logged itself and retries
+            if not self.heal_failing:  # a failed heal logged itself and retries
                 self.last_error = str(exc)
                 log.exception("firewall check failed")
 
@@ -403,9 +406,9 @@ class FirewallService:
         """``failed`` while the table could not be restored (forwarding held off)."""
         if not self._running:
             return "failed", "stopped"
-        if self.forwarding_held:
-            return "failed", f"table inet {self.cfg.table} not restored, forwarding off: " \
-                             f"{self.last_error}"
+        if self.heal_failing:
+            held = ", forwarding held off" if self.forwarding_held else ""
+            return "failed", f"table inet {self.cfg.table} not restored{held}: {self.last_error}"
         return "ok", ""
 
     def status(self) -> str:
