@@ -128,6 +128,8 @@ MAC = "11:22:33:44:55:66"
     ("firewall_healed", {"family": "inet", "table": "edgesec", "heals": 3,
                          "reason": "table\ndeleted"},
      "FIREWALL_HEALED inet edgesec 3 table_deleted\n"),
+    ("device", {"device": None, "removed": object(), "reason": "reclaimed"},
+     f"DEVICE_REMOVED {MAC} reclaimed\n"),
 ])
 def test_event_lines(kind: str, data: dict, line: str) -> None:
     assert proto.format_event(kind, MAC, data) == line
