@@ -92,6 +92,27 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+SERVICE_NAMES = ("subnets", "firewall", "radius", "hostapd", "dhcp", "mdns", "capture")
+
+
+def parse_service_list(text: str) -> tuple[str, ...]:
+    """``requireServices``: comma list of service names, or ``none``."""
+    names = parse_list(text.lower())
+    if names == ("none",):
+        return ("none",)
+    bad = [n for n in names if n not in SERVICE_NAMES]
+    if bad:
+        raise ValueError(f"unknown service {bad[0]!r} (one of {', '.join(SERVICE_NAMES)}, "
+                         "or none)")
+    return names
+
+
+def parse_nft_backend(text: str) -> str:
+    if text not in ("auto", "library", "binary"):
+        raise ValueError("expected auto, library or binary")
+    return text
+
+
 def parse_colon_list(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(":") if part)
 
@@ -200,6 +221,8 @@ class SystemSettings:
     crypt_passphrase_file: Path | None = path_key("cryptPassphraseFile", "")
     crypt_backend: str = key("cryptBackend", parse_str, "passphrase")
     store_psk_in_vault: bool = key("storePskInVault", parse_bool, False)
+    # empty: the enabled ones of subnets, firewall, radius, dhcp (gateway.required_services)
+    require_services: tuple[str, ...] = key("requireServices", parse_service_list, ())
 
 
 @dataclass(frozen=True)
@@ -287,6 +310,8 @@ class NatSettings:
 class FirewallSettings:
     firewall_bin_path: Path | None = path_key("firewallBinPath", "")
     table_name: str = key("tableName", parse_str, "edgesec")
+    nft_backend: str = key("nftBackend", parse_nft_backend, "auto")
+    nft_bin_path: str = key("nftBinPath", parse_str, "")
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,8 @@ def test_socket_mode_sigterm_and_pid_file(tmp_path: Path) -> None:
 
 
 def test_failing_optional_service_keeps_control_api_up(tmp_path: Path, daemons) -> None:
-    config = write_config(tmp_path, {"system": {"execDhcp": True},
+    # requireServices = none: DHCP is not required (by default it would be: no start)
+    config = write_config(tmp_path, {"system": {"execDhcp": True, "requireServices": "none"},
                                      "dhcp": {"dhcpBinPath": "/nonexistent/dnsmasq"}})
     d = daemons(config)
     assert d.ctl("PING_SUPERVISOR") == "PONG\n"

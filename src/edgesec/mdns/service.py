@@ -10,6 +10,12 @@ events on the registry's bus:
   when an automatic bridge was made (the registry's own ``bridge_added``
   event carries the same reason).
 
+The detection table (``inet edgesec_mdns``) is watched through nftables
+netlink notifications (:class:`edgesec.net.nftgen.RulesetWatcher`): when
+another process flushes or alters it, it is re-installed with the announced
+addresses, counted ("detection table healed Nx" in STATUS) and a
+``firewall_healed`` event is published.
+
 Entry points for the lead: :func:`build_mdns_service` (factory used by
 ``edgesec.gateway``), :meth:`MdnsService.handle_mdns_names` and
 :meth:`MdnsService.register_commands`.
@@ -26,6 +32,7 @@ from typing import Any
 from edgesec.events import Event
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
 from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, Limits, Message
+from edgesec.mdns.detect import TABLE as DETECT_TABLE
 from edgesec.mdns.detect import Detector
 from edgesec.mdns.knowledge import Knowledge
 from edgesec.mdns.nflog import NflogSocket
@@ -33,6 +40,7 @@ from edgesec.mdns.pipeline import Interface, Pipeline
 from edgesec.mdns.ratelimit import RateLimiter
 from edgesec.mdns.reflector import Reflector
 from edgesec.mdns.settings import MdnsSettings
+from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
 
 __all__ = ["MdnsService", "build_mdns_service"]
 
@@ -73,6 +81,8 @@ class MdnsService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.detect_error = ""
         self.first_packets = 0
+        self.table_heals = 0
+        self._watcher: RulesetWatcher | None = None
         self.refusals: dict[str, int] = {}
 
     # -- service protocol -----------------------------------------------------
@@ -83,7 +93,10 @@ class MdnsService:
         if self.mdns.auto_bridge:
             try:
                 self.detector = Detector([b for b, _g, _n in self.subnets], self.mdns.log_group,
-                                         int(self.mdns.discovery_ttl))
+                                         int(self.mdns.discovery_ttl), _backend(self.settings))
+                self._watcher = RulesetWatcher({(NFPROTO_INET, DETECT_TABLE)},
+                                               self._on_ruleset_change, self.detector.own_pids)
+                self._watcher.start(self._loop)
                 self.detector.install()
                 self.nflog = NflogSocket(self.mdns.log_group)
                 self._loop.add_reader(self.nflog.fileno(), self._on_nflog)
@@ -104,6 +117,9 @@ class MdnsService:
         await self._stop_detection()
 
     async def _stop_detection(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self.nflog is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self.nflog.fileno())
@@ -123,6 +139,43 @@ class MdnsService:
         out.update({f"dropped|reason={k}": v for k, v in c.items() if k != "reflected"})
         return out
 
+    def _on_ruleset_change(self, commit: Commit | None) -> None:
+        """Another process touched the detection table: re-install it if it was altered.
+
+        Deferred by one loop iteration, so that the firewall's heal (woken by
+        the same notification) goes first: it is the one that closes the gateway.
+        """
+        if self._loop is not None:
+            self._loop.call_soon(self._heal_detection, commit)
+
+    def _heal_detection(self, commit: Commit | None) -> None:
+        if self.detector is None:
+            return
+        try:
+            deleted = commit is not None and (NFPROTO_INET, DETECT_TABLE) in commit.deleted
+            if not deleted and self.detector.intact():
+                return
+            self.detector.install()
+            if self._refreshed:
+                self.detector.announce(list(self._refreshed))
+        except Exception as exc:
+            self.detect_error = f"detection table not restored: {exc}"
+            log.error("mdns: %s", self.detect_error)
+            return
+        self.detect_error = ""
+        self.table_heals += 1
+        log.warning("mdns: detection table %s was altered by another process; re-installed",
+                    DETECT_TABLE)
+        self._publish(Event("firewall_healed", "", {"family": "inet", "table": DETECT_TABLE,
+                                                    "heals": self.table_heals,
+                                                    "reason": "table_altered"}))
+
+    def health(self) -> tuple[str, str]:
+        """``degraded`` when automatic bridging is configured but its detection is not running."""
+        if self.mdns.auto_bridge and (self.detector is None or self.detect_error):
+            return "degraded", self.detect_error or "automatic bridging unavailable"
+        return "ok", ""
+
     def status(self) -> str:
         """One line: where we reflect and what happened so far."""
         c = self.pipeline.counters
@@ -130,8 +183,8 @@ class MdnsService:
         why = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k != "reflected" and v)
         fams = "+".join(n for n, on in (("v4", self.mdns.reflect_ip4),
                                         ("v6", self.mdns.reflect_ip6)) if on) or "off"
-        if self.nflog is not None:
-            bridging = "auto-bridge on"
+        if self.nflog is not None and not self.detect_error:
+            bridging = f"auto-bridge on, detection table healed {self.table_heals}x"
         elif self.detect_error:
             bridging = f"auto-bridge off ({self.detect_error})"
         else:
@@ -241,6 +294,12 @@ class MdnsService:
     def register_commands(self, table: Any) -> None:
         """Register ``MDNS_NAMES`` on the supervisor's command table."""
         table.register("MDNS_NAMES", lambda req: self.handle_mdns_names(tuple(req.args)), (0, 1))
+
+
+def _backend(settings: Any) -> Any:
+    from edgesec.net.nftbackend import backend_for
+
+    return backend_for(settings)
 
 
 def build_mdns_service(settings: Any, registry: Any) -> MdnsService:
