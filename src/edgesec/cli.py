@@ -121,10 +121,22 @@ def ctl(
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="config.ini to check")]) -> None:
-    """Load FILE, report errors (exit 2) or print the effective settings."""
+def config_check(
+    file: Annotated[Path, typer.Argument(help="config.ini to check")],
+    strict: Annotated[bool, typer.Option("--strict",
+                                         help="Unknown sections and keys are errors.")] = False,
+) -> None:
+    """Validate FILE as `run` would: errors (exit 2) or the effective settings.
+
+    Secret values (RADIUS secret, WPA passphrase, control key) are redacted.
+    """
     logging.basicConfig(level=logging.WARNING, format="edgesec: warning: %(message)s")
-    settings = _load(file)
+    try:
+        settings = load_settings(file, strict=strict)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"edgesec: {problem}", err=True)
+        raise typer.Exit(2) from None
     section = ""
     for sect, key, value in describe(settings):
         if sect != section:

@@ -131,7 +131,7 @@ def test_non_loopback_udp_without_key_refuses_to_start(tmp_path: Path) -> None:
                                                     "supervisorControlAddress": "0.0.0.0"}})
     out = subprocess.run([*EDGESEC, "run", "-c", str(config)], capture_output=True, text=True,
                          timeout=60)
-    assert out.returncode == 1
+    assert out.returncode == 2  # refused by the shared validation, as `config check` does
     assert "supervisorControlKey" in out.stderr and "0.0.0.0" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "edgesec.sock").exists()
@@ -143,7 +143,7 @@ def test_unreadable_key_file_is_a_clear_error(tmp_path: Path) -> None:
                                                     "supervisorControlKeyFile": "absent.key"}})
     out = subprocess.run([*EDGESEC, "run", "-c", str(config)], capture_output=True, text=True,
                          timeout=60)
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "supervisorControlKeyFile" in out.stderr and "absent.key" in out.stderr
 
 
