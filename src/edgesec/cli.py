@@ -28,11 +28,15 @@ SUB_APPS = {
 }
 
 
-def setup_logging(verbosity: int) -> None:
-    """Like the original: -ddd is INFO, -dddd DEBUG; warnings are always shown."""
+def setup_logging(verbosity: int, log_format: str = "text") -> None:
+    """Like the original: -ddd is INFO, -dddd DEBUG; warnings are always shown.
+
+    The audit trail (policy changes, RADIUS decisions, leases) is at INFO.
+    """
+    from edgesec.logsetup import setup_logging as _setup
+
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup(level, log_format)
 
 
 def _version(value: bool) -> None:
@@ -61,9 +65,14 @@ def _load(config: Path):
 def run(
     config: Annotated[Path, typer.Option("-c", "--config", help="config.ini of the original")],
     debug: Annotated[int, typer.Option("-d", count=True, help="More log output (repeat).")] = 0,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads)."""
-    setup_logging(debug)
+    if log_format not in ("text", "json"):
+        typer.echo(f"edgesec: --log-format must be text or json, not {log_format!r}", err=True)
+        raise typer.Exit(2)
+    setup_logging(debug, log_format)
     settings = _load(config)
     from edgesec.gateway import Gateway
 

@@ -22,8 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgesec.access import radius_codec as rc
+from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("edgesec.audit.radius")  # decisions: shown at every verbosity
+
+# Every decision is an INFO line (the audit trail); a flood of requests is bounded
+# to this many lines a window, the rest counted in one summary line.
+DECISION_BURST = 200
+DECISION_WINDOW_S = 10.0
+BAD_SECRET_WINDOW_S = 60.0  # one "bad shared secret?" warning per window
 
 READ_BATCH = 64  # datagrams handled per wake-up of the event loop
 
@@ -89,6 +97,10 @@ class RadiusServer(asyncio.DatagramProtocol):
         self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
         self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
         self.transport: asyncio.DatagramTransport | None = None
+        self.decisions = RateLimitedLog(audit_log, "RADIUS decisions", logging.INFO,
+                                        DECISION_BURST, DECISION_WINDOW_S, clock)
+        self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
+                                         logging.WARNING, 1, BAD_SECRET_WINDOW_S, clock)
 
     # -- asyncio -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,9 +159,10 @@ class RadiusServer(asyncio.DatagramProtocol):
                         "(accepted because requireMessageAuthenticator=false)", addr)
         elif not rc.verify_request_ma(req, self._secret):
             c.bad_authenticator += 1
-            log.debug("radius: bad Message-Authenticator from %s (wrong secret?)", addr)
+            self.bad_secret.log("radius: bad shared secret from %s? (the Message-Authenticator "
+                                "of its Access-Request does not verify; dropped)", _client(addr))
             return None
-        reply = self._decide(req)
+        reply = self._decide(req, addr)
         self._remember(key, now, reply)
         return reply
 
@@ -164,13 +177,15 @@ class RadiusServer(asyncio.DatagramProtocol):
         cache[key] = (expiry, reply)
         order.append((expiry, key))
 
-    def _decide(self, req: rc.Request) -> bytes:
+    def _decide(self, req: rc.Request, addr: Any = None) -> bytes:
         secret = self._secret
         c = self.counters
         mac, passphrase, why = self._identify(req)
         if mac is None:
             c.rejects += 1
-            log.info("radius: reject (%s)", why)
+            self.decisions.log("radius: reject (%s) from %s", why, _client(addr),
+                               extra={"audit": {"event": "radius-reject", "reason": why,
+                                                "client": _client(addr)}})
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         try:
             adm = self.policy.admit(mac, passphrase)
@@ -181,15 +196,27 @@ class RadiusServer(asyncio.DatagramProtocol):
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1
-            log.info("radius: reject %s (%s)", mac, getattr(adm, "reason", ""))
+            reason = getattr(adm, "reason", "") or "refused"
+            self.decisions.log("radius: reject %s (%s) from %s", mac, reason, _client(addr),
+                               extra={"audit": {"event": "radius-reject", "mac": mac,
+                                                "reason": reason, "client": _client(addr)}})
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         attrs = rc.vlan_attributes(adm.vlan)
         psk = (adm.psk or self.config.default_psk).encode()
         if psk:
             attrs += rc.tunnel_password_attribute(psk, secret, req.authenticator)
         c.accepts += 1
-        log.debug("radius: accept %s vlan %d", mac, adm.vlan)
+        if audit_log.isEnabledFor(logging.INFO):  # the hot path: no work when not logged
+            self._log_accept(mac, adm, addr)
         return rc.encode_reply(rc.ACCESS_ACCEPT, req, secret, attrs)
+
+    def _log_accept(self, mac: str, adm: Any, addr: Any) -> None:
+        how = getattr(adm, "reason", "") or "admitted"
+        self.decisions.log("radius: accept %s vlan %d (%s) from %s", mac, adm.vlan, how,
+                           _client(addr),
+                           extra={"audit": {"event": "radius-accept", "mac": mac,
+                                            "vlan": adm.vlan, "how": how,
+                                            "client": _client(addr)}})
 
     def _identify(self, req: rc.Request) -> tuple[str | None, str | None, str]:
         """(mac, passphrase or None, reason) from the request's attributes.
@@ -287,6 +314,12 @@ class RadiusService:
         return (f"listening {self.config.server_ip}:{self.port} requests {c.requests} "
                 f"accepts {c.accepts} rejects {c.rejects} dropped "
                 f"{c.malformed + c.unknown_client + c.bad_authenticator}")
+
+
+def _client(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
 
 
 def radius_config_from_settings(settings: Any) -> RadiusConfig:
