@@ -16,7 +16,8 @@ from edgesec.config import ConfigError, describe, load_settings
 
 app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
                   no_args_is_help=True, add_completion=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  pretty_exceptions_show_locals=False)  # locals may hold secrets
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
