@@ -1,7 +1,7 @@
 """Log output of ``edgesec run``: plain text, JSON lines, or journald-friendly.
 
 * ``text`` (default): ``<time> <LEVEL> <logger>: <message>`` on stderr.
-* Under systemd (``JOURNAL_STREAM`` is set, stderr is the journal) the time is
+* Under systemd (stderr is the stream ``JOURNAL_STREAM`` names) the time is
   left out (journald stamps each line) and each line starts with its syslog
   priority, ``<6>`` for INFO, ``<4>`` for WARNING..., so ``journalctl -p``
   filters work.
@@ -67,9 +67,22 @@ class JsonFormatter(logging.Formatter):
         return f"<{syslog_priority(record.levelno)}>{text}" if self.journal else text
 
 
-def under_journal(environ: dict[str, str] | None = None) -> bool:
-    """True when stderr is connected to the systemd journal."""
-    return bool((os.environ if environ is None else environ).get("JOURNAL_STREAM"))
+def under_journal(environ: dict[str, str] | None = None, fd: int = 2) -> bool:
+    """True when ``fd`` (stderr) is the systemd journal stream.
+
+    systemd sets ``JOURNAL_STREAM=<device>:<inode>`` of the stream it connected;
+    a child whose stderr was redirected elsewhere inherits the variable, so the
+    stream itself is compared (systemd.exec(5)).
+    """
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep:
+        return False
+    try:
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError):
+        return False
 
 
 def setup_logging(level: int, log_format: str = "text") -> None:

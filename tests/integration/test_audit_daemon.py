@@ -150,10 +150,22 @@ def test_json_log_format_has_audit_fields(daemon) -> None:
         json.loads(line)
 
 
-def test_journal_stream_lines_have_priority_and_no_time(daemon) -> None:
-    d = daemon(env={"JOURNAL_STREAM": "8:12345"})
+def test_journal_stream_lines_have_priority_and_no_time(daemon, tmp_path: Path) -> None:
+    # systemd names the stream it gave as stderr; here that stream is the log file
+    log = tmp_path / "edgesec.log"
+    log.touch()
+    st = log.stat()
+    d = daemon(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
     assert d.ctl(f"ACCEPT_MAC {MAC} 4") == "OK\n"
     lines = wait_for(lambda: log_lines(d, "audit: ACCEPT_MAC"))
     assert lines[0].startswith("<6>edgesec.audit: audit: ACCEPT_MAC"), lines[0]
     for line in d.log().splitlines():  # every line: a priority, a logger name, no time
         assert re.match(r"<[0-7]>edgesec[.\w]*: ", line), line
+
+
+def test_journal_stream_of_another_stream_is_ignored(daemon) -> None:
+    """A child whose stderr is not the journal keeps its timestamps."""
+    d = daemon(env={"JOURNAL_STREAM": "8:12345"})
+    assert d.ctl(f"ACCEPT_MAC {MAC} 4") == "OK\n"
+    lines = wait_for(lambda: log_lines(d, "audit: ACCEPT_MAC"))
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO edgesec.audit: ", lines[0])

@@ -109,3 +109,16 @@ def test_journal_and_json_formats() -> None:
     assert obj["msg"] == 'x "y"' and obj["audit"] == {"command": "DENY_MAC"}
     assert obj["level"] == "info" and obj["ts"].endswith("+00:00")
     assert JsonFormatter(journal=True).format(_record("z")).startswith('<6>{"ts": ')
+
+
+def test_under_journal_compares_the_stream(tmp_path: Path) -> None:
+    from edgesec.logsetup import under_journal
+
+    path = tmp_path / "stream"
+    with open(path, "w") as fh:
+        st = os.fstat(fh.fileno())
+        assert under_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, fh.fileno())
+        assert not under_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"},
+                                 fh.fileno())
+        assert not under_journal({"JOURNAL_STREAM": "garbage"}, fh.fileno())
+        assert not under_journal({}, fh.fileno())
