@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,13 +126,17 @@ def check_radius(s: Any, o: Origins) -> Iterator[str]:
 
 
 def _readable(path: Any) -> str | None:
-    """None if ``path`` is a readable file, else why not."""
+    """None if ``path`` is a readable regular file, else why not (never opens it:
+    a FIFO would block ``config check``)."""
     try:
-        with open(path, "rb"):
-            pass
+        st = os.stat(path)
     except OSError as exc:
         return exc.strerror or "cannot read"
-    return None if os.path.isfile(path) else "not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
 
 
 def check_files(s: Any, o: Origins) -> Iterator[str]:

@@ -298,3 +298,16 @@ def test_fuzz_ini_only_config_errors(lines: list[str]) -> None:
     except ConfigError as exc:
         assert exc.problems and all("\n" not in p for p in exc.problems)
         assert all(p.startswith("fuzz.ini") for p in exc.problems)
+
+
+def test_secret_file_that_is_a_fifo_or_directory_is_refused_without_blocking(
+        tmp_path: Path) -> None:
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    for target, why in ((fifo, "not a regular file"), (tmp_path, "not a regular file")):
+        path = _write(tmp_path, f"[supervisor]\nsupervisorControlKeyFile = {target}\n")
+        with pytest.raises(ConfigError, match=f"{path}:2: .*cannot read: {why}"):
+            load_settings(path)
+    key = tmp_path / "key"
+    key.write_text("k\n")
+    assert load_settings(_write(tmp_path, f"[supervisor]\nsupervisorControlKeyFile = {key}\n"))
