@@ -67,6 +67,14 @@ def parse_int(text: str) -> int:
     raise ValueError("expected an integer")
 
 
+def parse_count(text: str) -> int:
+    """A non-negative integer (a rate, a size, a number of seconds; 0 often means off)."""
+    n = parse_int(text)
+    if n < 0:
+        raise ValueError("expected 0 or a positive integer")
+    return n
+
+
 def parse_port(text: str) -> int:
     port = parse_int(text)
     if not 0 <= port <= 65535:
@@ -282,6 +290,9 @@ class RadiusSettings:
     secret: str = key("secret", parse_str, "")
     require_message_authenticator: bool = key("requireMessageAuthenticator", parse_bool, True)
     secret_in_vault: bool = key("secretInVault", parse_bool, False)
+    # Admissions of devices without a record (token bucket; 0 = no limit).
+    new_device_rate: int = key("newDeviceRate", parse_count, 30)  # per minute
+    new_device_burst: int = key("newDeviceBurst", parse_count, 10)
 
 
 @dataclass(frozen=True)
@@ -332,6 +343,8 @@ class InterfacesSettings:
     vlan_pool_prefix: str = key("vlanPoolPrefix", parse_str, "")
     vlan_pool_prefix_len: int = key("vlanPoolPrefixLen", parse_prefixlen, 28)
     vlan_pool_first_vlan: int = key("vlanPoolFirstVlan", parse_vlan, 100)
+    # Seconds after which a pool device never seen again gives its VLAN back (0 = never).
+    vlan_pool_lifetime: int = key("vlanPoolLifetime", parse_count, 600)
     subnets: tuple[Subnet, ...] = ()
 
     def subnet_for_vlan(self, vlan: int) -> Subnet | None:

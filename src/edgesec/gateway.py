@@ -163,7 +163,8 @@ class Gateway:
         log.info("gateway running: %s", ", ".join(s.name for s in self.services))
 
     async def _housekeeping(self) -> None:
-        """Once a second: write pending join times; every few seconds: expire bridges."""
+        """Once a second: write pending join times; every few seconds: expire bridges
+        and reclaim pool VLANs of devices not seen for ``vlanPoolLifetime``."""
         ticks = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
@@ -172,6 +173,7 @@ class Gateway:
                 self.registry.flush_join_times()
                 if ticks % BRIDGE_EXPIRY_TICKS == 0:
                     self.registry.expire_bridges()
+                    self.registry.reclaim_pool_vlans(self.settings.interfaces.vlan_pool_lifetime)
             except Exception:
                 log.exception("registry housekeeping failed")
 

@@ -89,9 +89,10 @@ def test_lease_from_the_hook_is_logged_with_its_pid(daemon) -> None:
     d = daemon()
     assert d.ctl(f"ACCEPT_MAC {MAC} 3") == "OK\n"
     hook = subprocess.Popen([sys.executable, "-m", "edgesec.dhcp.hook", "--socket",
-                             str(d.socket_path), "add", MAC, "10.0.3.20"])
+                             str(d.socket_path), "add", MAC, "10.0.3.20"],
+                            env={**os.environ, "DNSMASQ_INTERFACE": "br3"})
     assert hook.wait(60) == 0
-    lines = wait_for(lambda: log_lines(d, f"audit: SET_IP add {MAC} 10.0.3.20"))
+    lines = wait_for(lambda: log_lines(d, f"audit: SET_IP add {MAC} 10.0.3.20 br3"))
     assert f"by unix pid={hook.pid} uid={os.getuid()}" in lines[0]
 
 

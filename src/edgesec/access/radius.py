@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgesec.access import radius_codec as rc
+from edgesec.access.newdevices import NewDeviceLimiter
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class RadiusCounters:
     missing_authenticator: int = 0
     unknown_code: int = 0
     policy_errors: int = 0
+    rate_limited: int = 0  # unknown devices rejected by [radius] newDeviceRate
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -75,6 +77,8 @@ class RadiusConfig:
         default_factory=lambda: ipaddress.IPv4Network("127.0.0.1/32"))
     require_message_authenticator: bool = True
     default_psk: str = ""
+    new_device_rate: int = 0  # admissions of unknown devices per minute; 0 = no limit
+    new_device_burst: int = 10
 
     def __post_init__(self) -> None:
         if not self.secret:
@@ -97,6 +101,11 @@ class RadiusServer(asyncio.DatagramProtocol):
         self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
         self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
         self.transport: asyncio.DatagramTransport | None = None
+        self.new_devices = NewDeviceLimiter(config.new_device_rate, config.new_device_burst,
+                                            clock)
+        self._is_known = getattr(policy, "is_known", None)
+        # Accepts and rejects are logged (the audit trail), but a flood of them
+        # cannot fill the log.
         self.decisions = RateLimitedLog(audit_log, "RADIUS decisions", logging.INFO,
                                         DECISION_BURST, DECISION_WINDOW_S, clock)
         self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
@@ -183,9 +192,15 @@ class RadiusServer(asyncio.DatagramProtocol):
         mac, passphrase, why = self._identify(req)
         if mac is None:
             c.rejects += 1
-            self.decisions.log("radius: reject (%s) from %s", why, _client(addr),
-                               extra={"audit": {"event": "radius-reject", "reason": why,
-                                                "client": _client(addr)}})
+            self._log_reject(None, why, addr)
+            return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
+        limiter = self.new_devices
+        new = limiter.enabled and self._is_known is not None and not self._is_known(mac)
+        if new and not limiter.available():
+            c.rate_limited += 1
+            c.rejects += 1
+            self._log_reject(mac, f"new devices over newDeviceRate; {c.rate_limited} "
+                             "rate-limited so far", addr)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         try:
             adm = self.policy.admit(mac, passphrase)
@@ -196,11 +211,10 @@ class RadiusServer(asyncio.DatagramProtocol):
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1
-            reason = getattr(adm, "reason", "") or "refused"
-            self.decisions.log("radius: reject %s (%s) from %s", mac, reason, _client(addr),
-                               extra={"audit": {"event": "radius-reject", "mac": mac,
-                                                "reason": reason, "client": _client(addr)}})
+            self._log_reject(mac, getattr(adm, "reason", "") or "refused", addr)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
+        if new:
+            limiter.take()
         attrs = rc.vlan_attributes(adm.vlan)
         psk = (adm.psk or self.config.default_psk).encode()
         if psk:
@@ -209,6 +223,17 @@ class RadiusServer(asyncio.DatagramProtocol):
         if audit_log.isEnabledFor(logging.INFO):  # the hot path: no work when not logged
             self._log_accept(mac, adm, addr)
         return rc.encode_reply(rc.ACCESS_ACCEPT, req, secret, attrs)
+
+    def _log_reject(self, mac: str | None, reason: str, addr: Any) -> None:
+        client = _client(addr)
+        fields: dict[str, Any] = {"event": "radius-reject", "reason": reason, "client": client}
+        if mac is None:
+            self.decisions.log("radius: reject (%s) from %s", reason, client,
+                               extra={"audit": fields})
+        else:
+            fields["mac"] = mac
+            self.decisions.log("radius: reject %s (%s) from %s", mac, reason, client,
+                               extra={"audit": fields})
 
     def _log_accept(self, mac: str, adm: Any, addr: Any) -> None:
         how = getattr(adm, "reason", "") or "admitted"
@@ -313,7 +338,8 @@ class RadiusService:
         c = self.protocol.counters
         return (f"listening {self.config.server_ip}:{self.port} requests {c.requests} "
                 f"accepts {c.accepts} rejects {c.rejects} dropped "
-                f"{c.malformed + c.unknown_client + c.bad_authenticator}")
+                f"{c.malformed + c.unknown_client + c.bad_authenticator} "
+                f"rate-limited {c.rate_limited}")
 
 
 def _client(addr: Any) -> str:
@@ -333,6 +359,8 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
         clients=clients,
         require_message_authenticator=getattr(r, "require_message_authenticator", True),
         default_psk=settings.ap.wpa_passphrase,
+        new_device_rate=getattr(r, "new_device_rate", 0),
+        new_device_burst=getattr(r, "new_device_burst", 10),
     )
 
 

@@ -120,7 +120,7 @@ class NetworkCommands:
     def install(self, table: CommandTable) -> None:
         r = self.registry
         table.register("PING_SUPERVISOR", lambda _: proto.PONG, (0,))
-        table.register("SET_IP", self.set_ip, (3,))
+        table.register("SET_IP", self.set_ip, (3, 4))
         table.register("ACCEPT_MAC", lambda q: self._ok(r.accept_mac(q.args[0],
                                                                      parse_vlan(q.args[1]))), (2,))
         table.register("DENY_MAC", lambda q: self._ok(r.deny_mac(q.args[0])), (1,))
@@ -135,14 +135,17 @@ class NetworkCommands:
         table.register("CLEAR_BRIDGE", lambda q: self._ok(r.clear_bridges(q.args[0])), (1,))
         table.register("GET_BRIDGES", lambda _: proto.format_bridges(r.bridges()), (0,))
         table.register("REGISTER_TICKET", self.register_ticket, (3,))
+        table.register("REMOVE_DEVICE", lambda q: self._ok(r.remove_device(q.args[0])), (1,))
 
     @staticmethod
     def _ok(_result: object) -> str:
         return proto.OK
 
     def set_ip(self, q: Request) -> str:
-        kind, mac, ip = q.args
-        self.registry.set_ip(kind, mac, ip)
+        """``SET_IP type mac ip [interface]``: the 4th word (new) marks a lease hook report."""
+        kind, mac, ip = q.args[:3]
+        interface = q.args[3] if len(q.args) == 4 else None
+        self.registry.set_ip(kind, mac, ip, interface)
         return proto.OK
 
     def get_map(self, q: Request) -> str:
