@@ -170,3 +170,29 @@ def test_journal_stream_of_another_stream_is_ignored(daemon) -> None:
     assert d.ctl(f"ACCEPT_MAC {MAC} 4") == "OK\n"
     lines = wait_for(lambda: log_lines(d, "audit: ACCEPT_MAC"))
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO edgesec.audit: ", lines[0])
+
+
+def test_a_flood_of_changes_cannot_flood_the_log(daemon) -> None:
+    """A client looping on policy changes gets AUDIT_BURST lines a window, then one
+    line counting the rest when the next window opens; every change still lands."""
+    from edgesec.supervisor.audit import AUDIT_BURST, AUDIT_WINDOW_S
+
+    d = daemon()
+    total = AUDIT_BURST * 3
+    with SupervisorClient(unix_path=d.socket_path, timeout=10) as client:
+        start = time.monotonic()
+        for i in range(total):
+            assert client.request(f"ACCEPT_MAC 02:ab:cd:00:{i // 256:02x}:{i % 256:02x} 3") \
+                == "OK\n"
+        elapsed = time.monotonic() - start
+        time.sleep(max(0.0, AUDIT_WINDOW_S + 1 - elapsed))
+        assert client.request(f"DENY_MAC {MAC}") == "OK\n"
+    wait_for(lambda: log_lines(d, f"audit: DENY_MAC {MAC}"))  # written after the summary
+    summaries = log_lines(d, "more audit lines were not logged")
+    assert summaries
+    logged = len(log_lines(d, "audit: ACCEPT_MAC"))
+    suppressed = sum(int(ln.split("edgesec.audit: ")[1].split()[0]) for ln in summaries)
+    assert logged + suppressed == total
+    # at most one burst per window that the flood spanned
+    assert logged <= AUDIT_BURST * (1 + int(elapsed // AUDIT_WINDOW_S) + 1)
+    assert len(d.ctl("GET_ALL").splitlines()) >= total

@@ -122,3 +122,40 @@ def test_under_journal_compares_the_stream(tmp_path: Path) -> None:
                                  fh.fileno())
         assert not under_journal({"JOURNAL_STREAM": "garbage"}, fh.fileno())
         assert not under_journal({}, fh.fileno())
+
+
+def test_radius_decisions_are_bounded_and_summarised(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of Access-Requests (every MAC new, every one rejected) logs a burst of
+    decisions a window and then one line counting the rest."""
+    import ipaddress
+
+    from pyrad.packet import AuthPacket
+
+    from edgesec.access.radius import DECISION_BURST, RadiusConfig, RadiusServer
+    from edgesec.access.radius_dictionary import pyrad_dictionary
+    from edgesec.registry import Admission
+
+    class Refuse:
+        def admit(self, mac: str, passphrase: str | None = None) -> Admission:
+            return Admission(False, reason="unknown device and no open ticket")
+
+    caplog.set_level(logging.INFO, logger="edgesec")
+    now = [0.0]
+    srv = RadiusServer(RadiusConfig(secret=b"s", clients=ipaddress.IPv4Network("127.0.0.0/8")),
+                       Refuse(), clock=lambda: now[0])
+    d = pyrad_dictionary()
+    for i in range(DECISION_BURST * 3):
+        pkt = AuthPacket(secret=b"s", dict=d)
+        mac = f"02:00:00:00:{i // 256:02x}:{i % 256:02x}"
+        pkt["User-Name"] = mac.replace(":", "")
+        pkt["User-Password"] = pkt.PwCrypt(mac.replace(":", ""))
+        pkt["Calling-Station-Id"] = mac.replace(":", "-")
+        pkt.add_message_authenticator()
+        assert srv.handle(pkt.RequestPacket(), ("127.0.0.1", 4000 + i)) is not None
+    rejects = [r for r in caplog.records if r.getMessage().startswith("radius: reject")]
+    assert len(rejects) == DECISION_BURST
+    assert rejects[0].audit["reason"] == "unknown device and no open ticket"  # type: ignore
+    now[0] += 11
+    srv._log_reject("02:00:00:00:ff:ff", "x", ("127.0.0.1", 1))
+    assert any(r.getMessage() == f"{DECISION_BURST * 2} more RADIUS decisions were not logged"
+               for r in caplog.records)
