@@ -406,6 +406,19 @@ class CryptSection:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """``[api]``: the management API (HTTP + JSON, metrics, dashboard); see docs/api.md."""
+
+    socket_path: Path | None = path_key("socketPath", "/run/edgesec/api.sock")
+    socket_group: str = key("socketGroup", parse_str, "")
+    address: str = key("address", parse_ipv4, "127.0.0.1")
+    port: int = key("port", parse_port, 0)
+    token_file: Path | None = path_key("tokenFile", "api-tokens.json")
+    cert_file: Path | None = path_key("certFile", "")
+    key_file: Path | None = path_key("keyFile", "")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything edgesec reads from ``config.ini``."""
 
@@ -421,6 +434,7 @@ class Settings:
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
     interfaces: InterfacesSettings = field(default_factory=InterfacesSettings)
     crypt: CryptSection = field(default_factory=CryptSection)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
 
 SECTIONS: dict[str, type] = {
@@ -435,6 +449,7 @@ SECTIONS: dict[str, type] = {
     "dhcp": DhcpSettings,
     "interfaces": InterfacesSettings,
     "crypt": CryptSection,
+    "api": ApiSettings,
 }
 
 # ---------------------------------------------------------------------------

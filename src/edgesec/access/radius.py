@@ -332,6 +332,13 @@ class RadiusService:
             self._sock.close()
             self._sock = None
 
+    def counters(self) -> dict[str, float]:
+        """Requests, accepts, rejects and drops by reason (for metrics)."""
+        c = self.protocol.counters.as_dict()
+        out: dict[str, float] = {k: c.pop(k) for k in ("requests", "accepts", "rejects")}
+        out.update({f"dropped|reason={k}": v for k, v in c.items()})
+        return out
+
     def status(self) -> str:
         if self._sock is None:
             return "stopped"
