@@ -140,7 +140,7 @@ def test_quotes_comments_case_and_booleans(tmp_path: Path) -> None:
 AllowAllConnections = "TRUE"   ; trailing comment
 allownat = yes
 allowAllNat = 1
-execDhcp = f
+execDhcp = Off
 defaultOpenVlanId = 0x2
 [interfaces]
 if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"

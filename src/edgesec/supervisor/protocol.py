@@ -106,6 +106,10 @@ def format_event(kind: str, mac: str, data: dict) -> str | None:
         return f"DEVICE_REMOVED {mac} {_word(data.get('reason', ''))}\n"
     if kind == "mdns" and "text" in data:
         return f"MDNS {data['text']}\n"
+    if kind == "policy":
+        from edgesec.supervisor.audit import format_policy_event
+
+        return format_policy_event(data)
     return None
 
 
