@@ -285,7 +285,7 @@ class DnsSettings:
     mdns_reflect_ip6: bool = key("mdnsReflectIp6", parse_bool, False)
     mdns_filter: str = key("mdnsFilter", parse_str, "")
     mdns_auto_bridge: bool = key("mdnsAutoBridge", parse_bool, True)
-    mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 0)
+    mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 3600)
     mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_list, ())
     mdns_rate_limit: int = key("mdnsRateLimit", parse_int, 50)
     mdns_rate_burst: int = key("mdnsRateBurst", parse_int, 100)
