@@ -293,6 +293,8 @@ class DnsSettings:
     mdns_max_packet: int = key("mdnsMaxPacket", parse_int, 9000)
     mdns_discovery_ttl: int = key("mdnsDiscoveryTtl", parse_int, 600)
     mdns_log_group: int = key("mdnsLogGroup", parse_int, 5353)
+    local_only_without_nat: bool = key("localOnlyWithoutNat", parse_bool, True)
+    forwarder_port: int = key("forwarderPort", parse_port, 5053)
 
 
 @dataclass(frozen=True)
