@@ -30,7 +30,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.ini"
 
 def _original_dns(path: Path) -> object:
     """The example config with the original's DNS (upstream for every device)."""
-    text = path.read_text().replace("[dns]\n", "[dns]\nlocalOnlyWithoutNat = false\n", 1)
+    text = path.read_text()
+    assert "localOnlyWithoutNat = true" in text
+    text = text.replace("localOnlyWithoutNat = true", "localOnlyWithoutNat = false")
     return parse_settings(text, base=path.parent)
 
 
