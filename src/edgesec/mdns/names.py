@@ -188,6 +188,11 @@ class NameOwners:
         names = self._refused.get(address, {})
         return {n: c for n, c in names.items() if c.expires > now}
 
+    @property
+    def identities(self) -> int:
+        """How many host labels have an identity owner (label or DHCP hostname)."""
+        return len(self._identity)
+
     def __len__(self) -> int:
         return len(self._first)
 

@@ -154,7 +154,8 @@ class MdnsService:
         return (f"reflecting {fams} on {','.join(self.reflector.interfaces()) or 'nothing'}; "
                 f"reflected {c['reflected']}, dropped {dropped} ({why or 'none'}), "
                 f"send errors {self.reflector.send_errors}; "
-                f"{len(self.knowledge)} names, {len(self.names)} owned; "
+                f"{len(self.knowledge)} names, {len(self.names)} owned, "
+                f"{self.names.identities} identities; "
                 f"{bridging}, {self.bridger.created} made, {self.bridger.refreshed} extended, "
                 f"{sum(self.refusals.values())} refused ({refused or 'none'})")
 
