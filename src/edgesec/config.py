@@ -278,6 +278,14 @@ class FirewallSettings:
     table_name: str = key("tableName", parse_str, "edgesec")
 
 
+def parse_forwarder_port(text: str) -> int:
+    """``[dns] forwarderPort``: a port that DNS (53) and DHCP (67) do not already use."""
+    port = parse_port(text)
+    if port in (0, 53, 67):
+        raise ValueError("expected a free port other than 0, 53 and 67")
+    return port
+
+
 @dataclass(frozen=True)
 class DnsSettings:
     servers: tuple[str, ...] = key("servers", parse_list, ())
@@ -294,7 +302,7 @@ class DnsSettings:
     mdns_discovery_ttl: int = key("mdnsDiscoveryTtl", parse_int, 600)
     mdns_log_group: int = key("mdnsLogGroup", parse_int, 5353)
     local_only_without_nat: bool = key("localOnlyWithoutNat", parse_bool, True)
-    forwarder_port: int = key("forwarderPort", parse_port, 5053)
+    forwarder_port: int = key("forwarderPort", parse_forwarder_port, 5053)
 
 
 @dataclass(frozen=True)

@@ -332,3 +332,20 @@ def test_8_name_hijack_is_not_reflected_nor_bridged(bed):
     assert _refused(after, "name-conflict") >= _refused(before, "name-conflict") + 1, after
     log = bed.daemon.log()
     assert "which belongs to" in log and "devicec.local" in log
+
+
+def test_9_name_flood_is_bounded_and_evicts_nobody_else(bed):
+    # F announces thousands of unique names at its own address: it owns at most 128
+    # (its own oldest go first), and C's devicec.local stays protected.
+    flood = bed.probe("f", "send", "flood9.local", IPS["f"], "--answer", IPS["f"],
+                      "--count", "3000", "--unique", "--rate", "600", timeout=60)
+    assert flood["sent"] == 3000
+    m = re.search(r"(\d+) owned", bed.status())
+    owned = int(m.group(1)) if m else -1
+    assert 128 <= owned <= 128 + 16, bed.status()  # F's 128 plus the few other devices'
+    before = _count(bed.status(), "name-conflict")
+    bed.probe("m", "send", "devicec.local", IPS["m"], "--answer", IPS["m"])
+    deadline = time.monotonic() + 30
+    while _count(bed.status(), "name-conflict") == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _count(bed.status(), "name-conflict") == before + 1, bed.status()
