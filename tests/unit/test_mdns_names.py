@@ -63,6 +63,14 @@ def test_first_seen_owner_keeps_its_name_for_the_hold():
     assert o.claim("dev3.local", C, 120, 281) is None and o.owners("dev3.local", 282)[0] == {C}
 
 
+def test_a_record_still_pointing_at_the_owner_is_no_takeover():
+    o = NameOwners()
+    o.claim("mac.local", A, 120, 0)
+    assert o.claim("mac.local", C, 120, 1, points_to=A) is None  # a sleep proxy for A
+    assert o.owners("mac.local", 2)[0] == {A}  # and it gains nothing
+    assert o.claim("mac.local", C, 120, 1, points_to=C) is not None
+
+
 def test_goodbye_and_unknown_sources_never_take_ownership():
     o = NameOwners()
     assert o.claim("x.local", A, 0, 0) is None  # a goodbye claims nothing
@@ -141,6 +149,7 @@ def svc(tmp_path):
         reg.accept_mac(mac, vlan)
         reg.set_ip("add", mac, IPS[mac])
     service = MdnsService(s, reg)
+    service.reflector.clock = lambda: 3.0  # the times the tests pass to the pipeline
     service.refresh_identities()
     return service
 

@@ -112,10 +112,18 @@ class NameOwners:
             return ident.hosts, "DHCP hostname"
         return (frozenset((first,)), "first seen") if first else (frozenset(), "")
 
-    def claim(self, name: str, claimant: str, ttl: float, now: float) -> Conflict | None:
-        """``claimant`` announces ``name`` for ``ttl`` s: a conflict, or None (recorded)."""
+    def claim(self, name: str, claimant: str, ttl: float, now: float,
+              points_to: str = "") -> Conflict | None:
+        """``claimant`` announces ``name`` for ``ttl`` s: a conflict, or None (recorded).
+
+        ``points_to`` is the device whose leased address an A/AAAA record
+        carries: a record that still points at the owner (a sleep proxy
+        answering for it) is no take-over.
+        """
         owners, why = self.owners(name, now)
         if owners and claimant not in owners:
+            if points_to and points_to in owners:
+                return None
             return Conflict(name, claimant, min(owners), why, now + self.window)
         if claimant and ttl > 0:
             self._record(name, claimant, now + ttl + self.hold, now)

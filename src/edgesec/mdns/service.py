@@ -208,7 +208,8 @@ class MdnsService:
         conflicts = []
         for r in msg.records:
             if r.rtype in (TYPE_A, TYPE_AAAA, TYPE_SRV):
-                c = self.names.claim(r.name, mac, r.ttl, now)
+                target = self._mac_of(r.value) if r.rtype != TYPE_SRV else ""
+                c = self.names.claim(r.name, mac, r.ttl, now, target)
                 if c is not None:
                     conflicts.append(c)
         if not conflicts:
