@@ -57,7 +57,8 @@ def test_first_seen_owner_keeps_its_name_for_the_hold():
     assert o.claim("dev3.local", A, 120, 0) is None
     c = o.claim("dev3.local", C, 120, 1)
     assert c is not None and (c.owner, c.claimant, c.why) == (A, C, "first seen")
-    assert o.claim("dev3.local", A, 120, 100) is None  # the owner refreshes: until 280
+    assert o.claim("dev3.local", A, 120, 100) is None  # the owner extends: until 280
+    assert o.claim("dev3.local", A, 120, 105) is None  # +5 s only: not written
     assert o.claim("dev3.local", C, 120, 279) is not None
     o.expire(281)
     assert o.claim("dev3.local", C, 120, 281) is None and o.owners("dev3.local", 282)[0] == {C}
@@ -135,8 +136,10 @@ def test_no_claim_is_accepted_against_a_live_owner(claims):
         held = until > now and owner
         conflict = o.claim(name, who, ttl, now)
         assert (conflict is not None) == bool(held and owner != who)
-        if conflict is None and who and ttl > 0:
-            model[name] = (who, max(until, now + ttl + 50) if owner == who else now + ttl + 50)
+        # a free name is taken; its owner extends the hold by more than a quarter
+        extends = not held or now + ttl + 50 > until + 50 / 4
+        if conflict is None and who and ttl > 0 and extends:
+            model[name] = (who, now + ttl + 50)
 
 
 # -- the service: a hijacking answer is not reflected, the connection is not bridged --------

@@ -10,7 +10,8 @@ and the memory of refused take-overs:
   keeps it;
 * **first seen** — any other host or instance name belongs to the first device
   that announced it (an A/AAAA or SRV record in a response), for as long as its
-  record lives and ``hold`` seconds after (a reboot does not free it).
+  record lives and ``hold`` seconds after (a reboot does not free it; the
+  hold is extended when a re-announcement moves it by more than a quarter).
 
 A response record for a name owned by another device is a :class:`Conflict`:
 the reflector does not reflect that packet, and the refused claim is kept for
@@ -102,7 +103,8 @@ class NameOwners:
 
     def owners(self, name: str, now: float) -> tuple[frozenset[str], str]:
         """``(owners, why)`` of ``name``; no owners when it is free."""
-        ident = self._identity.get(host_label(name)) if host_label(name) else None
+        label = host_label(name) if self._identity else ""
+        ident = self._identity.get(label) if label else None
         if ident is not None and ident.labels:
             return ident.labels, "registry label"
         first = self._first_owner(name, now)
@@ -132,8 +134,8 @@ class NameOwners:
     def _record(self, name: str, owner: str, until: float, now: float) -> None:
         old = self._first.get(name)
         if old is not None and old[1] > now:
-            if old[0] != owner or until <= old[1]:
-                return  # held by another (an identity owner is re-claiming), or no news
+            if old[0] != owner or until <= old[1] + self.hold / 4:
+                return  # held by another (an identity owner re-claiming), or not much news
         else:
             if old is not None:
                 self._forget(name)  # expired
