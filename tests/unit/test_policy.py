@@ -212,3 +212,20 @@ def test_no_redirect_without_split_or_without_nat_interface() -> None:
     for c in (cfg(), _split(nat_if="")):
         assert "prerouting" not in P.skeleton(c).chains
         assert "5053" not in str(rules(c))
+
+
+def test_forwarder_port_answers_only_allowed_devices_with_nat() -> None:
+    """Asked packet by packet of the computed rules (``edgesec.net.evaluator``)."""
+    from edgesec.net.evaluator import Packet, Ruleset
+
+    c = _split()
+    devices = [replace(DA, nat=True), DB, replace(DC, nat=True, allow=False)]
+    rs = Ruleset.from_policy(P.skeleton(c).commands, P.elements(c, devices, []))
+    for proto in ("udp", "tcp"):
+        def to_gw(d: Device, port: int, src: str = "", proto: str = proto) -> bool:
+            return bool(rs.verdict(Packet(f"br{d.vlanid}", d.mac, src or d.primary_ip,
+                                          f"10.0.{d.vlanid}.1", l4proto=proto, dport=port)))
+        assert to_gw(DA, 5053) and to_gw(DA, 53)
+        assert not to_gw(DB, 5053) and to_gw(DB, 53)  # no NAT: the local resolver only
+        assert not to_gw(DC, 5053) and not to_gw(DC, 53)  # denied: nothing
+        assert not to_gw(DB, 5053, src="10.0.1.5")  # B claiming A's address: spoof drop
