@@ -153,6 +153,7 @@ def svc(tmp_path):
         reg.set_ip("add", mac, IPS[mac])
     service = MdnsService(s, reg)
     service.reflector.clock = lambda: 3.0  # the times the tests pass to the pipeline
+    reg.bus.subscribe(service._on_registry_event)  # as start() does
     service.refresh_identities()
     return service
 
@@ -223,3 +224,16 @@ def test_auto_bridges_expire_by_default_and_new_connections_extend_them(svc):
     # a permanent (manual) bridge is never given a lifetime
     reg.add_bridge(A, B)
     assert not ab.apply(d) and reg.bridge(A, B).expires == 0
+
+
+def test_registry_label_protects_a_name_and_follows_label_changes(svc):
+    svc.registry.set_label(A, "Front Door")  # a device event marks the identities stale
+    svc.refresh_identities()
+    v = _process(svc, _answer("front-door.local", IPS[C]), IPS[C], BR2, 0)
+    assert v.reason == "name-conflict"
+    assert svc.names.refused_at(IPS[C], 1)["front-door.local"].why == "registry label"
+    assert _process(svc, _answer("front-door.local", IPS[A]), IPS[A], BR2, 0).reflect
+    svc.registry.set_label(A, "")
+    svc.refresh_identities()  # A still holds the name it announced first
+    assert _process(svc, _answer("front-door.local", IPS[C]), IPS[C], BR2, 1).reason == (
+        "name-conflict")
