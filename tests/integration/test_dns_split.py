@@ -28,9 +28,11 @@ GW_B = "10.0.2.1"
 QUERY = """
 import sys, dns.exception, dns.message, dns.query, dns.rcode
 name, server, port, proto = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sport = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 q = dns.message.make_query(name, "A")
 try:
-    r = (dns.query.tcp if proto == "tcp" else dns.query.udp)(q, server, port=port, timeout=2)
+    r = (dns.query.tcp if proto == "tcp" else dns.query.udp)(q, server, port=port, timeout=2,
+                                                             source_port=sport)
     print(dns.rcode.to_text(r.rcode()), " ".join(str(x) for rr in r.answer for x in rr))
 except (dns.exception.Timeout, OSError) as exc:
     print("NOANSWER", type(exc).__name__)
@@ -43,9 +45,9 @@ class Bed:
         self.topo, self.lab, self.a, self.b, self.record = topo, lab, a, b, record
 
     def ask(self, dev: LabDevice, name: str, server: str, port: int = 53,
-            proto: str = "udp") -> str:
-        res = run(dev.ns, [sys.executable, "-c", QUERY, name, server, str(port), proto],
-                  check=False, timeout=30)
+            proto: str = "udp", sport: int = 0) -> str:
+        res = run(dev.ns, [sys.executable, "-c", QUERY, name, server, str(port), proto,
+                           str(sport)], check=False, timeout=30)
         return res.stdout.strip() or res.stderr.strip()
 
     def wan_saw(self) -> str:
@@ -129,3 +131,26 @@ def test_add_nat_forwards_and_remove_nat_stops_without_restart(bed: Bed) -> None
     saw = bed.barrier()
     assert s3 not in saw and s4 not in saw, saw
     assert bed.lab.dnsmasq_pid() == pid  # no restart
+
+
+def test_a_resolver_with_a_fixed_source_port_switches_too(bed: Bed) -> None:
+    # Some embedded resolvers ask from one port: their flow (and its NAT binding)
+    # would outlive the NAT change; edgesec forgets the device's DNS flows instead.
+    port = 40053
+    for _ in range(3):  # an established, assured flow from b:40053 to the gateway
+        got = bed.ask(bed.b, f"{_secret()}.example.com", GW_B, sport=port)
+        assert got.startswith("REFUSED"), got
+    bed.lab.ok(f"ADD_NAT {bed.b.mac}")
+    try:
+        got = wait_for(lambda: (r := bed.ask(bed.b, f"{_secret()}.example.com", GW_B,
+                                             sport=port)).startswith("NOERROR") and r,
+                       10, interval=0.5)
+        assert got == f"NOERROR {bed.topo.WAN_IP}", got
+    finally:
+        bed.lab.ok(f"REMOVE_NAT {bed.b.mac}")
+    got = wait_for(lambda: (r := bed.ask(bed.b, "a", GW_B, sport=port))
+                   .startswith("NOERROR") and r, 10, interval=0.5)
+    assert got == f"NOERROR {bed.a.ip}", got  # local names again, on the same flow
+    s = _secret()
+    assert bed.ask(bed.b, f"{s}.example.com", GW_B, sport=port).startswith("REFUSED")
+    assert s not in bed.barrier()

@@ -17,7 +17,8 @@ internet (a query for ``<data>.example.com`` carries data to whoever serves
 * the firewall redirects port-53 traffic to the gateway from addresses in its
   ``nat`` set to ``forwarderPort`` (one set lookup per new flow) and accepts
   ``forwarderPort`` only from that set, so ADD_NAT/REMOVE_NAT switch a device
-  between the two resolvers without restarts.
+  between the two resolvers without restarts (:mod:`edgesec.dhcp.dnsflush`
+  forgets the device's DNS flows, so a fixed source port switches too).
 
 The split is on when ``[dns] localOnlyWithoutNat`` (default true), a NAT
 interface, upstream ``servers`` and ``execDhcp`` are all set; otherwise

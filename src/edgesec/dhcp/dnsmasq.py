@@ -176,6 +176,7 @@ class DhcpService:
         self.run = run
         self.proc: Any = None
         self.forwarder: Any = None  # the forwarding dnsmasq of the split DNS
+        self.nat_watch: Any = None  # flushes DNS flows of devices whose NAT flips
 
     def write_files(self) -> None:
         """(Re)generate dnsmasq.conf and the lease hook script."""
@@ -203,8 +204,16 @@ class DhcpService:
                                                "dnsmasq-forward", min_backoff=0.2,
                                                max_backoff=5.0)
             await self.forwarder.start()
+            if self.registry is not None:
+                from edgesec.dhcp.dnsflush import NatWatch
+
+                self.nat_watch = NatWatch(self.registry)
+                self.nat_watch.start()
 
     async def stop(self) -> None:
+        if self.nat_watch is not None:
+            self.nat_watch.stop()
+            self.nat_watch = None
         if self.forwarder is not None:
             await self.forwarder.stop()
             self.forwarder = None
