@@ -332,6 +332,14 @@ class FirewallSettings:
     nft_bin_path: str = key("nftBinPath", parse_str, "")
 
 
+def parse_forwarder_port(text: str) -> int:
+    """``[dns] forwarderPort``: a port that DNS (53) and DHCP (67) do not already use."""
+    port = parse_port(text)
+    if port in (0, 53, 67):
+        raise ValueError("expected a free port other than 0, 53 and 67")
+    return port
+
+
 @dataclass(frozen=True)
 class DnsSettings:
     servers: tuple[str, ...] = key("servers", parse_ip_list, ())
@@ -339,7 +347,7 @@ class DnsSettings:
     mdns_reflect_ip6: bool = key("mdnsReflectIp6", parse_bool, False)
     mdns_filter: str = key("mdnsFilter", parse_str, "")
     mdns_auto_bridge: bool = key("mdnsAutoBridge", parse_bool, True)
-    mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 0)
+    mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 3600)
     mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_list, ())
     mdns_rate_limit: int = key("mdnsRateLimit", parse_int, 50)
     mdns_rate_burst: int = key("mdnsRateBurst", parse_int, 100)
@@ -347,6 +355,8 @@ class DnsSettings:
     mdns_max_packet: int = key("mdnsMaxPacket", parse_int, 9000)
     mdns_discovery_ttl: int = key("mdnsDiscoveryTtl", parse_int, 600)
     mdns_log_group: int = key("mdnsLogGroup", parse_int, 5353)
+    local_only_without_nat: bool = key("localOnlyWithoutNat", parse_bool, True)
+    forwarder_port: int = key("forwarderPort", parse_forwarder_port, 5053)
 
 
 @dataclass(frozen=True)

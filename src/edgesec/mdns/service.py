@@ -25,22 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from edgesec.events import Event
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
-from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, Limits, Message
+from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, TYPE_SRV, Limits, Message
 from edgesec.mdns.detect import TABLE as DETECT_TABLE
 from edgesec.mdns.detect import Detector
 from edgesec.mdns.knowledge import Knowledge
+from edgesec.mdns.names import MAX_LEASE_BYTES, NameOwners, lease_hostnames
 from edgesec.mdns.nflog import NflogSocket
 from edgesec.mdns.pipeline import Interface, Pipeline
 from edgesec.mdns.ratelimit import RateLimiter
 from edgesec.mdns.reflector import Reflector
 from edgesec.mdns.settings import MdnsSettings
 from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
+from edgesec.supervisor.ratelog import RateLimitedLog
 
 __all__ = ["MdnsService", "build_mdns_service"]
 
@@ -66,10 +71,12 @@ class MdnsService:
             if s.bridge != nat_if  # never the WAN
         ]
         self.knowledge = Knowledge(self.mdns.discovery_ttl)
+        self.names = NameOwners(hold=self.mdns.discovery_ttl, window=self.mdns.discovery_ttl)
         self.pipeline = Pipeline(
             Limits(max_size=self.mdns.max_packet),
             RateLimiter(self.mdns.rate_limit, self.mdns.rate_burst),
             frozenset(self.mdns.service_allow),
+            vet=self._vet,
         )
         self.reflector = Reflector(self.subnets, self.pipeline, self.mdns.reflect_ip4,
                                    self.mdns.reflect_ip6, self._on_packet)
@@ -83,12 +90,23 @@ class MdnsService:
         self.first_packets = 0
         self.table_heals = 0
         self._watcher: RulesetWatcher | None = None
-        self.refusals: dict[str, int] = {}
+        self.refusals: dict[str, int] = {}  # bridge refusals by Decision.code
+        self.conflict_log = RateLimitedLog(log, "mDNS name conflicts")
+        self.refusal_log = RateLimitedLog(log, "refused auto-bridges", level=logging.INFO)
+        leases = getattr(getattr(settings, "dhcp", None), "dhcp_leasefile_path", None)
+        self._lease_path = Path(leases) if leases else None
+        self._lease_stamp: tuple[int, int] | None = None
+        self._identities_dirty = True
+        self._unsubscribe: Any = None
 
     # -- service protocol -----------------------------------------------------
     async def start(self) -> None:
         """Open sockets, install the detection table and NFLOG reader."""
         self._loop = asyncio.get_running_loop()
+        bus = getattr(self.registry, "bus", None)
+        if bus is not None:
+            self._unsubscribe = bus.subscribe(self._on_registry_event)
+        self.refresh_identities()
         self.reflector.start()
         if self.mdns.auto_bridge:
             try:
@@ -115,6 +133,9 @@ class MdnsService:
             self._task = None
         self.reflector.stop()
         await self._stop_detection()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     async def _stop_detection(self) -> None:
         if self._watcher is not None:
@@ -189,10 +210,14 @@ class MdnsService:
             bridging = f"auto-bridge off ({self.detect_error})"
         else:
             bridging = "auto-bridge off"
+        refused = " ".join(f"{k} {v}" for k, v in sorted(self.refusals.items()))
         return (f"reflecting {fams} on {','.join(self.reflector.interfaces()) or 'nothing'}; "
                 f"reflected {c['reflected']}, dropped {dropped} ({why or 'none'}), "
                 f"send errors {self.reflector.send_errors}; "
-                f"{len(self.knowledge)} names; {bridging}, {self.bridger.created} made")
+                f"{len(self.knowledge)} names, {len(self.names)} owned, "
+                f"{self.names.identities} identities; "
+                f"{bridging}, {self.bridger.created} made, {self.bridger.refreshed} extended, "
+                f"{sum(self.refusals.values())} refused ({refused or 'none'})")
 
     async def _housekeeping(self) -> None:
         while True:
@@ -200,10 +225,64 @@ class MdnsService:
             try:
                 now = self.reflector.clock()
                 self.knowledge.expire(now)
+                self.names.expire(now)
+                self.refresh_identities()
                 self.bridger.expire()
                 self.reflector.rescan()
             except Exception:
                 log.exception("mdns: housekeeping failed")
+
+    # -- name ownership -------------------------------------------------------
+    def _on_registry_event(self, event: Event) -> None:
+        if event.kind == "device":
+            self._identities_dirty = True
+
+    def refresh_identities(self) -> None:
+        """Re-read registry labels and DHCP hostnames when either changed."""
+        stamp = None
+        if self._lease_path is not None:
+            with contextlib.suppress(OSError):
+                st = os.stat(self._lease_path)
+                stamp = (st.st_mtime_ns, st.st_size)
+        if not self._identities_dirty and stamp == self._lease_stamp:
+            return
+        self._identities_dirty, self._lease_stamp = False, stamp
+        hosts: list[tuple[str, str]] = []
+        if stamp is not None and self._lease_path is not None:
+            try:
+                with open(self._lease_path, encoding="utf-8", errors="replace") as f:
+                    hosts = lease_hostnames(f.read(MAX_LEASE_BYTES))
+            except OSError as exc:
+                log.warning("mdns: cannot read DHCP leases: %s", exc)
+        devices = getattr(self.registry, "devices", None)
+        labels = [(d.mac, d.label) for d in devices() if d.label] if devices else []
+        self.names.set_identities(labels, hosts)
+
+    def _vet(self, msg: Message, src: ipaddress.IPv4Address | ipaddress.IPv6Address,
+             now: float) -> str | None:
+        """Refuse a response that claims a name owned by another device."""
+        if not msg.is_response:
+            return None
+        host = str(src)
+        mac = self._mac_of(host)
+        conflicts = []
+        for r in msg.records:
+            if r.rtype in (TYPE_A, TYPE_AAAA, TYPE_SRV):
+                target = self._mac_of(r.value) if r.rtype != TYPE_SRV else ""
+                c = self.names.claim(r.name, mac, r.ttl, now, target)
+                if c is not None:
+                    conflicts.append(c)
+        if not conflicts:
+            return None
+        addresses = {host} | {r.value for r in msg.records
+                              if r.rtype in (TYPE_A, TYPE_AAAA) and r.value}
+        for c in conflicts:
+            self.names.note_refused(c, addresses)
+        c = conflicts[0]
+        self.conflict_log.log("mdns: %s (%s) announced %s, which belongs to %s (%s): "
+                              "not reflected", host, mac or "unknown device", c.name, c.owner,
+                              c.why)
+        return "name-conflict"
 
     # -- learning -------------------------------------------------------------
     def _mac_of(self, ip: str) -> str:
@@ -261,10 +340,10 @@ class MdnsService:
         self.first_packets += 1
         now = self.reflector.clock()
         d = decide(self.knowledge, self.registry.device_by_ip, src, dst, self._ifname(indev),
-                   now, self.mdns.auto_bridge, self.mdns.bridge_passive)
+                   now, self.mdns.auto_bridge, self.mdns.bridge_passive, self.names)
         if not d.bridge:
-            self.refusals[d.reason] = self.refusals.get(d.reason, 0) + 1
-            log.info("mdns: no bridge for %s -> %s: %s", src, dst, d.reason)
+            self.refusals[d.code] = self.refusals.get(d.code, 0) + 1
+            self.refusal_log.log("mdns: no bridge for %s -> %s: %s", src, dst, d.reason)
             return False
         if not self.bridger.apply(d):
             return False
