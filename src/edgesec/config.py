@@ -23,6 +23,7 @@ from typing import Any
 
 from edgesec.config_check import Origins, parse_ip_list, parse_wpa_passphrase, redact
 from edgesec.config_check import validate as _validate
+from edgesec.mdns.settings import parse_service_list as parse_mdns_services
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ class DnsSettings:
     mdns_filter: str = key("mdnsFilter", parse_str, "")
     mdns_auto_bridge: bool = key("mdnsAutoBridge", parse_bool, True)
     mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 3600)
-    mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_list, ())
+    mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_mdns_services, ())
     mdns_rate_limit: int = key("mdnsRateLimit", parse_int, 50)
     mdns_rate_burst: int = key("mdnsRateBurst", parse_int, 100)
     mdns_bridge_passive: bool = key("mdnsBridgePassive", parse_bool, False)
