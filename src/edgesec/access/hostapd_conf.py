@@ -36,7 +36,7 @@ def _path(value: Any) -> str:
 
 def hostapd_ssid(settings: Any) -> str:
     """``[ap] ssid``, or the host name (31 chars) when ``[system] generateSsid``."""
-    if getattr(settings.system, "generate_ssid", False):
+    if settings.system.generate_ssid:
         return socket.gethostname()[:31]
     return settings.ap.ssid
 

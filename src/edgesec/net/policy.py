@@ -94,7 +94,7 @@ class PolicyConfig:
     def from_settings(cls, settings: Any) -> PolicyConfig:
         subs = tuple(PolicySubnet(s.vlan, s.bridge, s.network)
                      for s in settings.interfaces.subnets)
-        table = getattr(settings.firewall, "table_name", "") or "edgesec"
+        table = settings.firewall.table_name or "edgesec"
         from edgesec.dhcp.dnsfwd import forwarder_port
 
         return cls(subnets=subs, table=table, nat_interface=settings.nat.nat_interface,
