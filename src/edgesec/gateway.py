@@ -352,9 +352,15 @@ class Gateway:
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: how many services are ok, degraded, failed."""
-        states = [service_health(s)[0] for s in self.services] + ["failed"] * len(self.failed)
-        counts = {st: states.count(st) for st in HEALTH_STATES if st in states}
-        return "running: " + ", ".join(f"{n} {st}" for st, n in counts.items())
+        named = [(s.name, service_health(s)[0]) for s in self.services]
+        named += [(name, "failed") for name in self.failed]
+        parts = []
+        for state in HEALTH_STATES:
+            names = [n for n, st in named if st == state]
+            if names:
+                parts.append(f"{len(names)} {state}" if state == "ok"
+                             else f"{len(names)} {state} ({' '.join(names)})")
+        return "running: " + ", ".join(parts)
 
     def request_stop(self) -> None:
         self._stop.set()
