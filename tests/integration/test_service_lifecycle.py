@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon import EDGESEC, Daemon, write_config
 from isolation_lab import IsolationLab, wait_for
 
+from daemon import EDGESEC, Daemon, write_config
 from edgesec.lab.topology import Topology, run
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
