@@ -229,6 +229,7 @@ class Gateway:
             self._crypt_commands.close()
         self.store.close()
         self._release_pidfile()
+        log.info("stopped")
 
     async def reload(self) -> None:
         """SIGHUP: re-read the config; apply what can change live, name what cannot.
