@@ -20,7 +20,7 @@ from edgesec.config import SECTIONS, Settings
 
 # section -> services that apply its changes live (when they have a reload hook)
 LIVE: dict[str, tuple[str, ...]] = {
-    "interfaces": ("subnets", "firewall", "dhcp", "mdns", "capture"),
+    "interfaces": ("subnets", "firewall", "hostapd", "dhcp", "mdns", "capture"),
     "dhcp": ("dhcp",),
     "dns": ("dhcp", "mdns"),
     "nat": ("firewall",),

@@ -224,3 +224,27 @@ def test_dnsmasq_reload_rewrites_and_validates_first(tmp_path: Path) -> None:
     with pytest.raises(DhcpConfigError):
         asyncio.run(svc.reload(broken))
     assert conf.read_text() == text and svc.settings is wider
+
+
+# -- hostapd's reload hook -------------------------------------------------------------
+
+
+def test_hostapd_reload_takes_new_vlans_only(tmp_path: Path, gateway: gw.Gateway) -> None:
+    from edgesec.access.hostapd import HostapdService
+
+    ap = ('[ap]\ninterface = "wlan0"\nssid = "one"\napFilePath = "h.conf"\n'
+          'vlanFile = "h.vlan"\nctrlInterface = "ctrl"\n')
+    settings = parse_settings(BASE + ap, base=tmp_path)
+    svc = HostapdService(settings, gateway.registry)
+    svc.write_files()
+    vlan = tmp_path / "h.vlan"
+    assert "40\t" not in vlan.read_text()
+    new = parse_settings(BASE.replace("[interfaces]", '[interfaces]\nif40 = "40,10.0.40.1,'
+                                      '10.0.40.255,255.255.255.0"') + ap.replace('"one"',
+                                                                                 '"two"'),
+                         base=tmp_path)
+    asyncio.run(svc.reload(new))
+    assert "40\twlan0.40\tbr40" in vlan.read_text()
+    conf = (tmp_path / "h.conf").read_text()
+    assert "ssid=one\n" in conf  # [ap] needs a restart: not applied half-way
+    assert svc.health()[0] == "degraded"  # never attached

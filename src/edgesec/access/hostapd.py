@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -157,6 +158,25 @@ class HostapdService:
         if self.process is not None:
             await self.process.stop()
             self.process = None
+
+    async def reload(self, settings: Any) -> None:
+        """SIGHUP: take the new ``[interfaces]`` (the VLAN file maps VLANs to bridges).
+
+        Other sections (``[ap]``, ``[radius]``) need a restart and are kept.  When
+        the files change, our child gets SIGHUP (hostapd re-reads its config);
+        an external hostapd is asked to ``RELOAD``.
+        """
+        before = self.render()
+        self.settings = dataclasses.replace(self.settings, interfaces=settings.interfaces)
+        if self.render() == before:
+            return
+        self.write_files()
+        if self.process is not None and self.process.send_signal(signal.SIGHUP):
+            log.info("hostapd: VLAN file rewritten; hostapd reloads it (SIGHUP)")
+        elif self.cmd is not None:
+            with contextlib.suppress(CtrlError):
+                await self.cmd.request("RELOAD")
+            log.info("hostapd: VLAN file rewritten; asked hostapd to RELOAD")
 
     def health(self) -> tuple[str, str]:
         """Degraded while not attached: stations are neither followed nor dropped."""
