@@ -248,3 +248,20 @@ def test_hostapd_reload_takes_new_vlans_only(tmp_path: Path, gateway: gw.Gateway
     conf = (tmp_path / "h.conf").read_text()
     assert "ssid=one\n" in conf  # [ap] needs a restart: not applied half-way
     assert svc.health()[0] == "degraded"  # never attached
+
+
+def test_installed_config_matches_the_readme_and_ctl_defaults(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgesec.supervisor.client import default_socket
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.delenv("EDGESEC_SOCKET", raising=False)
+    settings = load_settings(root / "packaging/config.ini")
+    sock = str(settings.supervisor.supervisor_control_path)
+    assert sock == default_socket() == "/run/edgesec/edgesec.sock"
+    readme = (root / "README.md").read_text()
+    assert f"nc -uU {sock} " in readme and "/etc/edgesec/config.ini" in readme
+    assert str(settings.system.pid_file_path).startswith("/run/edgesec/")
+    assert str(settings.system.connection_db_path).startswith("/var/lib/edgesec/")
+    unit = (root / "packaging/edgesec.service").read_text()
+    assert "ReadWritePaths=/var/lib/edgesec /run/edgesec" in unit
