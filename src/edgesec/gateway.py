@@ -127,7 +127,7 @@ class Gateway:
         self._pidfile: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
-        self.notifier = Notifier()
+        self.notifier = Notifier(unset_environment=True)
 
     # -- building ----------------------------------------------------------------
     def _install_crypt(self) -> None:

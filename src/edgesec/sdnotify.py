@@ -19,11 +19,17 @@ log = logging.getLogger(__name__)
 class Notifier:
     """Sends notify messages; silent (returns False) when not run by systemd."""
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, *, unset_environment: bool = False) -> None:
+        """``address`` defaults to ``$NOTIFY_SOCKET``; ``unset_environment`` removes the
+        notify variables so children (dnsmasq, hostapd) do not inherit them."""
         address = os.environ.get("NOTIFY_SOCKET", "") if address is None else address
         if address.startswith("@"):
             address = "\0" + address[1:]
         self.address = address
+        self._watchdog = (os.environ.get("WATCHDOG_USEC", ""), os.environ.get("WATCHDOG_PID", ""))
+        if unset_environment:
+            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(name, None)
         self._sock: socket.socket | None = None
 
     @property
@@ -47,8 +53,7 @@ class Notifier:
 
     def watchdog_interval(self) -> float | None:
         """Seconds between ``WATCHDOG=1`` pings (half the timeout), or None if not asked."""
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        pid = os.environ.get("WATCHDOG_PID", "")
+        usec, pid = self._watchdog
         if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
             return None
         return int(usec) / 2e6

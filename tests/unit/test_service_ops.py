@@ -56,6 +56,17 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Notifier("x").watchdog_interval() is None
 
 
+def test_notify_variables_are_not_inherited_by_children(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    n = Notifier(unset_environment=True)
+    assert "NOTIFY_SOCKET" not in os.environ and "WATCHDOG_USEC" not in os.environ
+    assert n.address == "/run/systemd/notify" and n.watchdog_interval() == 1.0
+
+
 # -- reload planning -----------------------------------------------------------------
 
 BASE = """[system]
