@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import time
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from typing import Any
 from edgesec.access import psk_file
 from edgesec.access.hostapd_conf import parse_extra_config, render_hostapd_conf, render_vlan_file
 from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
+from edgesec.atomic import write_atomic
 from edgesec.events import Event
 from edgesec.process import SupervisedProcess
 
@@ -40,13 +40,9 @@ ATTACH_WARN_EVERY_S = 300.0  # an absent hostapd is logged once, then every 5 mi
 
 
 def _write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Atomically replace ``path`` (secrets inside: owner-only)."""
+    """Atomically and durably replace ``path`` (secrets inside: owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)
 
 
 class HostapdService:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Iterable
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesec.atomic import write_atomic
 from edgesec.dhcp import dnsfwd
 
 log = logging.getLogger(__name__)
@@ -150,14 +150,9 @@ def remove_lease(text: str, mac: str) -> str:
 
 
 def write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically with ``mode`` (parent created 0755)."""
+    """Write ``text`` to ``path`` atomically and durably with ``mode`` (parent created 0755)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)
 
 
 def dnsmasq_argv(settings: Any) -> list[str]:

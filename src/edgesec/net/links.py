@@ -104,7 +104,7 @@ class SubnetService:
         self.settings = settings
         self.registry = registry
         ifs = settings.interfaces
-        self.pool_vlans: frozenset[int] = frozenset(getattr(ifs, "pool_vlans", frozenset()))
+        self.pool_vlans: frozenset[int] = ifs.pool_vlans
         self.subnets = {s.vlan: s for s in ifs.subnets}
         self.ignore_errors = bool(settings.system.ignore_error_on_if_create)
         self.ensured: set[str] = set()
@@ -178,7 +178,7 @@ class SubnetService:
             gone = [sub for vlan, sub in self.subnets.items() if new.get(vlan) != sub]
             self.settings = settings
             self.subnets = new
-            self.pool_vlans = frozenset(getattr(settings.interfaces, "pool_vlans", frozenset()))
+            self.pool_vlans = settings.interfaces.pool_vlans
             await self._delete_bridges([s.bridge for s in gone if s.bridge in self.ensured])
         await self.ensure_vlans(set(self.subnets) - self.pool_vlans | self._used_pool_vlans())
 
