@@ -43,3 +43,24 @@ def test_the_detector_sees_a_re_read() -> None:
     for line in ('getattr(settings.dns, "x", True)', 'getattr(getattr(settings, "nat", None), "y")',
                  'getattr(self.settings, "z", 0)'):
         assert pattern.search(line), line
+
+
+def test_device_status_keeps_the_originals_values_on_the_wire(tmp_path: Path) -> None:
+    from edgesec.config import parse_settings
+    from edgesec.device_status import DeviceStatus
+    from edgesec.registry import Registry
+    from edgesec.store import Store
+    from edgesec.supervisor.protocol import format_event
+
+    assert [int(s) for s in DeviceStatus] == [0, 1, 2]
+    assert f"{DeviceStatus.CONNECTED}" == "1" and DeviceStatus(9) is DeviceStatus.UNKNOWN
+    assert format_event("ap", "aa:bb:cc:dd:ee:ff", {"status": DeviceStatus.DISCONNECTED}) \
+        == "AP aa:bb:cc:dd:ee:ff 2\n"
+    store_path = tmp_path / "c.sqlite"
+    conf = parse_settings('[interfaces]\nif1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"\n')
+    reg = Registry(conf, Store(store_path))
+    reg.accept_mac("aa:bb:cc:dd:ee:ff", 1)
+    reg.set_status("aa:bb:cc:dd:ee:ff", DeviceStatus.CONNECTED)
+    reg.store.close()
+    again = Registry(conf, Store(store_path)).get("aa:bb:cc:dd:ee:ff")
+    assert again is not None and again.status is DeviceStatus.CONNECTED

@@ -28,12 +28,13 @@ from edgesec.access import psk_file
 from edgesec.access.hostapd_conf import parse_extra_config, render_hostapd_conf, render_vlan_file
 from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
 from edgesec.atomic import write_atomic
+from edgesec.device_status import DeviceStatus
 from edgesec.events import Event
 from edgesec.process import SupervisedProcess
 
 log = logging.getLogger(__name__)
 
-STATUS_CONNECTED, STATUS_DISCONNECTED = 1, 2
+STATUS_CONNECTED, STATUS_DISCONNECTED = DeviceStatus.CONNECTED, DeviceStatus.DISCONNECTED
 ATTACH_MIN_BACKOFF_S = 0.2
 ATTACH_MAX_BACKOFF_S = 5.0
 ATTACH_WARN_EVERY_S = 300.0  # an absent hostapd is logged once, then every 5 minutes
@@ -283,7 +284,7 @@ class HostapdService:
         if ev is None:
             return
         self.events_seen += 1
-        log.info("hostapd: %s %s", "connected" if ev.status == 1 else "disconnected", ev.mac)
+        log.info("hostapd: %s %s", ev.status.name.lower(), ev.mac)
         try:
             self.registry.set_status(ev.mac, ev.status)
         except Exception:
