@@ -5,6 +5,10 @@
   with every Debian package installed, so a skip there means something is
   missing, not that the test does not apply.
 * Hypothesis runs fewer examples in CI (profile ``ci``) to keep the suite fast.
+* The inner loop, ``pytest tests/unit -m "not slow"``, deselects the fuzzers
+  (any test named ``*fuzz*`` is marked ``slow``, as are tests marked by hand:
+  subprocess round trips, thousand-device floods) and runs the remaining
+  property tests with the ``quick`` profile (20 examples). CI runs everything.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("quick", max_examples=20, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 IN_CI = os.environ.get("CI") == "true"
@@ -26,6 +32,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+        if "fuzz" in item.name:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -40,3 +48,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    if "not slow" in (config.option.markexpr or "") and not IN_CI:
+        settings.load_profile("quick")

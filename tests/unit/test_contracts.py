@@ -57,7 +57,8 @@ def test_device_status_keeps_the_originals_values_on_the_wire(tmp_path: Path) ->
     assert format_event("ap", "aa:bb:cc:dd:ee:ff", {"status": DeviceStatus.DISCONNECTED}) \
         == "AP aa:bb:cc:dd:ee:ff 2\n"
     store_path = tmp_path / "c.sqlite"
-    conf = parse_settings('[interfaces]\nif1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"\n')
+    conf = parse_settings('[system]\ndefaultOpenVlanId = 1\n'
+                          '[interfaces]\nif1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"\n')
     reg = Registry(conf, Store(store_path))
     reg.accept_mac("aa:bb:cc:dd:ee:ff", 1)
     reg.set_status("aa:bb:cc:dd:ee:ff", DeviceStatus.CONNECTED)
