@@ -6,8 +6,13 @@ re-defaults a config key fails here instead of drifting silently.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import edgesec
 
@@ -65,3 +70,24 @@ def test_device_status_keeps_the_originals_values_on_the_wire(tmp_path: Path) ->
     reg.store.close()
     again = Registry(conf, Store(store_path)).get("aa:bb:cc:dd:ee:ff")
     assert again is not None and again.status is DeviceStatus.CONNECTED
+
+
+BROKEN_SUB_APP = """
+import sys
+import edgesec.cli as cli
+cli.SUB_APPS["broken"] = ("edgesec.no_such_module", "app", "never loads")
+sys.argv = ["edgesec", *sys.argv[1:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("argv", [["broken", "anything", "--flag"], ["--help"]])
+def test_a_sub_app_that_fails_to_import_says_so(argv: list[str]) -> None:
+    """cli.py does not swallow the ImportError of a sub-command."""
+    res = subprocess.run([sys.executable, "-c", BROKEN_SUB_APP, *argv], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    if argv[0] == "--help":
+        assert res.returncode == 0 and "broken" in res.stdout and "unavailable" in res.stdout
+    else:
+        assert res.returncode == 1
+        assert "edgesec broken is unavailable: cannot load edgesec.no_such_module" in res.stderr

@@ -85,8 +85,8 @@ class RadiusConfig:
             raise ValueError("[radius] secret must not be empty: RADIUS needs a shared secret")
 
 
-class RadiusServer(asyncio.DatagramProtocol):
-    """The protocol object; one instance per bound socket."""
+class RadiusServer:
+    """The request handler (decode, check, admit, reply); one per bound socket."""
 
     def __init__(self, config: RadiusConfig, policy: Admitting,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -100,7 +100,6 @@ class RadiusServer(asyncio.DatagramProtocol):
         self._client_ok: dict[str, bool] = {}
         self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
         self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
-        self.transport: asyncio.DatagramTransport | None = None
         self.new_devices = NewDeviceLimiter(config.new_device_rate, config.new_device_burst,
                                             clock)
         self._is_known = getattr(policy, "is_known", None)
@@ -110,18 +109,6 @@ class RadiusServer(asyncio.DatagramProtocol):
                                         DECISION_BURST, DECISION_WINDOW_S, clock)
         self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
                                          logging.WARNING, 1, BAD_SECRET_WINDOW_S, clock)
-
-    # -- asyncio -----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        reply = self.handle(data, addr)
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:  # ICMP errors etc.
-        log.debug("radius socket error: %s", exc)
 
     # -- the request path ----------------------------------------------------------
     def client_allowed(self, ip: str) -> bool:

@@ -43,7 +43,6 @@ TUNNEL_TYPE_VLAN = 13
 TUNNEL_MEDIUM_IEEE_802 = 6
 
 MAX_PACKET = 4096  # RFC 2865 §3: maximum length
-MAX_PASSPHRASE = 64  # WPA: 8..63 ASCII or 64 hex digits
 _ZERO16 = bytes(16)
 _HEADER = struct.Struct("!BBH")
 

@@ -100,10 +100,6 @@ class WpaCtrl:
         self._lock = asyncio.Lock()
         self.attached = False
 
-    @property
-    def is_open(self) -> bool:
-        return self._transport is not None
-
     async def open(self) -> None:
         """Bind a private socket and connect it to hostapd; raises CtrlError if absent."""
         self.close()

@@ -35,7 +35,6 @@ import ipaddress
 import logging
 import shlex
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,17 +135,6 @@ def render_hook_script(socket_path: Path | str, python: str = sys.executable) ->
         f"{shlex.quote(str(socket_path))} \"$@\"",
         "",
     ])
-
-
-def remove_lease(text: str, mac: str) -> str:
-    """Lease-file text without the first line holding ``mac`` (the original's semantics)."""
-    if not mac:
-        return text
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if mac.lower() in line.lower():
-            return "".join(lines[:i] + lines[i + 1:])
-    return text
 
 
 def write_private(path: Path, text: str, mode: int) -> None:
@@ -257,10 +245,6 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-def ranges_for(settings: Any) -> Iterable[RangeLine]:
-    return range_lines(settings)
 
 
 def build_dhcp_service(settings: Any, registry: Any) -> DhcpService:
