@@ -22,7 +22,7 @@ app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-# Sub-applications owned by other parts; mounted when their module is present.
+# Sub-applications, mounted on demand; one that fails to import is listed as unavailable.
 SUB_APPS = {
     "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),

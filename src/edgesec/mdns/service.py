@@ -16,7 +16,7 @@ another process flushes or alters it, it is re-installed with the announced
 addresses, counted ("detection table healed Nx" in STATUS) and a
 ``firewall_healed`` event is published.
 
-Entry points for the lead: :func:`build_mdns_service` (factory used by
+Entry points: :func:`build_mdns_service` (factory used by
 ``edgesec.gateway``), :meth:`MdnsService.handle_mdns_names` and
 :meth:`MdnsService.register_commands`.
 """
