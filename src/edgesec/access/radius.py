@@ -76,7 +76,6 @@ class RadiusConfig:
     clients: ipaddress.IPv4Network = field(
         default_factory=lambda: ipaddress.IPv4Network("127.0.0.1/32"))
     require_message_authenticator: bool = True
-    default_psk: str = ""
     new_device_rate: int = 0  # admissions of unknown devices per minute; 0 = no limit
     new_device_burst: int = 10
 
@@ -203,7 +202,7 @@ class RadiusServer:
         if new:
             limiter.take()
         attrs = rc.vlan_attributes(adm.vlan)
-        psk = (adm.psk or self.config.default_psk).encode()
+        psk = adm.psk.encode()  # the registry's answer (a device's own, a ticket's or the AP's)
         if psk:
             attrs += rc.tunnel_password_attribute(psk, secret, req.authenticator)
         c.accepts += 1
@@ -343,7 +342,7 @@ def _client(addr: Any) -> str:
 
 
 def radius_config_from_settings(settings: Any) -> RadiusConfig:
-    """Map ``[radius]`` (and the AP's default passphrase) to :class:`RadiusConfig`."""
+    """Map ``[radius]`` to :class:`RadiusConfig`."""
     r = settings.radius
     clients = ipaddress.IPv4Network(f"{r.client_ip}/{r.client_mask}", strict=False)
     return RadiusConfig(
@@ -351,10 +350,9 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
         server_ip=r.server_ip or "127.0.0.1",
         port=r.port,
         clients=clients,
-        require_message_authenticator=getattr(r, "require_message_authenticator", True),
-        default_psk=settings.ap.wpa_passphrase,
-        new_device_rate=getattr(r, "new_device_rate", 0),
-        new_device_burst=getattr(r, "new_device_burst", 10),
+        require_message_authenticator=r.require_message_authenticator,
+        new_device_rate=r.new_device_rate,
+        new_device_burst=r.new_device_burst,
     )
 
 
