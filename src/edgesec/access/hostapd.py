@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesec.access import psk_file
-from edgesec.access.hostapd_conf import parse_extra_config, render_hostapd_conf, render_vlan_file
+from edgesec.access.hostapd_conf import render_hostapd_conf, render_vlan_file
 from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
 from edgesec.atomic import write_atomic
 from edgesec.device_status import DeviceStatus
@@ -59,11 +59,8 @@ class HostapdService:
         ap = settings.ap
         if not ap.interface:
             raise ValueError("[ap] interface is empty: the hostapd service needs an interface")
-        self.backend = getattr(ap, "psk_backend", "radius") or "radius"
+        self.backend = ap.psk_backend or "radius"
         self.extra = dict(extra or {})
-        extra_file = getattr(ap, "extra_config_file", None)
-        if extra_file:
-            self.extra = {**parse_extra_config(Path(extra_file).read_text()), **self.extra}
         self.ctrl_path = Path(ap.ctrl_interface) / ap.interface
         self.ping_interval = ping_interval
         self.argv_prefix = list(argv_prefix or [])  # e.g. ["ip", "netns", "exec", ns]

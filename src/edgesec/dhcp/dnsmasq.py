@@ -87,7 +87,7 @@ def range_lines(settings: Any) -> list[RangeLine]:
     out = [RangeLine(range_tag(r.vlan, ifs.interface_prefix, wifi), str(r.first), str(r.last),
                      r.netmask, r.lease_time) for r in settings.dhcp.ranges]
     explicit = {r.vlan for r in settings.dhcp.ranges}
-    pool = getattr(ifs, "pool_vlans", frozenset())
+    pool = ifs.pool_vlans
     for sub in ifs.subnets:
         if sub.vlan in explicit or sub.vlan not in pool:
             continue
