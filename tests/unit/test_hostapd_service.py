@@ -8,8 +8,9 @@ between the service and either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,20 @@ def make(tmp_path: Path, ctrl_dir: Path, backend: str = "radius") -> tuple[Hosta
     return HostapdService(settings, registry, ping_interval=0.05), registry
 
 
+@contextlib.asynccontextmanager
+async def running(svc: HostapdService, ctrl_dir: Path,
+                  stations: tuple[str, ...] = ()) -> AsyncIterator[FakeHostapd]:
+    """A fake hostapd (listing ``stations``), the service started and attached to it."""
+    with FakeHostapd(ctrl_dir) as ap:
+        ap.stations = list(stations)
+        await svc.start()
+        try:
+            assert await svc.wait_attached(30)
+            yield ap
+        finally:
+            await svc.stop()
+
+
 async def until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
     """Poll ``condition`` on the loop until it holds (generous: the machine is shared)."""
     loop = asyncio.get_running_loop()
@@ -63,18 +78,12 @@ def test_attach_resyncs_deny_list_and_statuses(tmp_path: Path, ctrl_dir: Path) -
     reg.set_status(D, DeviceStatus.CONNECTED)  # stale: hostapd no longer lists it
 
     async def run() -> None:
-        with FakeHostapd(ctrl_dir) as ap:
-            ap.stations = [A]
-            await svc.start()
-            try:
-                assert await svc.wait_attached(30)
-                assert await until(lambda: reg.get(D).status == DeviceStatus.DISCONNECTED)
-                assert ap.saw(f"DENY_ACL ADD_MAC {B}") and B in ap.deny
-                assert reg.get(A).status == DeviceStatus.CONNECTED
-                assert svc.health() == ("ok", "")
-                assert "attached" in svc.status() and (tmp_path / "h.conf").exists()
-            finally:
-                await svc.stop()
+        async with running(svc, ctrl_dir, stations=(A,)) as ap:
+            assert await until(lambda: reg.get(D).status == DeviceStatus.DISCONNECTED)
+            assert ap.saw(f"DENY_ACL ADD_MAC {B}") and B in ap.deny
+            assert reg.get(A).status == DeviceStatus.CONNECTED
+            assert svc.health() == ("ok", "")
+            assert "attached" in svc.status() and (tmp_path / "h.conf").exists()
 
     asyncio.run(run())
 
@@ -84,22 +93,17 @@ def test_station_events_reach_the_registry(tmp_path: Path, ctrl_dir: Path) -> No
     reg.accept_mac(A, 1)
 
     async def run() -> None:
-        with FakeHostapd(ctrl_dir) as ap:
-            await svc.start()
-            try:
-                assert await svc.wait_attached(30)
-                assert await until(lambda: bool(ap.attached))
-                ap.event("CTRL-EVENT-EAP-STARTED 02:00:00:00:00:01")  # not a station event
-                ap.associate(A, keyid="dev1")
-                assert await until(lambda: reg.get(A).status == DeviceStatus.CONNECTED)
-                ap.disassociate(A)
-                assert await until(lambda: reg.get(A).status == DeviceStatus.DISCONNECTED)
-                ap.event("AP-STA-CONNECTED not-a-mac")
-                ap.event(f"AP-STA-CONNECTED {C}")  # unknown MAC: only the event, no record
-                assert await until(lambda: svc.events_seen == 3)
-                assert reg.get(C) is None
-            finally:
-                await svc.stop()
+        async with running(svc, ctrl_dir) as ap:
+            assert await until(lambda: bool(ap.attached))
+            ap.event("CTRL-EVENT-EAP-STARTED 02:00:00:00:00:01")  # not a station event
+            ap.associate(A, keyid="dev1")
+            assert await until(lambda: reg.get(A).status == DeviceStatus.CONNECTED)
+            ap.disassociate(A)
+            assert await until(lambda: reg.get(A).status == DeviceStatus.DISCONNECTED)
+            ap.event("AP-STA-CONNECTED not-a-mac")
+            ap.event(f"AP-STA-CONNECTED {C}")  # unknown MAC: only the event, no record
+            assert await until(lambda: svc.events_seen == 3)
+            assert reg.get(C) is None
 
     asyncio.run(run())
 
@@ -111,24 +115,19 @@ def test_policy_changes_drop_the_station(tmp_path: Path, ctrl_dir: Path) -> None
     reg.accept_mac(B, 1)
 
     async def run() -> None:
-        with FakeHostapd(ctrl_dir) as ap:
-            await svc.start()
-            try:
-                assert await svc.wait_attached(30)
-                reg.deny_mac(A)
-                assert await until(lambda: ap.saw(f"DEAUTHENTICATE {A}"))
-                assert A in ap.deny
-                reg.accept_mac(A, 2)  # allowed again, on another VLAN
-                assert await until(lambda: A not in ap.deny)
-                reg.accept_mac(B, 3)
-                assert await until(lambda: ap.saw(f"DENY_ACL DEL_MAC {B}"))
-                assert ap.saw(f"DENY_ACL ADD_MAC {B}") and B not in ap.deny
-                ap.commands.clear()
-                reg.remove_device(B)
-                assert await until(lambda: ap.saw(f"DENY_ACL DEL_MAC {B}"))
-                assert ap.saw(f"DEAUTHENTICATE {B}")
-            finally:
-                await svc.stop()
+        async with running(svc, ctrl_dir) as ap:
+            reg.deny_mac(A)
+            assert await until(lambda: ap.saw(f"DEAUTHENTICATE {A}"))
+            assert A in ap.deny
+            reg.accept_mac(A, 2)  # allowed again, on another VLAN
+            assert await until(lambda: A not in ap.deny)
+            reg.accept_mac(B, 3)
+            assert await until(lambda: ap.saw(f"DENY_ACL DEL_MAC {B}"))
+            assert ap.saw(f"DENY_ACL ADD_MAC {B}") and B not in ap.deny
+            ap.commands.clear()
+            reg.remove_device(B)
+            assert await until(lambda: ap.saw(f"DENY_ACL DEL_MAC {B}"))
+            assert ap.saw(f"DEAUTHENTICATE {B}")
 
     asyncio.run(run())
 
@@ -168,14 +167,9 @@ def test_file_backend_reloads_the_psk_file(tmp_path: Path, ctrl_dir: Path) -> No
     reg.accept_mac(A, 1)
 
     async def run() -> None:
-        with FakeHostapd(ctrl_dir) as ap:
-            await svc.start()
-            try:
-                assert await svc.wait_attached(30)
-                reg.assign_psk(A, "a-device-passphrase")
-                assert await until(lambda: ap.saw("RELOAD_WPA_PSK"))
-                assert "a-device-passphrase" in (tmp_path / "h.psk").read_text()
-            finally:
-                await svc.stop()
+        async with running(svc, ctrl_dir) as ap:
+            reg.assign_psk(A, "a-device-passphrase")
+            assert await until(lambda: ap.saw("RELOAD_WPA_PSK"))
+            assert "a-device-passphrase" in (tmp_path / "h.psk").read_text()
 
     asyncio.run(run())
