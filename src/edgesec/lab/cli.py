@@ -72,6 +72,8 @@ def up(
         f"lab [bold]{prefix}[/bold] is up: {len(lab.state.devices) - len(failed)} "
         f"devices joined; state in {lab.dir}"
     )
+    if lab.state.api_url:
+        typer.echo(f"dashboard and API: {lab.state.api_url}  (token: {lab.state.api_token})")
     for d in failed:
         console.print(f"[yellow]{d.name}: {d.state} {d.error}[/yellow]")
     if failed:
