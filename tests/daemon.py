@@ -73,8 +73,11 @@ def write_config(directory: Path, overrides: dict[str, dict[str, object]] | None
 class Daemon:
     """``edgesec run -c CONFIG`` as a child process, stopped by its pid."""
 
-    def __init__(self, config: Path, netns: str | None = None, verbosity: int = 3) -> None:
+    def __init__(self, config: Path, netns: str | None = None, verbosity: int = 3,
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.args = args  # more `edgesec run` options, e.g. ("--log-format", "json")
+        self.env = env or {}
         self.dir = config.parent
         self.netns = netns
         self.verbosity = verbosity
@@ -93,6 +96,7 @@ class Daemon:
         argv = [*EDGESEC, "run", "-c", str(self.config)]
         if self.verbosity:
             argv.append("-" + "d" * self.verbosity)
+        argv.extend(self.args)
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         sock = self.socket_path
@@ -100,7 +104,8 @@ class Daemon:
             sock.unlink()
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=self.dir, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     cwd=self.dir,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

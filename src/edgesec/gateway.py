@@ -2,8 +2,13 @@
 
 Start order follows dependencies (interfaces, firewall, vault, control API,
 RADIUS, hostapd, DHCP, mDNS, capture); stop is the reverse.  The control API
-(supervisor) is required; any other service that fails to build or start is
-logged, reported by ``edgesec ctl STATUS`` and the gateway keeps running.
+(supervisor) is required, and so are the enforcing services the config enables
+and those of ``[system] requireServices`` (:mod:`edgesec.failclosed`): when one
+fails to build or start, the gateway stops what started, leaves IPv4
+forwarding off and ``edgesec run`` exits non-zero.  Forwarding is switched on
+only after the interfaces and the firewall table are in place.  Any other
+service that fails is logged, reported by ``edgesec ctl STATUS`` and the
+gateway keeps running.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from typing import Any, Protocol
 
 from edgesec.config import Settings
 from edgesec.events import EventBus
+from edgesec.failclosed import (
+    enable_forwarding,
+    hold_forwarding_off,
+    refuse_if_missing,
+    required_services,
+)
 from edgesec.registry import Registry
 from edgesec.store import Store
 from edgesec.supervisor import protocol as proto
@@ -101,6 +112,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._pidfile: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._forwarding_by_us = False
 
     # -- building ----------------------------------------------------------------
     def _install_crypt(self) -> None:
@@ -149,21 +161,22 @@ class Gateway:
     # -- running -------------------------------------------------------------------
     async def start(self) -> None:
         self._lock_pidfile()
-        system = self.settings.system
-        if system.set_ip_forward and not system.create_interfaces:
-            # Otherwise the subnet service does it with the interfaces.
-            from edgesec.net.links import set_ip_forward
-
-            set_ip_forward()
         specs = OPTIONAL_SERVICES
+        required = required_services(self.settings,
+                                     {s.name for s in specs if s.enabled(self.settings)})
+        hold_forwarding_off(self.settings)
         for spec in specs:
             if spec.name in EARLY and (svc := self._build(spec)) is not None:
                 await self._start_service(svc)
+        # fail closed: no forwarding, no control API without interfaces and firewall
+        refuse_if_missing(required & set(EARLY), self.failed, self.settings)
+        self._forwarding_by_us = enable_forwarding(self.settings)
         await self.supervisor.start()
         self.services.append(self.supervisor)
         for spec in specs:
             if spec.name not in EARLY and (svc := self._build(spec)) is not None:
                 await self._start_service(svc)
+        refuse_if_missing(required, self.failed, self.settings)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         log.info("gateway running: %s", ", ".join(s.name for s in self.services))
 
@@ -183,6 +196,12 @@ class Gateway:
                 log.exception("registry housekeeping failed")
 
     async def stop(self) -> None:
+        if self._forwarding_by_us:  # before the firewall table goes away
+            from edgesec.net.links import set_ip_forward
+
+            with contextlib.suppress(OSError):
+                set_ip_forward(on=False)
+            self._forwarding_by_us = False
         for task in self._tasks:
             task.cancel()
         for service in reversed(self.services):

@@ -251,6 +251,10 @@ class Registry:
     def has_bridge(self, a: str, b: str) -> bool:
         return _pair(normalise_mac(a), normalise_mac(b)) in self._bridges
 
+    def bridge(self, a: str, b: str) -> Bridge | None:
+        """The bridge record of the pair (with reason and expiry), or None."""
+        return self._bridges.get(_pair(normalise_mac(a), normalise_mac(b)))
+
     def bridge_partners(self, mac: str) -> list[str]:
         mac = normalise_mac(mac)
         return [b if a == mac else a for a, b in self._bridges if mac in (a, b)]
