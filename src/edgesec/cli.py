@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -197,6 +198,12 @@ def _mount_sub_apps(argv: list[str]) -> None:
 
 
 def main() -> None:
+    if os.environ.get("_EDGESEC_COMPLETE"):
+        # Shell completion (`_EDGESEC_COMPLETE=source_bash edgesec` prints the script
+        # `make install` installs; the script calls back with complete_bash).
+        from typer.completion import completion_init
+
+        completion_init()
     _mount_sub_apps(sys.argv[1:])
     app()
 

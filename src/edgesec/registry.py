@@ -620,6 +620,12 @@ class Registry:
         joined = self._save(replace(dev, join_ts=ts))
         return Admission(True, joined.vlanid, psk, joined.label, reason)
 
+    def update_settings(self, settings: Settings) -> None:
+        """SIGHUP: new subnets and defaults (cached admissions depended on the old ones)."""
+        self.settings = settings
+        self._admissions.clear()
+        self.generation += 1
+
     def flush_join_times(self) -> int:
         """Write the join times recorded since the last flush (one transaction).
 

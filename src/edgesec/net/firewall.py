@@ -365,9 +365,21 @@ class FirewallService:
         self._retry = self._loop.call_later(RETRY_S, retry)
 
     # -- Service protocol ----------------------------------------------------
-    def reload(self) -> None:
-        """SIGHUP: verify the whole table now and re-apply it if it differs."""
-        self.check(force=True)
+    def reload(self, settings: Any = None) -> None:
+        """SIGHUP: take new subnets/NAT from ``settings`` and re-apply; else verify the table.
+
+        The table name stays (renaming it needs a restart).
+        """
+        if settings is None:
+            self.check(force=True)
+            return
+        cfg = P.PolicyConfig.from_settings(settings)
+        if cfg.table != self.cfg.table:
+            log.warning("reload: firewall table name change to %s needs a restart", cfg.table)
+            cfg = P.PolicyConfig(cfg.subnets, self.cfg.table, cfg.nat_interface)
+        with self._lock:
+            self.cfg, self.skel = cfg, P.skeleton(cfg)
+            self.apply_full()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
