@@ -27,7 +27,12 @@ from edgesec.capture.pcapfile import Packet
 
 log = logging.getLogger(__name__)
 
-COMMIT_PACKETS = 65536  # a live transaction is committed after this many packets at the latest
+# A live transaction is committed after this many packets at the latest: it bounds
+# what one commit (pages spilled into the WAL) and the checkpoint after it (the
+# same pages copied into the DB) can add to the disk between two guard checks
+# (rows are well under 1 KiB per frame).
+COMMIT_PACKETS = 8192
+TXN_BYTES = 8 * MIB
 LIVE_CACHE = 4 * MIB  # live page cache: tables grow at their end, the working set is small
 BULK_CACHE = 16 * MIB
 WAL_CHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages
@@ -63,7 +68,7 @@ def storage_guard(options: CaptureOptions, db: sqlite3.Connection,
     if "eve" in middlewares:
         paths.append(options.eve_file.parent)
     return StorageGuard(db, paths, reserve=options.capture_reserve,
-                        db_limit=options.capture_db_size, margin=2 * LIVE_CACHE + MIB)
+                        db_limit=options.capture_db_size, margin=2 * LIVE_CACHE + TXN_BYTES + MIB)
 
 
 class Pipeline:
