@@ -40,6 +40,8 @@ def pcap_bytes(pkts, start=1_700_000_000_000_000, step=1000) -> bytes:
 
 def test_builtins_are_registered_as_entry_points():
     assert set(middleware.available()) >= BUILTINS
+    # the fast path's table is exactly the entry points of pyproject.toml
+    assert {n: middleware.available()[n] for n in middleware.BUILTINS} == middleware.BUILTINS
     for name in BUILTINS:
         assert middleware.load(name).name == name
 

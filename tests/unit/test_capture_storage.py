@@ -125,3 +125,15 @@ def test_ring_size_follows_the_rate_and_reserve_parses():
     assert ring_size(10**9) == 16 * 1024 * 1024
     assert CaptureOptions(buffer_size=1 << 20).ring_bytes == 1 << 20
     assert reserve_bytes("10%", 1000) == 100 and reserve_bytes("4096", 1000) == 4096
+
+
+def test_eve_file_is_rotated_at_its_bound(tmp_path):
+    eve = tmp_path / "eve.json"
+    opts = CaptureOptions(capture_db_path=tmp_path / "c.sqlite", eve_path=eve,
+                          eve_rotate_size=64 * 1024, capture_reserve="0")
+    pipe = Pipeline(opts, ("eve",), live=True)
+    feed(pipe, packets(tmp_path, 20000, 1_700_000_000_000_000))
+    pipe.close()
+    rotated = eve.with_name("eve.json.1")
+    assert rotated.exists() and rotated.stat().st_size <= 64 * 1024 + 4096
+    assert eve.stat().st_size <= 64 * 1024 + 4096

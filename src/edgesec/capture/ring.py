@@ -17,7 +17,6 @@ import os
 import socket
 import struct
 
-from edgesec.capture.bpf import attach
 from edgesec.capture.options import BLOCK_SIZE
 from edgesec.capture.pcapfile import Packet
 
@@ -66,8 +65,12 @@ class Ring:
             s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self.map = mmap.mmap(s.fileno(), BLOCK_SIZE * self.nblocks, mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
-            if filter_expr:
-                attach(s, filter_expr)
+            if filter_expr:  # ctypes and libpcap only when a filter is configured
+                from edgesec.capture.bpf import BpfError, attach
+                try:
+                    attach(s, filter_expr)
+                except BpfError as exc:
+                    raise CaptureError(str(exc)) from exc
             if promiscuous:
                 s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
                              struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b""))

@@ -27,7 +27,6 @@ import sys
 import time
 from typing import Any
 
-from edgesec.capture.bpf import BpfError
 from edgesec.capture.options import CaptureOptions
 from edgesec.capture.pipeline import Pipeline
 from edgesec.capture.ring import CaptureError, Ring
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(5)
     try:
         worker = Worker(CaptureOptions.from_json(args.options), args.interface)
-    except (CaptureError, BpfError, OSError) as exc:
+    except (CaptureError, OSError) as exc:
         emit({"error": str(exc)})
         return 2
 
