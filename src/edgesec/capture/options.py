@@ -78,8 +78,8 @@ class CaptureOptions:
 
     @property
     def store_dir(self) -> Path:
-        """Folder for pcap files: ``pcapDirPath``, else ``<dirname(captureDbPath)>/capture``."""
-        return self.pcap_dir_path or self.capture_db_path.parent / "capture"
+        """Folder for pcap files: ``pcapDirPath``, else ``<dirname(captureDbPath)>/pcap``."""
+        return self.pcap_dir_path or self.capture_db_path.parent / "pcap"
 
     @property
     def eve_file(self) -> Path:
