@@ -325,7 +325,7 @@ def veth_pair(p: str) -> tuple[str, str]:
     return cap, snd
 
 
-def bench_flash(tmp: Path) -> None:
+def bench_flash(tmp: Path, rates: list[int], intervals: list[float]) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from edgesec.capture.options import CaptureOptions
 
@@ -335,9 +335,10 @@ def bench_flash(tmp: Path) -> None:
         print("\nbytes written to storage per captured packet (/proc/PID/io write_bytes of "
               "the worker; 74-byte frames):")
         for mws in (("header", "cleaner"), ("header", "flows", "eve", "pcap", "cleaner")):
-            for rate, seconds in ((10, 30.0), (1_000, 10.0), (50_000, 5.0)):
+            for rate in rates:
+                seconds = 30.0 if rate < 100 else 10.0 if rate < 10_000 else 5.0
                 out = []
-                for interval in (0.0, 2.0):
+                for interval in (0.0, *intervals):
                     d = tmp / f"flash-{secrets.token_hex(3)}"
                     opts = CaptureOptions(capture_db_path=d / "c.sqlite", middlewares=mws,
                                           commit_interval=interval,
@@ -353,10 +354,12 @@ def bench_flash(tmp: Path) -> None:
                     rows = (d / "c.sqlite").stat().st_size / pkts
                     out.append(((io1 - io0) / pkts, rows))
                     subprocess.run(["rm", "-rf", str(d)], check=False)
-                (before, _), (after, rows) = out
-                print(f"  {','.join(mws):32s} {rate:>6,} pkts/s: per-batch commits "
-                      f"{before:>8,.0f} B/pkt, commit every 2 s {after:>7,.0f} B/pkt "
-                      f"(DB file {rows:,.0f} B/pkt), ratio {before / max(after, 1):.1f}x")
+                (before, _), *after = out
+                timed = ", ".join(f"commit every {i:g} s {a:>6,.0f} B/pkt (DB file {r:,.0f} "
+                                  f"B/pkt, {before / max(a, 1):.1f}x less)"
+                                  for i, (a, r) in zip(intervals, after, strict=True))
+                print(f"  {','.join(mws):30s} {rate:>6,} pkts/s: per-batch commits "
+                      f"{before:>7,.0f} B/pkt; {timed}")
     finally:
         for ns in (p + "c", p + "s"):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -399,13 +402,16 @@ def main() -> None:
     ap.add_argument("--no-recap", action="store_true")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each live trial")
     ap.add_argument("--flash", action="store_true", help="only the bytes-written bench")
+    ap.add_argument("--rates", default="10,1000,50000", help="--flash: packets/s to try")
+    ap.add_argument("--intervals", default="2", help="--flash: commitInterval values to try")
     ap.add_argument("--footprint", action="store_true", help="only the RSS bench")
     args = ap.parse_args()
     # on disk, not tmpfs: write_bytes counts only writes to a block device
     with tempfile.TemporaryDirectory(prefix="edgesec-bench-", dir=ROOT / "bench") as d:
         if args.flash or args.footprint:
             if args.flash:
-                bench_flash(Path(d))
+                bench_flash(Path(d), [int(r) for r in args.rates.split(",")],
+                            [float(i) for i in args.intervals.split(",")])
             if args.footprint:
                 bench_footprint(Path(d))
             return

@@ -228,7 +228,7 @@ class CaptureSettings:
     capture_db_size: int = key("captureDbSize", parse_int, 64 * 1024 * 1024)
     capture_max_age: int = key("captureMaxAge", parse_int, 7 * 24 * 3600)
     capture_reserve: str = key("captureReserve", parse_reserve, "10%")
-    commit_interval: int = key("commitInterval", parse_int, 2)
+    commit_interval: int = key("commitInterval", parse_int, 5)
     eve_rotate_size: int = key("eveRotateSize", parse_int, 8 * 1024 * 1024)
 
 

@@ -137,3 +137,12 @@ def test_eve_file_is_rotated_at_its_bound(tmp_path):
     rotated = eve.with_name("eve.json.1")
     assert rotated.exists() and rotated.stat().st_size <= 64 * 1024 + 4096
     assert eve.stat().st_size <= 64 * 1024 + 4096
+
+
+def test_pcap_without_cleaner_is_warned_about(tmp_path, caplog):
+    opts = CaptureOptions(capture_db_path=tmp_path / "c.sqlite", capture_reserve="0")
+    Pipeline(opts, ("pcap",), live=True).close()
+    assert "pcap runs without cleaner" in caplog.text
+    caplog.clear()
+    Pipeline(opts, ("pcap", "cleaner"), live=True).close()
+    assert "without cleaner" not in caplog.text

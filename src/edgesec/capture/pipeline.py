@@ -35,22 +35,30 @@ COMMIT_PACKETS = 8192
 TXN_BYTES = 8 * MIB
 LIVE_CACHE = 4 * MIB  # live page cache: tables grow at their end, the working set is small
 BULK_CACHE = 16 * MIB
-WAL_CHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages
+WAL_CHECKPOINT_PAGES = 1024  # 1 MiB of the live DB's 1 KiB pages (4 MiB of 4 KiB)
 WAL_SIZE_LIMIT = 4 * MIB  # the WAL is truncated to this after a checkpoint
 
 
-def open_db(path: Path, cache: int = BULK_CACHE) -> sqlite3.Connection:
+LIVE_PAGE_SIZE = 1024  # a new live DB: each commit rewrites the tail page of every tree it touches
+
+
+def open_db(path: Path, cache: int = BULK_CACHE, page_size: int = 0) -> sqlite3.Connection:
     """Open the capture DB: WAL, synchronous=NORMAL, 5 s busy timeout, bounded WAL.
 
     Capture data is telemetry: NORMAL keeps every committed batch across a
     process crash and loses at most the last commit on power loss, at a
     fraction of FULL's fsync cost. The WAL is checkpointed every 1 MiB and
     truncated to 4 MiB (``journal_size_limit``), so it cannot grow far
-    beyond one transaction next to the DB.
+    beyond one transaction next to the DB. ``page_size`` applies to a new
+    file only (live capture uses 1 KiB: a commit of a few packets rewrites
+    the last page of each table and index it touched, so smaller pages mean
+    fewer bytes written per packet on a quiet gateway).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
+    if page_size:
+        db.execute(f"PRAGMA page_size={page_size}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"PRAGMA cache_size=-{cache // 1024}")
@@ -78,7 +86,8 @@ class Pipeline:
                  *, transaction: bool = False, linktype: int = 1, bulk: bool = False,
                  live: bool = False) -> None:
         self.options = options
-        self.db = open_db(options.capture_db_path, LIVE_CACHE if live else BULK_CACHE)
+        self.db = (open_db(options.capture_db_path, LIVE_CACHE, LIVE_PAGE_SIZE) if live
+                   else open_db(options.capture_db_path, BULK_CACHE))
         self.ctx = Context(db=self.db, options=options, linktype=linktype,
                            transaction=transaction, bulk=bulk)
         self.middlewares: list[Middleware] = []
