@@ -146,3 +146,38 @@ def test_pcap_without_cleaner_is_warned_about(tmp_path, caplog):
     caplog.clear()
     Pipeline(opts, ("pcap", "cleaner"), live=True).close()
     assert "without cleaner" not in caplog.text
+
+
+def test_guard_pauses_and_resumes_with_one_log_line_each(tmp_path, caplog):
+    opts = CaptureOptions(capture_db_path=tmp_path / "c.sqlite", capture_reserve="99.99%")
+    pipe = Pipeline(opts, ("header",), live=True)
+    pkts = packets(tmp_path, 300, 1_700_000_000_000_000)
+    for _ in range(5):
+        assert pipe.feed("br1", pkts) is None
+    assert caplog.text.count("capture paused") == 1
+    pipe.guard._reserve = "0"  # space came back
+    assert pipe.feed("br1", pkts) is not None
+    assert caplog.text.count("capture resumed") == 1
+    pipe.close()
+
+
+def test_service_health_follows_the_worker_status():
+    from edgesec.capture.service import CaptureService
+
+    class Running:
+        pid, returncode = 4242, None
+
+    svc = CaptureService(None, ["br1"], options=CaptureOptions())
+    assert svc.health() == ("ok", "")
+    svc._error = "worker exited with 1"
+    assert svc.health() == ("failed", "worker exited with 1")
+    svc._proc = Running()
+    svc._last = {"storage": "capture paused: 1.0 MiB free on /x"}
+    assert svc.health() == ("degraded", "capture paused: 1.0 MiB free on /x")
+    assert "capture paused" in svc.status()
+    svc._last = {"last_error": "br1: Network is down", "last_error_at": time.time(), "errors": 1}
+    state, why = svc.health()
+    assert state == "degraded" and "Network is down" in why
+    assert "socket_errors 1" in svc.status()
+    svc._last = {"last_error": "br1: Network is down", "last_error_at": time.time() - 3600}
+    assert svc.health() == ("ok", "")

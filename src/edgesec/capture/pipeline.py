@@ -125,7 +125,7 @@ class Pipeline:
         Returns None (the batch dropped and counted in :attr:`storage_drops`)
         while the storage guard refuses writing.
         """
-        if self.guard is not None and self.guard.check():
+        if self.check_storage():
             if self._txn_since is not None:
                 self.commit()
             self.storage_drops += len(packets)
@@ -140,6 +140,19 @@ class Pipeline:
         self.rows += sum(map(len, frames))
         self.process(batch)
         return batch
+
+    def check_storage(self) -> str:
+        """Ask the guard (live only); logs once when capture pauses and when it resumes."""
+        if self.guard is None:
+            return ""
+        before = self.guard.reason
+        if self.guard.check() != before:
+            if self.guard.reason:
+                log.warning("%s", self.guard.reason)
+            else:
+                log.warning("capture resumed: storage is within its bounds again "
+                            "(%d packets were not stored so far)", self.storage_drops)
+        return self.guard.reason
 
     def process(self, batch: Batch) -> None:
         """Run one decoded batch through every middleware; commit when due."""

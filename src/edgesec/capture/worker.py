@@ -157,7 +157,7 @@ class Worker:
                 continue
             guard = self.pipeline.guard
             if guard is not None and guard.reason and now >= recheck:
-                guard.check()  # paused: notice when space comes back even without traffic
+                self.pipeline.check_storage()  # paused: notice space coming back, even idle
                 dirty = True
                 recheck = now + PAUSED_RECHECK_S
             waits = [d for d in (due, next_status - now if dirty else None,
