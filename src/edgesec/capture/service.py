@@ -208,6 +208,13 @@ class CaptureService:
             return "degraded", f"socket error {s['last_error']} {age:.0f} s ago"
         return "ok", ""
 
+    def counters(self) -> dict[str, float]:
+        """Captured packets and drops, the kernel's and our own (for metrics)."""
+        s = self._last
+        return {"packets": s.get("packets", 0), "dropped|by=kernel": s.get("kernel_drops", 0),
+                "dropped|by=edgesec": s.get("own_drops", 0),
+                "dropped|by=storage": s.get("storage_drops", 0)}
+
     def status(self) -> str:
         """One line: state, pid, packets and drops (and storage/socket trouble)."""
         s = self._last
@@ -217,8 +224,6 @@ class CaptureService:
             counters += f" storage_drops {s['storage_drops']}"
         if s.get("errors"):
             counters += f" socket_errors {s['errors']} (last {s.get('last_error', '')})"
-        if s.get("storage"):
-            counters += f" [{s['storage']}]"
         if self.pid is not None:
             extra = f" restarts {self._restarts}" if self._restarts else ""
             return f"running pid {self.pid} on {','.join(self.interfaces)} {counters}{extra}"
