@@ -8,6 +8,7 @@ Reuses the namespaces of test_capture_live (device ``a`` on ``br1``, ``b`` on
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -89,6 +90,8 @@ def test_flood_cannot_fill_the_filesystem_and_the_control_plane_keeps_working(be
             assert daemon.ctl(f"ACCEPT_MAC {mac} 2") == "OK\n"
             assert daemon.ctl(f"ADD_BRIDGE {mac} 02:aa:bb:cc:dd:02") == "OK\n"
             assert mac in daemon.ctl("GET_ALL")
+            ticket = daemon.ctl(f"REGISTER_TICKET {mac} visitor 3").strip()
+            assert re.fullmatch(r"\d{16}", ticket), ticket
     finally:
         subprocess.run(["umount", "-l", str(fs)], check=False)
 
