@@ -117,7 +117,7 @@ def parse_reserve(text: str) -> str:
         value = float(t[:-1]) if t.endswith("%") else parse_int(t)
     except ValueError:
         raise ValueError("expected bytes or a percentage such as 10%") from None
-    if value < 0 or (t.endswith("%") and value >= 100):
+    if not 0 <= value < (100 if t.endswith("%") else float("inf")):  # also rejects nan
         raise ValueError("expected bytes or a percentage below 100%")
     return t
 

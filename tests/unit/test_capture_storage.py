@@ -5,11 +5,15 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from edgesec.capture.guard import db_used_bytes
 from edgesec.capture.options import CaptureOptions, reserve_bytes, ring_size
 from edgesec.capture.pcapfile import PcapReader
 from edgesec.capture.pipeline import Pipeline
 from edgesec.capture.synth import write_mixed
+from edgesec.config import parse_reserve
 
 
 def packets(tmp_path, n, start_us):
@@ -181,3 +185,16 @@ def test_service_health_follows_the_worker_status():
     assert "socket_errors 1" in svc.status()
     svc._last = {"last_error": "br1: Network is down", "last_error_at": time.time() - 3600}
     assert svc.health() == ("ok", "")
+
+
+@example("nan%")
+@example("0o17")
+@example("-5%")
+@given(st.text(max_size=20))
+def test_capture_reserve_parser_accepts_or_explains(text):
+    try:
+        value = parse_reserve(text)
+    except ValueError as exc:
+        assert "expected" in str(exc)
+    else:
+        assert reserve_bytes(value, 10**9) >= 0

@@ -45,7 +45,10 @@ def reserve_bytes(reserve: str, fs_size: int) -> int:
     text = str(reserve).strip()
     if text.endswith("%"):
         return int(fs_size * float(text[:-1]) / 100)
-    return int(text, 0) if text.lower().startswith("0x") else int(text)
+    try:
+        return int(text, 10)
+    except ValueError:
+        return int(text, 0)  # 0x/0o/0b, as config.parse_int
 
 
 @dataclass(frozen=True, slots=True)
