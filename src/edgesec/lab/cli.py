@@ -64,7 +64,7 @@ def up(
     _print_status(lab)
     with contextlib.suppress(ClientError, OSError):
         for line in lab.ctl("STATUS").splitlines():
-            if " failed " in line:
+            if " failed " in line or " degraded " in line:
                 console.print(f"service {line}", style="yellow")
     failed = [d for d in lab.state.devices if d.state != "joined"]
     console.print(

@@ -101,7 +101,7 @@ def sections(
         "capture": {
             "captureDbPath": "capture.sqlite",
             "pcapDirPath": "pcap",
-            "middlewares": "header",
+            "middlewares": "header,cleaner",
             "immediate": True,
             "promiscuous": True,
         },
