@@ -22,7 +22,7 @@ ENV = {"EDGESEC_CRYPT_PASSPHRASE": "pw-1"}
 
 def test_issued_certificate_verifies_and_names_its_hosts() -> None:
     ca_key, ca_cert = C.new_ca()
-    key, pem = C.issue(ca_key, ca_cert, ["gw.lan", "10.0.1.1"])
+    _key, pem = C.issue(ca_key, ca_cert, ["gw.lan", "10.0.1.1"])
     cert = x509.load_pem_x509_certificate(pem)
     ca = x509.load_pem_x509_certificate(ca_cert)
     cert.verify_directly_issued_by(ca)
