@@ -439,22 +439,24 @@ class InterfacesSettings:
 
 @dataclass(frozen=True)
 class CryptSection:
-    """``[crypt]`` (new): vault backend options; unset keys fall back to ``[system]``.
+    """``[crypt]`` (new): vault backend options (docs/crypt.md).
 
-    Every field defaults to "unset" (``None``/``""``) so that
-    :func:`edgesec.crypt.service.crypt_settings_from` can tell a key given here
-    from one left to its ``[system]`` alias or built-in default.
+    The keys with an alias (``backend``, ``passphraseFile``, ``radiusSecretInVault``,
+    ``pskInVault``) default to "unset" (``None``/``""``) so that
+    :meth:`edgesec.crypt.settings.CryptSettings.from_settings` can fall back to
+    the ``[system]``/``[radius]`` key; the others carry their defaults here.
     """
 
     backend: str = key("backend", parse_str, "")
     passphrase_file: Path | None = path_key("passphraseFile", "")
-    credential_name: str = key("credentialName", parse_str, "")
-    kdf_log_n: int | None = key("kdfLogN", parse_int, None)
-    pkcs11_module: Path | None = path_key("pkcs11Module", "")
-    pkcs11_token: str = key("pkcs11Token", parse_str, "")
+    credential_name: str = key("credentialName", parse_str, "edgesec-crypt-passphrase")
+    kdf_log_n: int = key("kdfLogN", parse_int, 17)  # scrypt N = 2^17, r = 8, p = 1
+    pkcs11_module: Path | None = path_key("pkcs11Module", "/usr/lib/softhsm/libsofthsm2.so")
+    pkcs11_token: str = key("pkcs11Token", parse_str, "edgesec")
     pkcs11_pin_file: Path | None = path_key("pkcs11PinFile", "")
-    pkcs11_pin_credential: str = key("pkcs11PinCredential", parse_str, "")
-    pkcs11_key_label: str = key("pkcs11KeyLabel", parse_str, "")
+    pkcs11_pin_credential: str = key("pkcs11PinCredential", parse_str,
+                                     "edgesec-crypt-pkcs11-pin")
+    pkcs11_key_label: str = key("pkcs11KeyLabel", parse_str, "edgesec-vault-root")
     radius_secret_in_vault: bool | None = key("radiusSecretInVault", parse_bool, None)
     psk_in_vault: bool | None = key("pskInVault", parse_bool, None)
 

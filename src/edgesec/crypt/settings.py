@@ -31,15 +31,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from edgesec.config import Settings
+from edgesec.config import CryptSection, Settings, load_settings
 
-DEFAULT_CREDENTIAL = "edgesec-crypt-passphrase"
-DEFAULT_PIN_CREDENTIAL = "edgesec-crypt-pkcs11-pin"
-DEFAULT_PKCS11_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
-DEFAULT_KDF_LOG_N = 17
+_LOADER = CryptSection()  # the defaults, as the one loader declares them
+DEFAULT_CREDENTIAL = _LOADER.credential_name
+DEFAULT_PIN_CREDENTIAL = _LOADER.pkcs11_pin_credential
+DEFAULT_PKCS11_MODULE: Path = _LOADER.pkcs11_module or Path()
+DEFAULT_KDF_LOG_N = _LOADER.kdf_log_n
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +52,10 @@ class CryptSettings:
     credential_name: str = DEFAULT_CREDENTIAL
     kdf_log_n: int = DEFAULT_KDF_LOG_N
     pkcs11_module: Path = DEFAULT_PKCS11_MODULE
-    pkcs11_token: str = "edgesec"
+    pkcs11_token: str = _LOADER.pkcs11_token
     pkcs11_pin_file: Path | None = None
     pkcs11_pin_credential: str = DEFAULT_PIN_CREDENTIAL
-    pkcs11_key_label: str = "edgesec-vault-root"
+    pkcs11_key_label: str = _LOADER.pkcs11_key_label
     radius_secret_in_vault: bool = False
     psk_in_vault: bool = False
 
@@ -87,6 +87,4 @@ def from_config(path: Path | str) -> CryptSettings:
     Raises :class:`edgesec.config.ConfigError` (a ``ValueError``) naming the
     file and line of a bad value.
     """
-    from edgesec.config import load_settings
-
     return CryptSettings.from_settings(load_settings(path))
