@@ -8,7 +8,8 @@
 * The inner loop, ``pytest tests/unit -m "not slow"``, deselects the fuzzers
   (any test named ``*fuzz*`` is marked ``slow``, as are tests marked by hand:
   subprocess round trips, thousand-device floods) and runs the remaining
-  property tests with the ``quick`` profile (20 examples). CI runs everything.
+  property tests with at most 20 examples (profile ``quick``, and a test's own
+  ``@settings(max_examples=...)`` capped). CI runs everything.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if "fuzz" in item.name:
             item.add_marker(pytest.mark.slow)
+        if QUICK_EXAMPLES in _quick:
+            _cap_examples(item)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -46,7 +49,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.longrepr = f"integration test skipped under CI=true (not allowed): {reason}"
 
 
+QUICK_EXAMPLES = 20
+_quick: set[int] = set()
+
+
+def _cap_examples(item: pytest.Item) -> None:
+    """In the inner loop, a test's own ``@settings(max_examples=N)`` is capped too."""
+    test = getattr(item, "obj", None)
+    own = getattr(test, "_hypothesis_internal_use_settings", None)
+    if own is not None and own.max_examples > QUICK_EXAMPLES:
+        test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
+            own, max_examples=QUICK_EXAMPLES)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     if "not slow" in (config.option.markexpr or "") and not IN_CI:
         settings.load_profile("quick")
+        _quick.add(QUICK_EXAMPLES)
