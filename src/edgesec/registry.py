@@ -1,6 +1,7 @@
 """The device registry: the gateway's only state, and every policy decision on it.
 
-Devices, bridges and tickets live here; every mutation is committed to the
+Devices, bridges and tickets live here (groups and one-way access rules in
+``registry.groups``, :mod:`edgesec.groups`); every mutation is committed to the
 :class:`~edgesec.store.Store` before it returns and is then published on the
 :class:`~edgesec.events.EventBus`, from which the enforcing services (firewall,
 dnsmasq, hostapd, supervisor events) reconcile.  The admission decision used
@@ -167,6 +168,10 @@ class Registry:
         # that cache a rendering of devices() (GET_ALL) compare it.
         self.generation = 0
         self._load()
+        # Groups and one-way access rules (edgesec.groups imports this module,
+        # hence the import here). Removing a device must call groups.forget(mac).
+        from edgesec.groups import GroupPolicy
+        self.groups = GroupPolicy(store, self.bus, self._devices.__contains__, clock)
 
     # -- loading -------------------------------------------------------------
     def _load(self) -> None:

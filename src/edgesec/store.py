@@ -3,8 +3,9 @@
 The connection DB keeps the original's ``instance`` table (same name and
 columns, so an original database opens unchanged) and adds what the original
 lost on restart: IP addresses (already columns of ``instance``), ``bridges``
-and ``tickets``.  The schema is versioned with ``PRAGMA user_version`` and
-migrated forward on open.  Every write is one transaction committed with WAL
+and ``tickets``, and (version 3) ``group_members`` and ``access_rules``.
+The schema is versioned with ``PRAGMA user_version`` and migrated forward on
+open.  Every write is one transaction committed with WAL
 and ``synchronous=FULL`` before the call returns, so an acknowledged change
 survives ``kill -9`` and power loss.
 """
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 1 is the original edgesec's table; later versions are ours.
 MIGRATIONS: dict[int, str] = {
@@ -37,6 +38,17 @@ MIGRATIONS: dict[int, str] = {
         passphrase TEXT PRIMARY KEY, issuer TEXT NOT NULL, label TEXT NOT NULL,
         vlanid INTEGER NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL,
         used_by TEXT NOT NULL DEFAULT '');
+    """,
+    # Groups and one-way access (docs/network.md). proto '' and port 0 mean "any".
+    3: """
+    CREATE TABLE IF NOT EXISTS group_members (
+        grp TEXT NOT NULL, mac TEXT NOT NULL, created INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (grp, mac));
+    CREATE INDEX IF NOT EXISTS group_members_mac ON group_members (mac);
+    CREATE TABLE IF NOT EXISTS access_rules (
+        mac_from TEXT NOT NULL, mac_to TEXT NOT NULL, proto TEXT NOT NULL DEFAULT '',
+        port INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (mac_from, mac_to, proto, port), CHECK (mac_from <> mac_to));
     """,
 }
 
@@ -74,6 +86,22 @@ class TicketRow:
     created: int
     expires: int
     used_by: str = ""  # the MAC the ticket was bound to by its first use
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRow:
+    group: str
+    mac: str
+    created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRow:
+    mac_from: str
+    mac_to: str
+    proto: str = ""  # "" (any protocol), "tcp" or "udp"
+    port: int = 0  # 0 = any port (only with proto "")
+    created: int = 0
 
 
 class Store:
@@ -156,6 +184,15 @@ class Store:
         )
         return [TicketRow(*r) for r in rows]
 
+    def load_memberships(self) -> list[MembershipRow]:
+        rows = self.db.execute("SELECT grp, mac, created FROM group_members ORDER BY rowid")
+        return [MembershipRow(*r) for r in rows]
+
+    def load_access(self) -> list[AccessRow]:
+        rows = self.db.execute(
+            "SELECT mac_from, mac_to, proto, port, created FROM access_rules ORDER BY rowid")
+        return [AccessRow(*r) for r in rows]
+
     # -- writes (call inside transaction()) ---------------------------------
     def put_device(self, row: DeviceRow) -> None:
         self.db.execute(
@@ -189,3 +226,24 @@ class Store:
 
     def delete_tickets(self, passphrases: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM tickets WHERE passphrase=?", [(p,) for p in passphrases])
+
+    def put_membership(self, row: MembershipRow) -> None:
+        self.db.execute("INSERT OR REPLACE INTO group_members (grp, mac, created) VALUES (?,?,?)",
+                        (row.group, row.mac, row.created))
+
+    def delete_membership(self, group: str, mac: str) -> None:
+        self.db.execute("DELETE FROM group_members WHERE grp=? AND mac=?", (group, mac))
+
+    def put_access(self, row: AccessRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO access_rules (mac_from, mac_to, proto, port, created)"
+            " VALUES (?,?,?,?,?)", (row.mac_from, row.mac_to, row.proto, row.port, row.created))
+
+    def delete_access(self, mac_from: str, mac_to: str, proto: str, port: int) -> None:
+        self.db.execute("DELETE FROM access_rules WHERE mac_from=? AND mac_to=? AND proto=?"
+                        " AND port=?", (mac_from, mac_to, proto, port))
+
+    def delete_memberships_of(self, mac: str) -> None:
+        """Every group membership and access rule naming ``mac`` (device removal)."""
+        self.db.execute("DELETE FROM group_members WHERE mac=?", (mac,))
+        self.db.execute("DELETE FROM access_rules WHERE mac_from=? OR mac_to=?", (mac, mac))

@@ -135,6 +135,8 @@ class NetworkCommands:
         table.register("CLEAR_BRIDGE", lambda q: self._ok(r.clear_bridges(q.args[0])), (1,))
         table.register("GET_BRIDGES", lambda _: proto.format_bridges(r.bridges()), (0,))
         table.register("REGISTER_TICKET", self.register_ticket, (3,))
+        from edgesec.supervisor.group_commands import GroupCommands  # (imports this module)
+        GroupCommands(r.groups).install(table)
 
     @staticmethod
     def _ok(_result: object) -> str:
