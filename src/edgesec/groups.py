@@ -117,7 +117,7 @@ class GroupPolicy:
 
     def rules_of(self, mac: str) -> list[Access]:
         """Access rules in which ``mac`` is either end."""
-        return sorted(self._rules_of.get(mac, ()))
+        return list(self._rules_of.get(mac, ()))
 
     def related(self, mac: str) -> set[str]:
         """Every device whose firewall rows depend on ``mac`` through groups or rules."""

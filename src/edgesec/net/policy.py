@@ -70,6 +70,7 @@ SET_TYPES: dict[str, Any] = {
     ACCESS_ANY: ["ipv4_addr", "ipv4_addr"],
 }
 
+IP_CACHE_MAX = 65_536  # memoised (VLAN, address) -> inside the subnet?
 Row = Any  # str or tuple[str, ...]
 Rows = dict[str, set[Row]]
 
@@ -110,6 +111,7 @@ class PolicyConfig:
     table: str = "edgesec"
     nat_interface: str = ""
     _by_vlan: dict[int, PolicySubnet] = field(default_factory=dict, compare=False, repr=False)
+    _ip_ok: dict[tuple[int, str], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_vlan.update({s.vlan: s for s in self.subnets})
@@ -134,17 +136,30 @@ def empty_rows() -> Rows:
 
 
 def valid_ips(cfg: PolicyConfig, dev: DeviceLike) -> list[str]:
-    """The device's addresses that lie inside its own VLAN's subnet."""
+    """The device's addresses that lie inside its own VLAN's subnet.
+
+    Answers are memoised per (VLAN, address) in the config (bounded): a group
+    or rule change re-derives the rows of every peer, and parsing addresses
+    was most of that cost.
+    """
     sub = cfg.subnet(dev.vlanid)
     if sub is None:
         return []
+    cache = cfg._ip_ok
     out = []
     for ip in dev.ips:
-        try:
-            if ipaddress.IPv4Address(ip) in sub.network:
-                out.append(ip)
-        except ValueError:
-            continue
+        key = (dev.vlanid, ip)
+        ok = cache.get(key)
+        if ok is None:
+            try:
+                ok = ipaddress.IPv4Address(ip) in sub.network
+            except ValueError:
+                ok = False
+            if len(cache) >= IP_CACHE_MAX:
+                cache.clear()
+            cache[key] = ok
+        if ok:
+            out.append(ip)
     return out
 
 
