@@ -170,6 +170,7 @@ def test_explain_names_what_allows_and_what_would_allow() -> None:
     assert not e.allowed
     assert e.reasons == (f"blocked: {B} is denied", "group cams (both are members) would allow it")
     assert explain(cfg(), view, A, IB).allowed  # by leased address too
+    assert explain(cfg(), view, A, A).allowed
     assert explain(cfg(), view, A, "02:00:00:00:00:ee").reasons == (
         "blocked: 02:00:00:00:00:ee is not a known device",)
 

@@ -75,6 +75,9 @@ def explain(cfg: P.PolicyConfig, view: PolicyView, src: str, dst: str, proto: st
     if a is None or b is None:
         return Explanation(False, tuple(f"blocked: {x} is not a known device"
                                         for x, d in ((src, a), (dst, b)) if d is None))
+    if a.mac == b.mac:
+        return Explanation(True, ("allowed: a device's traffic to itself never crosses the "
+                                  "gateway",))
     paths: list[str] = []
     hints: list[str] = []
     if (min(a.mac, b.mac), max(a.mac, b.mac)) in view.bridges or (a.mac, b.mac) in view.bridges:
