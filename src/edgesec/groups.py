@@ -240,16 +240,24 @@ class GroupPolicy:
     def forget(self, mac: str, reason: str = "device removed") -> int:
         """Remove every membership and access rule of ``mac`` in one transaction.
 
-        The hook for removing a device from the registry; returns how many
-        memberships and rules went.
+        Returns how many memberships and rules went.
         """
         mac = normalise_mac(mac)
-        groups = sorted(self._groups_of.get(mac, ()))
-        rules = sorted(self._rules_of.get(mac, ()))
-        if not groups and not rules:
+        if mac not in self._groups_of and mac not in self._rules_of:
             return 0
         with self.store.transaction():
             self.store.delete_memberships_of(mac)
+        return self.forgotten(mac, reason)
+
+    def forgotten(self, mac: str, reason: str) -> int:
+        """``mac``'s memberships and rules were deleted from the store (in the caller's
+        transaction, ``Store.delete_memberships_of``): drop them here and publish.
+
+        The device-removal hook: ``Registry._remove_devices`` deletes the rows
+        with the device's and calls this after the commit.
+        """
+        groups = sorted(self._groups_of.get(mac, ()))
+        rules = sorted(self._rules_of.get(mac, ()))
         for g in groups:
             self._drop_member(g, mac)
         for r in rules:

@@ -206,6 +206,9 @@ class Store:
              int(row.nat), int(row.allow), row.label, row.timestamp, row.psk),
         )
 
+    def delete_devices(self, macs: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM instance WHERE mac=?", [(m,) for m in macs])
+
     def put_bridge(self, row: BridgeRow) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO bridges (mac_a, mac_b, reason, created, expires)"
@@ -247,3 +250,7 @@ class Store:
         """Every group membership and access rule naming ``mac`` (device removal)."""
         self.db.execute("DELETE FROM group_members WHERE mac=?", (mac,))
         self.db.execute("DELETE FROM access_rules WHERE mac_from=? OR mac_to=?", (mac, mac))
+
+    def delete_tickets_used_by(self, macs: Iterable[str]) -> None:
+        """Forget which tickets these devices used (removing a device removes its binding)."""
+        self.db.executemany("DELETE FROM tickets WHERE used_by=?", [(m,) for m in macs])

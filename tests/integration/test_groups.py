@@ -204,7 +204,13 @@ def test_events_reach_subscribers(bed: Bed, tmp_path: Path) -> None:
             bed.lab.ok(f"ADD_ACCESS {phone} {cam1} tcp/80")
             bed.lab.ok(f"REMOVE_ACCESS {phone} {cam1} tcp/80")
             bed.lab.ok(f"REMOVE_GROUP_MEMBER cameras {cam1}")
-            got = [sub.recv(256).decode() for _ in range(4)]
+            got: list[str] = []
+            audit: list[str] = []
+            while len(got) < 4:
+                line = sub.recv(512).decode()
+                (audit if line.startswith("POLICY ") else got).append(line)
+            # each command that changed the policy is audited too
+            assert any(f"ADD_GROUP_MEMBER cameras {cam1}" in a for a in audit), audit
             assert got == [f"GROUP_CHANGED cameras {cam1} added\n",
                            f"ACCESS_ADDED {phone} {cam1} tcp/80 manual\n",
                            f"ACCESS_REMOVED {phone} {cam1} tcp/80 manual\n",

@@ -161,6 +161,24 @@ def test_forget_removes_every_membership_and_rule_of_a_device(bed: Bed) -> None:
     assert bed.g.forget(A) == 0
 
 
+def test_removing_a_device_removes_its_memberships_and_rules_in_the_same_commit(
+        bed: Bed) -> None:
+    bed.g.add_member("cams", A)
+    bed.g.add_member("cams", B)
+    bed.g.add_access(C, A, "tcp", 80)
+    bed.g.add_access(B, C)
+    bed.events.clear()
+    bed.reg.remove_device(A)
+    assert bed.g.memberships() == [("cams", B)] and bed.g.rules() == [G.Access(B, C)]
+    assert bed.durable() == ([("cams", B)], [(B, C, "", 0)])
+    kinds = [(e.kind, e.data.get("reason")) for e in bed.events]
+    assert ("group_changed", "removed") in kinds and ("access_removed", "removed") in kinds
+    # the group and rule events come before the device's own removal event
+    assert kinds.index(("access_removed", "removed")) < kinds.index(("device", "removed"))
+    bed.restart()
+    assert bed.g.memberships() == [("cams", B)] and bed.g.rules() == [G.Access(B, C)]
+
+
 def test_bounds(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(G, "MAX_GROUP_MEMBERS", 2)
     monkeypatch.setattr(G, "MAX_ACCESS_RULES", 1)
