@@ -216,7 +216,7 @@ def test_events_reach_subscribers(bed: Bed, tmp_path: Path) -> None:
                            f"ACCESS_REMOVED {phone} {cam1} tcp/80 manual\n",
                            f"GROUP_CHANGED cameras {cam1} removed\n"]
             sub.sendto(b"UNSUBSCRIBE_EVENTS", str(bed.lab.daemon.socket_path))  # type: ignore[union-attr]
-            assert sub.recv(64) == b"OK\n"
+            assert wait_for(lambda: sub.recv(512) == b"OK\n", 10)  # after the last POLICY
         finally:
             path.unlink(missing_ok=True)
 
