@@ -237,6 +237,31 @@ def test_explain_names_the_missing_bridge_and_nat(tmp_path: Path) -> None:
     run(t, tmp_path)
 
 
+def test_explain_names_the_group_or_access_rule(tmp_path: Path) -> None:
+    async def t(api: Api) -> None:
+        reg = api.ctx.registry
+        for mac, vlan in ((A, 1), (B, 2)):
+            reg.accept_mac(mac, vlan)
+            reg.set_ip("add", mac, f"10.0.{vlan}.5")
+        reg.groups.add_member("cams", A)
+        _, body = await api.call("GET", f"/api/v1/explain?src={B}&dst={A}", "read")
+        assert body["allowed"] is False
+        assert f"ADD_GROUP_MEMBER cams {B}" in body["remedies"]
+        assert any("group cams would allow it" in r for r in body["reasons"]), body
+        reg.groups.add_access(A, B, "tcp", 80)
+        _, body = await api.call("GET", f"/api/v1/explain?src={A}&dst={B}", "read")
+        assert body["allowed"] is True and body["rule"] == "edgesec:from_device:access"
+        assert f"allowed by access rule {A} -> {B} tcp/80" in body["reasons"]
+        _, body = await api.call("GET", f"/api/v1/explain?src={B}&dst={A}", "read")
+        assert body["allowed"] is False
+        assert any("one-way" in r for r in body["reasons"]), body
+        reg.groups.add_member("cams", B)
+        _, body = await api.call("GET", f"/api/v1/explain?src={B}&dst={A}", "read")
+        assert body["allowed"] is True and body["rule"] == "edgesec:from_device:group"
+        assert "allowed by group cams (both are members)" in body["reasons"]
+    run(t, tmp_path)
+
+
 def test_events_stream_registry_changes_without_secrets(tmp_path: Path) -> None:
     async def t(api: Api) -> None:
         headers = {"Authorization": f"Bearer {api.tokens['read']}"}

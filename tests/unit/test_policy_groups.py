@@ -21,6 +21,7 @@ from test_policy_incremental import FakeRegistry, ModelNft
 
 from edgesec.groups import Access, GroupPolicy
 from edgesec.net import policy as P
+from edgesec.net.evaluator import Packet, Ruleset
 from edgesec.net.explain import PolicyView, accepts, answers, explain
 from edgesec.net.firewall import FirewallService
 from edgesec.registry import Device, RegistryError
@@ -103,6 +104,31 @@ def test_access_opens_one_direction_and_only_answers_come_back() -> None:
     assert accepts(rows, IC, ID, "udp", 5) == "access-any" and accepts(rows, IC, ID) == "access-any"
     assert accepts(rows, ID, IC) is None
     assert answers(rows, IC, ID) == "access-any-reply"
+
+
+def test_the_interpreted_ruleset_opens_one_way_only() -> None:
+    """Asked of the computed rules (edgesec.net.evaluator), not of set contents."""
+    reg = bed()
+    reg.groups.add_access(A, B, "tcp", 80)
+    rules = Ruleset.from_policy(P.skeleton(cfg()).commands, rows_of(reg))
+    a, b = reg.get(A), reg.get(B)
+    assert a is not None and b is not None
+
+    def passes(**kw: Any) -> str:
+        v = rules.verdict(Packet(**kw))  # type: ignore[arg-type]
+        return v.rule if v.accepted else ""
+
+    ab = {"iif": "br1", "src_mac": A, "src_ip": IA, "dst_ip": IB, "oif": "br2"}
+    ba = {"iif": "br2", "src_mac": B, "src_ip": IB, "dst_ip": IA, "oif": "br1"}
+    assert passes(**ab, dport=80) == "edgesec:from_device:access"
+    assert passes(**ab, dport=81) == "" and passes(**ab, l4proto="udp", dport=80) == ""
+    assert passes(**ba, sport=80, dport=5000, ct_state="established",
+                  ct_direction="reply") == "edgesec:from_device:access-reply"
+    # the other end never opens anything, not even from the allowed port
+    assert passes(**ba, sport=80, dport=5000) == ""
+    assert passes(**ba, dport=80) == ""
+    # an answer-looking packet of a connection B opened is no answer
+    assert passes(**ba, sport=80, dport=5000, ct_state="established") == ""
 
 
 def test_a_denied_end_or_an_address_outside_the_subnet_contributes_nothing() -> None:
@@ -234,6 +260,18 @@ def test_incremental_updates_equal_full_derivation(ops: list[tuple[Any, ...]]) -
     assert nft.sets == want
 
 
+def packet(src: Device, sip: str, dst: Device, dip: str, proto: str, port: int,
+           reply: bool = False) -> Packet:
+    """A forwarded packet src -> dst: a new connection's first packet, or an answer."""
+    c = cfg()
+    return Packet(iif=c.subnet(src.vlanid).bridge, src_mac=src.mac,  # type: ignore[union-attr]
+                  src_ip=sip, dst_ip=dip, oif=c.subnet(dst.vlanid).bridge,  # type: ignore[union-attr]
+                  l4proto=proto or "icmp", dport=0 if reply else port,
+                  sport=port if reply else 40000,
+                  ct_state="established" if reply else "new",
+                  ct_direction="reply" if reply else "original")
+
+
 @hsettings(max_examples=400, deadline=None)
 @given(st.lists(op, max_size=30))
 def test_explain_agrees_with_the_computed_sets(ops: list[tuple[Any, ...]]) -> None:
@@ -241,6 +279,7 @@ def test_explain_agrees_with_the_computed_sets(ops: list[tuple[Any, ...]]) -> No
     for o in ops:
         apply_op(reg, o)
     rows, view = rows_of(reg), PolicyView.from_registry(reg)
+    rules = Ruleset.from_policy(P.skeleton(cfg()).commands, rows)
     devs = reg.devices()
     for a in devs:
         for b in devs:
@@ -251,6 +290,14 @@ def test_explain_agrees_with_the_computed_sets(ops: list[tuple[Any, ...]]) -> No
                 got = {accepts(rows, x, y, proto, port) is not None
                        for x in P.valid_ips(cfg(), a) for y in P.valid_ips(cfg(), b)}
                 assert got <= {verdict.allowed}, (a, b, proto, port, verdict)
+                # ... and the interpreted ruleset (what the kernel runs) agrees
+                ran = {rules.verdict(packet(a, x, b, y, proto, port)).accepted
+                       for x in P.valid_ips(cfg(), a) for y in P.valid_ips(cfg(), b)}
+                assert ran == got, (a, b, proto, port, verdict)
+                answered = {rules.verdict(packet(b, y, a, x, proto, port, reply=True)).accepted
+                            for x in P.valid_ips(cfg(), a) for y in P.valid_ips(cfg(), b)}
+                if verdict.allowed:
+                    assert answered == {True}
                 if verdict.allowed:
                     assert got == {True}
                     # and the answers of an allowed connection come back

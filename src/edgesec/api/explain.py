@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesec.net import explain as X
 from edgesec.net import policy as P
 from edgesec.net.evaluator import Packet, Ruleset
 from edgesec.registry import Device, Registry, RegistryError, normalise_mac
@@ -38,7 +39,8 @@ class ExplainError(ValueError):
 
 
 def _ruleset(cfg: P.PolicyConfig, registry: Registry) -> Ruleset:
-    rows = P.elements(cfg, registry.devices(), registry.bridges())
+    rows = P.elements(cfg, registry.devices(), registry.bridges(),
+                      registry.groups.memberships(), registry.groups.rules())
     return Ruleset.from_policy(P.skeleton(cfg).commands, rows)
 
 
@@ -106,7 +108,8 @@ def explain(cfg: P.PolicyConfig, registry: Registry, src: str, dst: str) -> Expl
         verdict = _ruleset(cfg, registry).verdict(_packet(cfg, sdev, src_ips[0], dip, ddev))
         out.allowed, out.rule = verdict.accepted, verdict.rule
     if out.allowed:
-        out.reasons = ["allowed by rule " + out.rule]
+        named = [r for r in out.reasons if r.startswith("allowed by ")]  # bridge/group/rule
+        out.reasons = ["allowed by rule " + out.rule, *named]
         out.remedies = []
     return out
 
@@ -144,3 +147,10 @@ def _device_reasons(cfg: P.PolicyConfig, registry: Registry, sdev: Device, ddev:
         out.reasons.append(f"no bridge between {sdev.mac} and {ddev.mac}: devices are "
                            "isolated from each other by default")
         out.remedies.append(f"ADD_BRIDGE {sdev.mac} {ddev.mac}")
+    # groups and one-way access rules: which allow it, or which would
+    view = X.PolicyView.from_registry(registry)
+    named = X.explain(cfg, view, sdev.mac, ddev.mac, "tcp", PROBE_PORT)
+    out.reasons += [r for r in named.reasons if r.startswith(("allowed by group",
+                                                              "allowed by access",
+                                                              "access rule", "group "))]
+    out.remedies += X.remedies(view, sdev.mac, ddev.mac, "tcp", PROBE_PORT)

@@ -116,6 +116,21 @@ def explain(cfg: P.PolicyConfig, view: PolicyView, src: str, dst: str, proto: st
                                f"{what} to {b.mac}", *blockers, *hints))
 
 
+def remedies(view: PolicyView, src: str, dst: str, proto: str = "", port: int = 0
+             ) -> list[str]:
+    """Supervisor commands that would let ``src`` open ``proto/port`` connections to ``dst``
+    through a group or an access rule (the narrowest first)."""
+    if (src, dst, proto, port) in {(r.src, r.dst, r.proto, r.port) for r in view.access}:
+        return []
+    out = [f"ADD_ACCESS {src} {dst}" + (f" {proto}/{port}" if proto else "")]
+    groups_a = {g for g, m in view.memberships if m == src}
+    groups_b = {g for g, m in view.memberships if m == dst}
+    if not groups_a & groups_b:
+        out += [f"ADD_GROUP_MEMBER {g} {dst}" for g in sorted(groups_a)]
+        out += [f"ADD_GROUP_MEMBER {g} {src}" for g in sorted(groups_b)]
+    return out
+
+
 def _leased(rows: P.Rows, ip: str) -> bool:
     return any(r[2] == ip for r in rows[P.LEASES])
 
