@@ -145,6 +145,8 @@ class Ruleset:
                     return decided if decided is not None else "return"
             elif kind == "return":
                 return "return"
+            elif kind == "set" and arg.get("op") in ("add", "update"):
+                continue  # feeds a dynamic set (drop counting); decides nothing
             elif kind not in ("counter", "log", "masquerade"):
                 raise UnsupportedExpression(f"statement {kind!r}")
         return None

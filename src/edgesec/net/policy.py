@@ -61,6 +61,13 @@ GROUPS = "group_pairs"
 ACCESS = "access"
 ACCESS_ANY = "access_any"
 ROW_SETS = (LEASES, BRIDGES, NAT, DENIED, GROUPS, ACCESS, ACCESS_ANY)
+# Filled by the kernel, not by the policy: ``saddr . daddr`` of dropped IPv4
+# packets from devices, each with a counter, forgotten after an hour without
+# drops and bounded in size (a full set counts nothing more; the drop still
+# happens, in its own rule). Read by explain ("N packets dropped").
+DROPS = "drops"
+DROPS_TIMEOUT_S = 3600
+DROPS_SIZE = 65536
 
 SET_TYPES: dict[str, Any] = {
     DEVICE_IFS: "ifname",
@@ -353,7 +360,16 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         at = r.index(next(x for x in r if x[:2] == ("input", "drop")))
         r[at:at] = _dns_forward_input(cfg.dns_forward_port)
         r += _dns_redirect(cfg.dns_forward_port)
+    for chain in ("input", "from_device"):  # count what the final drops drop, per pair
+        at = r.index(next(x for x in r if x[:2] == (chain, "drop")))
+        r.insert(at, (chain, "count-drop", [_COUNT_DROP]))
     return r
+
+
+# A rule of its own, without a verdict: if the set is full the update fails and
+# only this rule ends; the drop that follows still drops.
+_COUNT_DROP = {"set": {"op": "update", "elem": {"concat": [_SADDR, _DADDR]},
+                       "set": f"@{DROPS}", "stmt": [{"counter": None}]}}
 
 
 def _dns_forward_input(port: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -412,6 +428,10 @@ def skeleton(cfg: PolicyConfig) -> Skeleton:
     cmds: list[dict[str, Any]] = [{"add": {"table": {"family": fam, "name": tab}}}]
     for name, typ in SET_TYPES.items():
         cmds.append({"add": {"set": {"family": fam, "table": tab, "name": name, "type": typ}}})
+    cmds.append({"add": {"set": {"family": fam, "table": tab, "name": DROPS,
+                                 "type": ["ipv4_addr", "ipv4_addr"],
+                                 "flags": ["dynamic", "timeout"], "timeout": DROPS_TIMEOUT_S,
+                                 "size": DROPS_SIZE}}})
     ifs = sorted({s.bridge for s in cfg.subnets})
     if ifs:
         cmds.append({"add": {"element": {"family": fam, "table": tab, "name": DEVICE_IFS,
