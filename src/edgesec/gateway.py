@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgesec import statelock
 from edgesec.config import Settings
 from edgesec.events import EventBus
 from edgesec.registry import Registry
@@ -81,6 +82,18 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Before anything is opened: state files are private, and the state is ours alone.
+        os.umask(statelock.STATE_UMASK)
+        self._pidfile: Any = None
+        self._lock_pidfile()
+        try:
+            self._state_locks = statelock.acquire(statelock.state_paths(settings))
+            self.store = Store(settings.system.connection_db_path)  # refuses a corrupt DB
+        except Exception:
+            self._release_pidfile()
+            raise
+        statelock.warn_open_directories(
+            p for label, p in statelock.state_paths(settings) if "Db" in label)
         self.bus = EventBus()
         self.table = CommandTable()
         self.vault: Any = None
@@ -88,16 +101,15 @@ class Gateway:
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self._install_crypt()
-        self.store = Store(settings.system.connection_db_path)
         self.registry = Registry(settings, self.store, self.bus, vault=self.vault)
         NetworkCommands(self.registry).install(self.table)
         self.table.register("STATUS", self._status_command, (0,))
         sup = settings.supervisor
         self.supervisor = SupervisorServer(
             self.table, self.bus, sup.supervisor_control_path, sup.supervisor_control_address,
-            sup.supervisor_control_port, _control_key(settings))
+            sup.supervisor_control_port, _control_key(settings),
+            allow_plain_udp=sup.allow_unauthenticated_udp)
         self._stop = asyncio.Event()
-        self._pidfile: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- building ----------------------------------------------------------------
@@ -189,6 +201,7 @@ class Gateway:
             self._crypt_commands.close()
         self.store.close()
         self._release_pidfile()
+        self._state_locks.release()
 
     async def reload(self) -> None:
         """SIGHUP: every service that can reconcile or reload does so."""
@@ -234,7 +247,7 @@ class Gateway:
     # -- pid file ---------------------------------------------------------------------
     def _lock_pidfile(self) -> None:
         path = self.settings.system.pid_file_path
-        if path is None:
+        if path is None or self._pidfile is not None:  # taken in __init__, before start()
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
