@@ -8,6 +8,7 @@ a clear message and nothing of the running daemon touched.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from daemon import EDGESEC, Daemon, write_config
+from edgesec.lab.topology import Topology
+from isolation_lab import IsolationLab, wait_for
 from edgesec.store import DeviceRow, Store
 
 A = "11:22:33:44:55:66"
@@ -238,3 +241,36 @@ def test_corrupt_index_refuses_to_start(tmp_path: Path) -> None:
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "edgesec.sock").exists() and not (tmp_path / "edgesec.pid").exists()
     assert (tmp_path / "connections.sqlite").read_bytes() == before  # nothing "repaired"
+
+
+# -- 3: children die with the daemon -----------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_the_daemon_takes_dnsmasq_with_it() -> None:
+    with Topology() as topo:
+        dev = topo.add_device("a", 1)
+        lab = IsolationLab(topo)
+        try:
+            daemon = lab.start()
+            pid = wait_for(lab.dnsmasq_pid, 30)
+            assert pid and _alive(pid), lab.status()
+            daemon.kill9()
+            assert wait_for(lambda: not _alive(pid), 30), f"dnsmasq {pid} outlived the daemon"
+            # the next daemon's dnsmasq gets the DHCP port and serves leases
+            lab.start()
+            lab.join(dev)
+            status = lab.status()
+            assert re.search(r"^dhcp ok dnsmasq running pid \d+ \(restarts 0\)", status,
+                             re.M), status
+        finally:
+            if lab.daemon is not None:
+                print(lab.daemon.log()[-3000:])
+            lab.stop()

@@ -148,6 +148,10 @@ class HostapdService:
         att = "attached" if self.mon is not None and self.mon.attached else "not attached"
         return f"{proc}, {att} to {self.ctrl_path}, {self.events_seen} station events"
 
+    def health(self) -> tuple[str, str]:
+        """Our hostapd child's health (crash loop: failed); an external one is not ours."""
+        return self.process.health() if self.process is not None else ("ok", "")
+
     # -- control interface -------------------------------------------------------------
     def _on_started(self, pid: int) -> None:
         log.info("hostapd: started pid %d; will attach to %s", pid, self.ctrl_path)

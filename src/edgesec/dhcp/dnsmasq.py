@@ -17,7 +17,8 @@ adds, after them:
 * ``no-ping``: dnsmasq otherwise waits ~3 s per new lease pinging the address;
   the firewall's anti-spoofing already makes an address unusable to anyone but
   its lease holder;
-* ``pid-file=`` (none: we track dnsmasq by the pid we started).
+* ``pid-file=`` (none: we track dnsmasq by the pid we started; it dies with
+  the daemon through ``PR_SET_PDEATHSIG``, see :mod:`edgesec.process`).
 
 dnsmasq runs as ``<dhcpBinPath> --bind-dynamic --no-daemon -C <config>``, as
 the original does.
@@ -203,6 +204,10 @@ class DhcpService:
         if self.proc is None:
             return "config written (dnsmasq not run)"
         return f"dnsmasq {self.proc.status()}"
+
+    def health(self) -> tuple[str, str]:
+        """``failed`` while dnsmasq crash-loops (STATUS must not say ok then)."""
+        return self.proc.health() if self.proc is not None else ("ok", "")
 
 
 def ranges_for(settings: Any) -> Iterable[RangeLine]:
