@@ -202,7 +202,7 @@ class SupervisedProcess:
         popen = subprocess.Popen(
             self.argv, env=env, cwd=self.cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid(), self.death_signal))  # noqa: PLW1509
+            preexec_fn=_die_with_parent(os.getpid(), self.death_signal))
         self.proc = _Child(popen, self.name, asyncio.get_running_loop())
         log.info("%s started: pid %d", self.name, popen.pid)
         if self.on_started is not None:

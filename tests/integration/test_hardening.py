@@ -15,10 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from isolation_lab import IsolationLab, wait_for
 
 from daemon import EDGESEC, Daemon, write_config
 from edgesec.lab.topology import Topology
-from isolation_lab import IsolationLab, wait_for
 from edgesec.store import DeviceRow, Store
 
 A = "11:22:33:44:55:66"

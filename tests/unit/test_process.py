@@ -211,7 +211,7 @@ def test_crash_loop_is_reported_failed() -> None:
         await proc.start()
         try:
             await _until(lambda: proc.health()[0] == "failed", 30)
-            state, why = proc.health()
+            _state, why = proc.health()
             assert "crash-looping" in why and "last exit 5" in why, why
         finally:
             await proc.stop()
