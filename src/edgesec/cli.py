@@ -33,6 +33,9 @@ def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edgesec.ratelog import install
+
+    install()  # nothing a device or client repeats can flood the log
 
 
 def _version(value: bool) -> None:

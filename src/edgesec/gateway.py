@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import signal
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,8 @@ class Gateway:
                 self.registry.flush_join_times()
                 if ticks % BRIDGE_EXPIRY_TICKS == 0:
                     self.registry.expire_bridges()
+            except sqlite3.OperationalError as exc:  # disk full: one line, rate-limited
+                log.error("registry housekeeping failed: %s", exc)
             except Exception:
                 log.exception("registry housekeeping failed")
 

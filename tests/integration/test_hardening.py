@@ -12,6 +12,7 @@ import re
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,109 @@ def test_kill_9_of_the_daemon_takes_dnsmasq_with_it() -> None:
             if lab.daemon is not None:
                 print(lab.daemon.log()[-3000:])
             lab.stop()
+
+
+# -- 13: log amplification ---------------------------------------------------------------------
+
+FLOOD_SECRET = "flood-secret"
+LOG_BOUND = 64 * 1024  # bytes the whole flood may add to the daemon's log
+
+
+def _pyrad_request(mac: str, ident: int) -> bytes:
+    from pyrad.packet import AuthPacket
+
+    from edgesec.access.radius_dictionary import pyrad_dictionary
+
+    plain = mac.replace(":", "")
+    pkt = AuthPacket(id=ident & 0xFF, secret=FLOOD_SECRET.encode(), dict=pyrad_dictionary())
+    pkt["User-Name"] = plain
+    pkt["User-Password"] = pkt.PwCrypt(plain)
+    pkt["Calling-Station-Id"] = mac.replace(":", "-").upper()
+    pkt.add_message_authenticator()
+    return pkt.RequestPacket()
+
+
+def _radius_requests(status: str) -> int:
+    m = re.search(r"^radius ok .* requests (\d+) accepts (\d+) rejects (\d+)", status, re.M)
+    assert m, status
+    return int(m.group(1))
+
+
+def test_radius_flood_on_an_exhausted_pool_keeps_the_log_small(tmp_path: Path,
+                                                             daemons) -> None:
+    port = free_udp_port()
+    d = daemons(write_config(tmp_path, {
+        "system": {"execRadius": True, "allowAllConnections": True, "allocateVlans": True},
+        "radius": {"port": port, "secret": FLOOD_SECRET, "clientIP": "127.0.0.1"},
+        "interfaces": {"vlanPoolPrefix": "10.200.0.0/27", "vlanPoolPrefixLen": 28,
+                       "vlanPoolFirstVlan": 100}}))
+    flood = [_pyrad_request(f"02:00:00:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:"
+                            f"{i & 0xFF:02x}", i) for i in range(3000)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        for first in flood[:2]:  # the two pool VLANs are taken
+            s.sendto(first, ("127.0.0.1", port))
+            assert s.recv(4096)[0] == 2  # Access-Accept
+        size = d.log_path.stat().st_size
+        s.setblocking(False)
+        replies = 0
+        for i, packet in enumerate(flood[2:]):
+            s.sendto(packet, ("127.0.0.1", port))
+            if i % 32 == 31:
+                while True:
+                    try:
+                        replies += s.recv(4096)[0] == 3  # Access-Reject
+                    except BlockingIOError:
+                        break
+                time.sleep(0.002)
+        deadline = time.monotonic() + 60
+        while _radius_requests(d.ctl("STATUS")) < 2 + len(flood[2:]) * 0.9:
+            assert time.monotonic() < deadline, d.ctl("STATUS")
+            time.sleep(0.2)
+    grown = d.log_path.stat().st_size - size
+    text = d.log()[size:]
+    assert grown < LOG_BOUND, (grown, text[-3000:])
+    assert "pool is exhausted" in text and "Traceback" not in text, text[-3000:]
+    assert d.ctl("PING_SUPERVISOR") == "PONG\n"
+
+
+def test_commands_on_a_full_disk_keep_the_log_small(tmp_path: Path) -> None:
+    """The registry on a 1 MiB tmpfs (a private mount namespace), filled up."""
+    state = tmp_path / "state"
+    state.mkdir()
+    config = write_config(tmp_path, {"system": {"connectionDbPath": "state/connections.sqlite",
+                                                "allowAllConnections": True}})
+    log_path = tmp_path / "edgesec.log"
+    inner = (f"mount -t tmpfs -o size=1m tmpfs {state} && exec {' '.join(EDGESEC)} run "
+             f"-c {config} -ddd")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                 inner], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    d = Daemon(config)
+    d.proc = proc  # stopped by its pid below
+    try:
+        deadline = time.monotonic() + 30
+        while not d.socket_path.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, d.log()
+            time.sleep(0.05)
+        label = "x" * 250
+        i, full = 0, False
+        while not full:  # fill the disk with devices
+            i += 1
+            assert i < 20_000, "the 1 MiB file system never filled up"
+            full = d.ctl(f"ACCEPT_MAC 02:00:00:00:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x} 1") \
+                != "OK\n" or (d.ctl(f"SET_IP add 02:00:00:00:{i >> 8 & 0xFF:02x}:"
+                                    f"{i & 0xFF:02x} 10.0.1.{i % 250 + 2}") != "OK\n")
+            if not full:
+                d.ctl(f"ASSIGN_PSK 02:00:00:00:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x} "
+                      f"{label[:63]}")
+        size = log_path.stat().st_size
+        for j in range(2000):  # every one of these fails: disk full
+            assert d.ctl(f"ACCEPT_MAC 02:00:01:00:{j >> 8 & 0xFF:02x}:{j & 0xFF:02x} 2") \
+                == "FAIL\n"
+        text = log_path.read_text(errors="replace")[size:]
+        assert log_path.stat().st_size - size < LOG_BOUND, text[-3000:]
+        assert "database or disk is full" in text and "Traceback" not in text, text[-3000:]
+        assert d.ctl("PING_SUPERVISOR") == "PONG\n"
+    finally:
+        d.stop()
