@@ -11,7 +11,8 @@ DEB_PACKAGES := python3 python3-venv python3-dev python3-nftables gcc \
 	iproute2 nftables iptables dnsmasq-base hostapd wpasupplicant \
 	freeradius freeradius-utils softhsm2 socat netcat-openbsd \
 	tcpdump tshark libpcap0.8 libpcap-dev udhcpc busybox iperf3 \
-	avahi-daemon avahi-utils procps
+	avahi-daemon avahi-utils procps \
+	chromium prometheus
 
 .PHONY: demo test bench lint deps venv clean
 

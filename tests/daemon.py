@@ -43,6 +43,8 @@ BASE_CONFIG: dict[str, dict[str, object]] = {
     "dhcp": {f"dhcpRange{v}": f"{v},10.0.{v}.2,10.0.{v}.254,255.255.255.0,24h"
              for v in range(1, 6)},
     "ap": {"wpaPassphrase": "default-pass-1"},
+    # beside the config, never the shared /run/edgesec/api.sock of a real gateway
+    "api": {"socketPath": "api.sock"},
 }
 
 

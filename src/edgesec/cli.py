@@ -25,7 +25,10 @@ SUB_APPS = {
     "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
     "lab": ("edgesec.lab.cli", "app", "Virtual IoT devices in network namespaces."),
+    "api": ("edgesec.api.cli", "app", "Management API: tokens."),
 }
+# Top-level views served by the management API (defined in edgesec.api.cli).
+API_VIEWS = ("devices", "status", "explain")
 
 
 def setup_logging(verbosity: int) -> None:
@@ -155,6 +158,8 @@ def _mount_sub_apps(argv: list[str]) -> None:
         wanted = []
     elif first in SUB_APPS:
         wanted = [first]
+    elif first in API_VIEWS:
+        wanted = ["api"]
     elif first in {"run", "ctl", "config", "demo"}:
         wanted = []
     else:
@@ -166,6 +171,10 @@ def _mount_sub_apps(argv: list[str]) -> None:
         except (ImportError, AttributeError):
             continue
         app.add_typer(sub, name=name, help=help_text)
+        if name == "api":
+            module_obj = importlib.import_module(module)
+            for view in API_VIEWS:
+                app.command(view)(getattr(module_obj, view))
 
 
 def main() -> None:

@@ -49,6 +49,14 @@ def parse_int(text: str) -> int:
     raise ValueError("expected an integer")
 
 
+def parse_count(text: str) -> int:
+    """A non-negative integer (a rate, a size, a number of seconds; 0 often means off)."""
+    n = parse_int(text)
+    if n < 0:
+        raise ValueError("expected 0 or a positive integer")
+    return n
+
+
 def parse_port(text: str) -> int:
     port = parse_int(text)
     if not 0 <= port <= 65535:
@@ -265,6 +273,9 @@ class RadiusSettings:
     secret: str = key("secret", parse_str, "")
     require_message_authenticator: bool = key("requireMessageAuthenticator", parse_bool, True)
     secret_in_vault: bool = key("secretInVault", parse_bool, False)
+    # Admissions of devices without a record (token bucket; 0 = no limit).
+    new_device_rate: int = key("newDeviceRate", parse_count, 30)  # per minute
+    new_device_burst: int = key("newDeviceBurst", parse_count, 10)
 
 
 @dataclass(frozen=True)
@@ -315,6 +326,8 @@ class InterfacesSettings:
     vlan_pool_prefix: str = key("vlanPoolPrefix", parse_str, "")
     vlan_pool_prefix_len: int = key("vlanPoolPrefixLen", parse_prefixlen, 28)
     vlan_pool_first_vlan: int = key("vlanPoolFirstVlan", parse_vlan, 100)
+    # Seconds after which a pool device never seen again gives its VLAN back (0 = never).
+    vlan_pool_lifetime: int = key("vlanPoolLifetime", parse_count, 600)
     subnets: tuple[Subnet, ...] = ()
 
     def subnet_for_vlan(self, vlan: int) -> Subnet | None:
@@ -376,6 +389,19 @@ class CryptSection:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """``[api]``: the management API (HTTP + JSON, metrics, dashboard); see docs/api.md."""
+
+    socket_path: Path | None = path_key("socketPath", "/run/edgesec/api.sock")
+    socket_group: str = key("socketGroup", parse_str, "")
+    address: str = key("address", parse_ipv4, "127.0.0.1")
+    port: int = key("port", parse_port, 0)
+    token_file: Path | None = path_key("tokenFile", "api-tokens.json")
+    cert_file: Path | None = path_key("certFile", "")
+    key_file: Path | None = path_key("keyFile", "")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything edgesec reads from ``config.ini``."""
 
@@ -391,6 +417,7 @@ class Settings:
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
     interfaces: InterfacesSettings = field(default_factory=InterfacesSettings)
     crypt: CryptSection = field(default_factory=CryptSection)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
 
 SECTIONS: dict[str, type] = {
@@ -405,6 +432,7 @@ SECTIONS: dict[str, type] = {
     "dhcp": DhcpSettings,
     "interfaces": InterfacesSettings,
     "crypt": CryptSection,
+    "api": ApiSettings,
 }
 
 # ---------------------------------------------------------------------------

@@ -73,6 +73,8 @@ OPTIONAL_SERVICES: tuple[ServiceSpec, ...] = (
                 lambda s: s.system.exec_mdns_forward),
     ServiceSpec("capture", "edgesec.capture.service", "build_capture_service",
                 lambda s: s.system.exec_capture),
+    ServiceSpec("api", "edgesec.api.service", "build_api_service",
+                lambda s: s.api.socket_path is not None or s.api.port != 0),
 )
 # Services that must be up before the control API answers (the rest start after it).
 EARLY = ("subnets", "firewall")
@@ -143,6 +145,9 @@ class Gateway:
             return None
 
     async def _start_service(self, service: Service) -> None:
+        attach = getattr(service, "attach", None)
+        if attach is not None:  # the API reads STATUS and the counters per request
+            attach(self.status_lines, self.service_counters)
         try:
             await service.start()
         except Exception as exc:
@@ -176,7 +181,8 @@ class Gateway:
         log.info("gateway running: %s", ", ".join(s.name for s in self.services))
 
     async def _housekeeping(self) -> None:
-        """Once a second: write pending join times; every few seconds: expire bridges."""
+        """Once a second: write pending join times; every few seconds: expire bridges
+        and reclaim pool VLANs of devices not seen for ``vlanPoolLifetime``."""
         ticks = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
@@ -185,6 +191,7 @@ class Gateway:
                 self.registry.flush_join_times()
                 if ticks % BRIDGE_EXPIRY_TICKS == 0:
                     self.registry.expire_bridges()
+                    self.registry.reclaim_pool_vlans(self.settings.interfaces.vlan_pool_lifetime)
             except sqlite3.OperationalError as exc:  # disk full: one line, rate-limited
                 log.error("registry housekeeping failed: %s", exc)
             except Exception:
@@ -243,6 +250,15 @@ class Gateway:
         lines = [f"{s.name} ok {s.status()}" for s in self.services]
         lines += [f"{name} failed {why}" for name, why in self.failed.items()]
         return lines
+
+    def service_counters(self) -> dict[str, dict[str, float]]:
+        """Each running service's own monotonic counters (for metrics)."""
+        out: dict[str, dict[str, float]] = {}
+        for service in self.services:
+            counters = getattr(service, "counters", None)
+            if counters is not None:
+                out[service.name] = dict(counters())
+        return out
 
     def _status_command(self, _q: Request) -> str:
         return "".join(line.replace("\n", " ") + "\n" for line in self.status_lines())

@@ -15,13 +15,16 @@ import logging
 import re
 import secrets
 import time
+import unicodedata
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from edgesec.config import Settings
 from edgesec.events import Event, EventBus
+from edgesec.reclaim import reclaimable
 from edgesec.store import BridgeRow, DeviceRow, Store, TicketRow
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = 0, 1, 2
 IP_ADD, IP_OLD, IP_DEL = 1, 2, 3
 TICKET_LIFETIME_S = 60
 MAX_LABEL = 254
+MAX_TICKET_OFFERS = 1024  # unknown MACs offered an open ticket, awaiting their handshake
+MAX_LEASE_SEEN = 65536  # last-lease times kept in memory (devices only: bounded by rows)
 
 _MAC_HEX = re.compile(r"[0-9a-fA-F]{2}")
 _CANONICAL_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
@@ -166,6 +171,13 @@ class Registry:
         # Bumped on every change of a device record, join times included: readers
         # that cache a rendering of devices() (GET_ALL) compare it.
         self.generation = 0
+        # MAC -> passphrase of the open ticket its RADIUS accept carried; the
+        # ticket is bound only when that station completes the WPA handshake
+        # (set_status CONNECTED), so a MAC that does not know it cannot burn it.
+        self._offers: OrderedDict[str, str] = OrderedDict()
+        # MAC -> unix time of its last lease report (not persisted: after a
+        # restart the join time and a held address stand in for it).
+        self._lease_seen: dict[str, float] = {}
         self._load()
 
     # -- loading -------------------------------------------------------------
@@ -179,6 +191,10 @@ class Registry:
                     continue
                 stored = self.vault.get_secret(dev.id) if dev.id else None  # type: ignore[union-attr]
                 dev = replace(dev, psk=stored.decode() if stored else "")
+            if not _label_ok(dev.label):
+                log.warning("device %s has a label with a comma or control character "
+                            "(from an older database); GET_ALL lines for it are ambiguous "
+                            "until it is relabelled", dev.mac)
             self._remember(dev)
         for b in self.store.load_bridges():
             self._bridges[(b.mac_a, b.mac_b)] = Bridge(b.mac_a, b.mac_b, b.reason, b.created,
@@ -241,6 +257,11 @@ class Registry:
 
     def tickets(self) -> list[Ticket]:
         return list(self._tickets.values())
+
+    def is_known(self, mac: str) -> bool:
+        """True when ``mac`` has a record (RADIUS rate-limits admissions of the others)."""
+        # RADIUS passes canonical MACs: one dict lookup on the hot path.
+        return mac in self._devices or normalise_mac(mac) in self._devices
 
     # -- device writes -------------------------------------------------------
     def _new_device(self, mac: str) -> Device:
@@ -323,17 +344,27 @@ class Registry:
         mac = normalise_mac(mac)
         event = Event("ap", mac, {"status": status})
         dev = self._devices.get(mac)
+        if dev is None and status == STATUS_CONNECTED and mac in self._offers:
+            # The station completed the handshake with the offered ticket's passphrase.
+            dev = self._bind_offer(mac)
         if dev is None:
             self.bus.publish(event)
             return None
         return self._save(replace(dev, status=status), event)
 
-    def set_ip(self, kind: str, mac: str, ip: str) -> Device | None:
+    def set_ip(self, kind: str, mac: str, ip: str, interface: str | None = None
+               ) -> Device | None:
         """Apply a DHCP lease report (the original's SET_IP).
 
         ``kind`` is ``add``/``old``/``del`` (first three letters count, as in
         the original) or ``arp`` (ignored).  Returns the device, or ``None``
         for ``arp``.
+
+        With ``interface`` (the lease hook's report: the bridge the request
+        came in on, or ``-`` when dnsmasq did not say) the lease came from a
+        device and proves nothing about it: it must be a known, allowed
+        device, and the address and interface must belong to the VLAN it was
+        admitted on; otherwise nothing is created or changed.
         """
         head = kind[:3]
         if head == "arp":
@@ -345,8 +376,12 @@ class Registry:
             addr = str(ipaddress.IPv4Address(ip.split("/")[0]))
         except ValueError:
             raise RegistryError(f"invalid IPv4 address {ip!r}") from None
-        if self.settings.interfaces.subnet_for_ip(addr) is None:
+        subnet = self.settings.interfaces.subnet_for_ip(addr)
+        if subnet is None:
             raise RegistryError(f"{addr} is in no configured subnet")
+        if interface is not None:
+            self._check_lease(mac, addr, subnet.vlan, subnet.bridge, interface)
+            self._lease_seen[mac] = self.clock()
         dev = self._current(mac)
         if head == "del":
             new = replace(
@@ -368,6 +403,22 @@ class Registry:
         self._release_ip_elsewhere(addr, mac)
         code = IP_ADD if head == "add" else IP_OLD
         return self._save(new, Event("ip", mac, {"ip": addr, "type": code, "primary": primary}))
+
+    def _check_lease(self, mac: str, addr: str, vlan: int, bridge: str, interface: str) -> None:
+        """Refuse a lease report that does not fit the device's admission (see set_ip)."""
+        dev = self._devices.get(mac)
+        if dev is None:
+            raise RegistryError(f"lease of {addr} for unknown device {mac} ignored")
+        if not dev.allow:
+            raise RegistryError(f"lease of {addr} for denied device {mac} ignored")
+        if vlan != dev.vlanid:
+            raise RegistryError(f"lease of {addr} (VLAN {vlan}) for {mac}, which is on "
+                                f"VLAN {dev.vlanid}, ignored")
+        if interface != "-" and interface != bridge:
+            raise RegistryError(f"lease of {addr} for {mac} came in on {interface}, not "
+                                f"on its bridge {bridge}, ignored")
+        if len(self._lease_seen) >= MAX_LEASE_SEEN:
+            self._lease_seen = {m: t for m, t in self._lease_seen.items() if m in self._devices}
 
     def _release_ip_elsewhere(self, addr: str, mac: str) -> None:
         """An address belongs to one device: a lease moving to ``mac`` leaves the old holder."""
@@ -469,7 +520,8 @@ class Registry:
             return sys.default_open_vlan_id
         pool = sorted(ifs.pool_vlans)
         if pool:
-            used = {d.vlanid for d in self._devices.values()}
+            # A denied device holds no pool VLAN: it can never use it.
+            used = {d.vlanid for d in self._devices.values() if d.allow}
             free = next((v for v in pool if v not in used), None)
             if free is None:
                 raise RegistryError("the VLAN pool is exhausted")
@@ -503,17 +555,50 @@ class Registry:
         if dev is not None:
             return self._admitted(dev, dev.psk or default_psk, "known device")
         if sys.allow_all_connections:
-            new = replace(self._new_device(mac), vlanid=self.allocate_vlan(mac))
+            try:
+                vlan = self.allocate_vlan(mac)
+            except RegistryError as exc:  # an answer, not a failure: no traceback per request
+                return Admission(False, reason=str(exc))
+            new = replace(self._new_device(mac), vlanid=vlan)
             return self._admitted(new, default_psk, "allowAllConnections")
         ticket = self._open_ticket(passphrase)
         if ticket is None:
             return Admission(False, reason="unknown device and no open ticket")
+        if passphrase is None:
+            # hostapd's MAC-ACL request proves nothing: offer the ticket (its VLAN and
+            # passphrase) and bind it once the station completes the handshake.
+            self._offer(mac, ticket.passphrase)
+            return Admission(True, ticket.vlanid, ticket.passphrase, ticket.label,
+                             "ticket offered")
+        return self._bind_ticket(mac, ticket)
+
+    def _bind_ticket(self, mac: str, ticket: Ticket) -> Admission:
         new = replace(self._new_device(mac), allow=True, vlanid=ticket.vlanid,
                       psk=ticket.passphrase, label=ticket.label)
         with self.store.transaction():
             self.store.put_ticket(replace(ticket, used_by=mac))
         del self._tickets[ticket.passphrase]
+        for other in [m for m, p in self._offers.items() if p == ticket.passphrase]:
+            del self._offers[other]
         return self._admitted(new, ticket.passphrase, "ticket")
+
+    def _offer(self, mac: str, passphrase: str) -> None:
+        self._offers.pop(mac, None)
+        self._offers[mac] = passphrase
+        while len(self._offers) > MAX_TICKET_OFFERS:
+            self._offers.popitem(last=False)
+
+    def _bind_offer(self, mac: str) -> Device | None:
+        """Bind the ticket offered to ``mac`` if it is still open; the new record or None."""
+        passphrase = self._offers.pop(mac)
+        self._drop_expired_tickets()
+        ticket = self._tickets.get(passphrase)
+        if ticket is None:
+            log.info("station %s connected after its offered ticket expired or was used", mac)
+            return None
+        self._bind_ticket(mac, ticket)
+        log.info("ticket bound to %s after its handshake", mac)
+        return self._devices.get(mac)
 
     def _admitted(self, dev: Device, psk: str, reason: str) -> Admission:
         self._check_vlan_or_default(dev)
@@ -552,8 +637,87 @@ class Registry:
             raise RegistryError(
                 f"device {dev.mac} is on VLAN {dev.vlanid}, which is not configured")
 
+    # -- removal and reclaiming ------------------------------------------------
+    def remove_device(self, mac: str) -> Device:
+        """Delete ``mac``'s record, its bridges and its ticket binding (durable).
+
+        Publishes ``bridge_removed`` for each bridge, then a ``device`` event
+        whose ``device`` is ``None`` and ``removed`` the old record, so every
+        service forgets it.  Unknown MAC: RegistryError.
+        """
+        mac = normalise_mac(mac)
+        if mac not in self._devices:
+            raise RegistryError(f"no device {mac}")
+        return self._remove_devices([mac], "removed")[0]
+
+    def reclaim_pool_vlans(self, lifetime: float) -> list[Device]:
+        """Remove pool devices not seen for ``lifetime`` seconds (one transaction).
+
+        Which ones is :func:`edgesec.reclaim.reclaimable`'s decision; the
+        gateway's housekeeping calls this.  Returns the removed records.
+        """
+        if lifetime <= 0:
+            return []
+        pool = self.settings.interfaces.pool_vlans
+        if not pool:
+            return []
+        macs = reclaimable(self.devices(), pool, self._lease_seen, self.clock(), lifetime)
+        if not macs:
+            return []
+        removed = self._remove_devices(macs, "reclaimed")
+        log.info("reclaimed the pool VLANs of %d devices not seen for %ds: %s", len(removed),
+                 int(lifetime), ", ".join(f"{d.mac} (VLAN {d.vlanid})" for d in removed[:8]))
+        return removed
+
+    def _remove_devices(self, macs: Iterable[str], reason: str) -> list[Device]:
+        """Delete records, their bridges and ticket bindings in one transaction, then publish.
+
+        The one place a device is deleted (``REMOVE_DEVICE`` and the pool
+        reclaim both come here): anything else a device owns is deleted here too.
+        """
+        self._fold_joins()
+        olds = [self._devices[m] for m in dict.fromkeys(macs) if m in self._devices]
+        gone = {d.mac for d in olds}
+        pairs = [p for p in self._bridges if p[0] in gone or p[1] in gone]
+        with self.store.transaction():
+            self.store.delete_devices(gone)
+            self.store.delete_bridges(pairs)
+            self.store.delete_tickets_used_by(gone)
+        if self._psk_in_vault:
+            for d in olds:
+                if d.psk:
+                    self.vault.delete(d.id)  # type: ignore[union-attr]
+        for d in olds:
+            self.generation += 1
+            del self._devices[d.mac]
+            for ip in d.ips:
+                if self._by_ip.get(ip) == d.mac:
+                    del self._by_ip[ip]
+            self._admissions.pop(d.mac, None)
+            self._joins.pop(d.mac, None)
+            self._unflushed.discard(d.mac)
+            self._lease_seen.pop(d.mac, None)
+            self._offers.pop(d.mac, None)
+        for pair in pairs:
+            del self._bridges[pair]
+            self.bus.publish(Event("bridge_removed", pair[0], {"peer": pair[1],
+                                                               "reason": reason}))
+        for d in olds:
+            self.bus.publish(Event("device", d.mac, {"device": None, "removed": d,
+                                                     "reason": reason}))
+        return olds
+
+
+def _label_ok(label: str) -> bool:
+    """One GET_ALL field: no comma, no control or line/paragraph separator characters."""
+    return "," not in label and not any(
+        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn") for c in label)
+
 
 def _check_label(label: str) -> str:
-    if len(label.encode()) > MAX_LABEL or any(c in label for c in "\n\r\0"):
-        raise RegistryError(f"a label is at most {MAX_LABEL} bytes on one line")
+    if len(label.encode("utf-8", "surrogatepass")) > MAX_LABEL:
+        raise RegistryError(f"a label is at most {MAX_LABEL} bytes")
+    if not _label_ok(label):
+        raise RegistryError("a label must not contain commas or control characters "
+                            "(it is one field of a GET_ALL line)")
     return label

@@ -215,6 +215,9 @@ class Store:
              int(row.nat), int(row.allow), row.label, row.timestamp, row.psk),
         )
 
+    def delete_devices(self, macs: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM instance WHERE mac=?", [(m,) for m in macs])
+
     def put_bridge(self, row: BridgeRow) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO bridges (mac_a, mac_b, reason, created, expires)"
@@ -235,3 +238,7 @@ class Store:
 
     def delete_tickets(self, passphrases: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM tickets WHERE passphrase=?", [(p,) for p in passphrases])
+
+    def delete_tickets_used_by(self, macs: Iterable[str]) -> None:
+        """Forget which tickets these devices used (removing a device removes its binding)."""
+        self.db.executemany("DELETE FROM tickets WHERE used_by=?", [(m,) for m in macs])

@@ -199,6 +199,7 @@ VALID_ARGS = {
     "CLEAR_BRIDGE": [A],
     "GET_BRIDGES": [],
     "REGISTER_TICKET": [A, "label", "1"],
+    "REMOVE_DEVICE": [A],
 }
 
 
@@ -208,6 +209,8 @@ def test_every_command_is_covered(h: Harness) -> None:
 
 @pytest.mark.parametrize("name", sorted(VALID_ARGS))
 def test_valid_arguments_succeed(h: Harness, name: str) -> None:
+    if name == "REMOVE_DEVICE":
+        assert h.send(f"ACCEPT_MAC {A} 1") == "OK\n"  # it removes an existing device
     reply = h.send(" ".join([name, *VALID_ARGS[name]]))
     assert reply != "FAIL\n" and reply.endswith("\n")
 
@@ -235,7 +238,7 @@ BAD_MACS = ["11:22:33:44:55", "11:22:33:44:55:66:77", "11:22:33:44:55:6g", "1122
     "SET_IP add {m} 10.0.1.2", "ACCEPT_MAC {m} 1", "DENY_MAC {m}", "ADD_NAT {m}",
     "REMOVE_NAT {m}", "ASSIGN_PSK {m} passphrase1", "CLEAR_PSK {m}", "GET_MAP {m}",
     "ADD_BRIDGE {m} " + A, "ADD_BRIDGE " + A + " {m}", "REMOVE_BRIDGE {m} " + A,
-    "CLEAR_BRIDGE {m}", "REGISTER_TICKET {m} label 1",
+    "CLEAR_BRIDGE {m}", "REGISTER_TICKET {m} label 1", "REMOVE_DEVICE {m}",
 ])
 def test_bad_mac_fails(h: Harness, template: str, bad: str) -> None:
     assert h.send(template.format(m=bad)) == "FAIL\n"

@@ -18,7 +18,7 @@ MAC = "02:AB:cd:00:11:22"
 def test_valid_lease_is_normalised_and_hostname_never_forwarded() -> None:
     ev = parse_lease_args(["add", MAC, "10.0.1.5", "evil host; rm -rf /"])
     assert ev == LeaseEvent("add", "02:ab:cd:00:11:22", "10.0.1.5")
-    assert ev.command() == "SET_IP add 02:ab:cd:00:11:22 10.0.1.5"
+    assert ev.command() == "SET_IP add 02:ab:cd:00:11:22 10.0.1.5 -"
     assert parse_lease_args(["old", MAC, "10.0.1.5"]).action == "old"  # type: ignore[union-attr]
     assert parse_lease_args(["del", MAC, "10.0.1.5"]).action == "del"  # type: ignore[union-attr]
 
@@ -55,7 +55,7 @@ def test_any_arguments_give_a_single_line_command_or_a_clear_error(args: list[st
         return
     if ev is not None:
         words = ev.command().split(" ")
-        assert len(words) == 4 and "\n" not in ev.command()
+        assert len(words) == 5 and "\n" not in ev.command()
 
 
 @given(st.sampled_from(["add", "old", "del"]), st.binary(min_size=6, max_size=6),
@@ -89,7 +89,33 @@ def test_main_sends_set_ip_and_waits_for_ok(tmp_path: Path) -> None:
     t, got = _server(path, b"OK\n")
     assert main(["--socket", str(path), "add", MAC, "10.0.1.5", "host"]) == 0
     t.join(5)
-    assert got == [b"SET_IP add 02:ab:cd:00:11:22 10.0.1.5"]
+    assert got == [b"SET_IP add 02:ab:cd:00:11:22 10.0.1.5 -"]
+
+
+def test_main_reports_the_interface_dnsmasq_names(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sup.sock"
+    t, got = _server(path, b"OK\n")
+    monkeypatch.setenv("DNSMASQ_INTERFACE", "br100")
+    assert main(["--socket", str(path), "old", MAC, "10.0.1.5"]) == 0
+    t.join(5)
+    assert got == [b"SET_IP old 02:ab:cd:00:11:22 10.0.1.5 br100"]
+
+
+@pytest.mark.parametrize("value", ["br 1", "br1\nACCEPT_MAC", "x" * 16, "-", "a/b"])
+def test_an_interface_dnsmasq_could_not_have_named_is_refused(value: str) -> None:
+    with pytest.raises(HookError, match="DNSMASQ_INTERFACE"):
+        parse_lease_args(["add", MAC, "10.0.1.5"], value)
+
+
+@given(st.text(max_size=20))
+def test_any_interface_value_gives_one_word_or_a_clear_error(value: str) -> None:
+    try:
+        ev = parse_lease_args(["add", MAC, "10.0.1.5"], value)
+    except HookError as exc:
+        assert "DNSMASQ_INTERFACE" in str(exc)
+        return
+    assert ev is not None and ev.command().count(" ") == 4 and "\n" not in ev.command()
 
 
 def test_main_reports_fail_and_unreachable(tmp_path: Path) -> None:

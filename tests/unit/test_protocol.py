@@ -125,6 +125,8 @@ MAC = "11:22:33:44:55:66"
     ("bridge_removed", {"peer": "aa:bb:cc:dd:ee:ff", "reason": ""},
      f"BRIDGE_REMOVED {MAC} aa:bb:cc:dd:ee:ff -\n"),
     ("mdns", {"text": "QUERY printer.local"}, "MDNS QUERY printer.local\n"),
+    ("device", {"device": None, "removed": object(), "reason": "reclaimed"},
+     f"DEVICE_REMOVED {MAC} reclaimed\n"),
 ])
 def test_event_lines(kind: str, data: dict, line: str) -> None:
     assert proto.format_event(kind, MAC, data) == line

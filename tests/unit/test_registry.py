@@ -259,7 +259,9 @@ def test_several_open_tickets_each_admit_one_device(world: World) -> None:
     world.clock.now += 1
     t2 = r.register_ticket(A, "two", 3)
     assert r.admit(B, t2.passphrase).vlan == 3
-    assert r.admit(C).vlan == 2  # no passphrase given: the oldest open ticket
+    assert r.admit(C).vlan == 2  # no passphrase given: the oldest open ticket is offered
+    assert r.get(C) is None  # ... and bound only once C completes the handshake
+    r.set_status(C, STATUS_CONNECTED)
     assert r.get(C).label == "one" and r.get(C).psk == t1.passphrase
     assert r.tickets() == []
 

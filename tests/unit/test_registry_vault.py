@@ -106,3 +106,12 @@ def test_crypt_section_aliases(tmp_path: Path, vault: Vault) -> None:
     reg.accept_mac(MAC, 1)
     dev = reg.assign_psk(MAC, PSK)
     assert vault.get_secret(dev.id) == PSK.encode()
+
+
+def test_removing_a_device_deletes_its_vault_secret(tmp_path: Path, vault: Vault) -> None:
+    reg = Registry(settings(True), Store(tmp_path / "conn.sqlite"), vault=vault)
+    reg.accept_mac(MAC, 1)
+    dev = reg.assign_psk(MAC, PSK)
+    reg.remove_device(MAC)
+    assert vault.get_secret(dev.id) is None and reg.get(MAC) is None
+    reg.store.close()

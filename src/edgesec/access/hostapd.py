@@ -242,10 +242,15 @@ class HostapdService:
             return
         dev = event.data.get("device")
         if dev is None:
+            if event.data.get("removed") is not None:
+                self._forget(event.mac)
             return
         new = (dev.allow, dev.psk, dev.vlanid)
         old = self._known.get(dev.mac)
         self._known[dev.mac] = new
+        if old is None and not dev.allow:  # a record created denied: keep it out too
+            self._spawn(self.deny(dev.mac))
+            return
         if old is None or old == new:
             return
         if self.backend == "file":
@@ -256,6 +261,14 @@ class HostapdService:
             if not old[0]:
                 self._spawn(self._undeny(dev.mac))
             self._spawn(self.disconnect(dev.mac))
+
+    def _forget(self, mac: str) -> None:
+        """A removed device: drop it (it re-authenticates as a stranger) and take it off
+        the deny list, which held it only while its record said so."""
+        self._known.pop(mac, None)
+        if self.backend == "file":
+            self._spawn(self._refresh_psk_file())
+        self._spawn(self.disconnect(mac))
 
     def _spawn(self, coro: Any) -> None:
         loop = self._loop

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgesec.access import radius_codec as rc
+from edgesec.access.newdevices import NewDeviceLimiter
+from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class RadiusCounters:
     missing_authenticator: int = 0
     unknown_code: int = 0
     policy_errors: int = 0
+    rate_limited: int = 0  # unknown devices rejected by [radius] newDeviceRate
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -68,6 +71,8 @@ class RadiusConfig:
         default_factory=lambda: ipaddress.IPv4Network("127.0.0.1/32"))
     require_message_authenticator: bool = True
     default_psk: str = ""
+    new_device_rate: int = 0  # admissions of unknown devices per minute; 0 = no limit
+    new_device_burst: int = 10
 
     def __post_init__(self) -> None:
         if not self.secret:
@@ -90,6 +95,11 @@ class RadiusServer(asyncio.DatagramProtocol):
         self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
         self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
         self.transport: asyncio.DatagramTransport | None = None
+        self.new_devices = NewDeviceLimiter(config.new_device_rate, config.new_device_burst,
+                                            clock)
+        self._is_known = getattr(policy, "is_known", None)
+        # Rejections are logged, but a flood of them cannot fill the log.
+        self.reject_log = RateLimitedLog(log, "RADIUS rejects", logging.INFO)
 
     # -- asyncio -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -171,7 +181,15 @@ class RadiusServer(asyncio.DatagramProtocol):
         mac, passphrase, why = self._identify(req)
         if mac is None:
             c.rejects += 1
-            log.info("radius: reject (%s)", why)
+            self.reject_log.log("radius: reject (%s)", why)
+            return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
+        limiter = self.new_devices
+        new = limiter.enabled and self._is_known is not None and not self._is_known(mac)
+        if new and not limiter.available():
+            c.rate_limited += 1
+            c.rejects += 1
+            self.reject_log.log("radius: reject %s (new devices over newDeviceRate; "
+                                "%d rate-limited so far)", mac, c.rate_limited)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         try:
             adm = self.policy.admit(mac, passphrase)
@@ -185,8 +203,10 @@ class RadiusServer(asyncio.DatagramProtocol):
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1
-            log.info("radius: reject %s (%s)", mac, getattr(adm, "reason", ""))
+            self.reject_log.log("radius: reject %s (%s)", mac, getattr(adm, "reason", ""))
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
+        if new:
+            limiter.take()
         attrs = rc.vlan_attributes(adm.vlan)
         psk = (adm.psk or self.config.default_psk).encode()
         if psk:
@@ -284,13 +304,21 @@ class RadiusService:
             self._sock.close()
             self._sock = None
 
+    def counters(self) -> dict[str, float]:
+        """Requests, accepts, rejects and drops by reason (for metrics)."""
+        c = self.protocol.counters.as_dict()
+        out: dict[str, float] = {k: c.pop(k) for k in ("requests", "accepts", "rejects")}
+        out.update({f"dropped|reason={k}": v for k, v in c.items()})
+        return out
+
     def status(self) -> str:
         if self._sock is None:
             return "stopped"
         c = self.protocol.counters
         return (f"listening {self.config.server_ip}:{self.port} requests {c.requests} "
                 f"accepts {c.accepts} rejects {c.rejects} dropped "
-                f"{c.malformed + c.unknown_client + c.bad_authenticator}")
+                f"{c.malformed + c.unknown_client + c.bad_authenticator} "
+                f"rate-limited {c.rate_limited}")
 
 
 def radius_config_from_settings(settings: Any) -> RadiusConfig:
@@ -304,6 +332,8 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
         clients=clients,
         require_message_authenticator=getattr(r, "require_message_authenticator", True),
         default_psk=settings.ap.wpa_passphrase,
+        new_device_rate=getattr(r, "new_device_rate", 0),
+        new_device_burst=getattr(r, "new_device_burst", 10),
     )
 
 

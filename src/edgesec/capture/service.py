@@ -191,6 +191,12 @@ class CaptureService:
                 await asyncio.wait_for(self._reader, 5)
             self._reader = None
 
+    def counters(self) -> dict[str, float]:
+        """Captured packets and drops, the kernel's and our own (for metrics)."""
+        s = self._last
+        return {"packets": s.get("packets", 0), "dropped|by=kernel": s.get("kernel_drops", 0),
+                "dropped|by=edgesec": s.get("own_drops", 0)}
+
     def status(self) -> str:
         """One line: state, pid, packets and drops."""
         s = self._last

@@ -113,6 +113,9 @@ def sections(
             "serverIP": "127.0.0.1",
             "serverMask": 32,
             "secret": lab_secrets.radius_secret,
+            # The lab joins all its devices at once: a burst that fits them; a flood
+            # of further MACs is still held to the default rate.
+            "newDeviceBurst": devices + SLACK,
         },
         "nat": {"natInterface": wan_ifname},
         "firewall": {"tableName": "edgesec"},

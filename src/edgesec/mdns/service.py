@@ -116,6 +116,13 @@ class MdnsService:
                 log.warning("mdns: cannot remove detection table: %s", exc)
             self.detector = None
 
+    def counters(self) -> dict[str, float]:
+        """Reflected packets and drops by reason (for metrics)."""
+        c = self.pipeline.counters
+        out: dict[str, float] = {"reflected": c.get("reflected", 0)}
+        out.update({f"dropped|reason={k}": v for k, v in c.items() if k != "reflected"})
+        return out
+
     def status(self) -> str:
         """One line: where we reflect and what happened so far."""
         c = self.pipeline.counters

@@ -360,6 +360,10 @@ class FirewallService:
             self._gen.close()
             self._gen = None
 
+    def counters(self) -> dict[str, float]:
+        """Heals of the table (for metrics)."""
+        return {"heals": self.heals}
+
     def status(self) -> str:
         if not self._running:
             return "stopped"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -55,6 +56,8 @@ class CommandTable:
     # cannot flood the log.
     refusals: RateLimitedLog = field(
         default_factory=lambda: RateLimitedLog(log, "refused commands", logging.INFO))
+    # (command, "ok" | "fail") -> count; unknown commands count as "unknown"
+    results: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def register(self, name: str, handler: Handler, arity: tuple[int, ...] | None = None,
                  secret: bool = False) -> None:
@@ -67,6 +70,12 @@ class CommandTable:
             self.register(name, lambda r, _h=handle: _h(r.name, r.args), None, name in secret)
 
     def dispatch(self, request: Request) -> str:
+        reply = self._dispatch(request)
+        name = request.name if request.name in self.entries else "unknown"
+        self.results[name, "fail" if reply == proto.FAIL else "ok"] += 1
+        return reply
+
+    def _dispatch(self, request: Request) -> str:
         entry = self.entries.get(request.name)
         if entry is None:
             self.refusals.log("unknown command %.40r", request.name)
@@ -124,7 +133,7 @@ class NetworkCommands:
     def install(self, table: CommandTable) -> None:
         r = self.registry
         table.register("PING_SUPERVISOR", lambda _: proto.PONG, (0,))
-        table.register("SET_IP", self.set_ip, (3,))
+        table.register("SET_IP", self.set_ip, (3, 4))
         table.register("ACCEPT_MAC", lambda q: self._ok(r.accept_mac(q.args[0],
                                                                      parse_vlan(q.args[1]))), (2,))
         table.register("DENY_MAC", lambda q: self._ok(r.deny_mac(q.args[0])), (1,))
@@ -139,14 +148,17 @@ class NetworkCommands:
         table.register("CLEAR_BRIDGE", lambda q: self._ok(r.clear_bridges(q.args[0])), (1,))
         table.register("GET_BRIDGES", lambda _: proto.format_bridges(r.bridges()), (0,))
         table.register("REGISTER_TICKET", self.register_ticket, (3,))
+        table.register("REMOVE_DEVICE", lambda q: self._ok(r.remove_device(q.args[0])), (1,))
 
     @staticmethod
     def _ok(_result: object) -> str:
         return proto.OK
 
     def set_ip(self, q: Request) -> str:
-        kind, mac, ip = q.args
-        self.registry.set_ip(kind, mac, ip)
+        """``SET_IP type mac ip [interface]``: the 4th word (new) marks a lease hook report."""
+        kind, mac, ip = q.args[:3]
+        interface = q.args[3] if len(q.args) == 4 else None
+        self.registry.set_ip(kind, mac, ip, interface)
         return proto.OK
 
     def get_map(self, q: Request) -> str:

@@ -98,6 +98,8 @@ def format_event(kind: str, mac: str, data: dict) -> str | None:
         return f"BRIDGE_ADDED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
     if kind == "bridge_removed":
         return f"BRIDGE_REMOVED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
+    if kind == "device" and data.get("removed") is not None:
+        return f"DEVICE_REMOVED {mac} {_word(data.get('reason', ''))}\n"
     if kind == "mdns" and "text" in data:
         return f"MDNS {data['text']}\n"
     return None

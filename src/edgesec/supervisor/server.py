@@ -187,6 +187,13 @@ class SupervisorServer:
         if self.unix_path is not None and self.unix_path.exists():
             self.unix_path.unlink()
 
+    def counters(self) -> dict[str, float]:
+        """Requests by command and result, and malformed datagrams (for metrics)."""
+        out: dict[str, float] = {"malformed_requests": self.malformed}
+        for (command, result), n in self.table.results.items():
+            out[f"requests|command={command}|result={result}"] = n
+        return out
+
     def status(self) -> str:
         udp = f"off ({self.udp_off_reason})" if self.udp_off_reason else self.bound_udp
         return (f"listening unix={self.unix_path} udp={udp} "
