@@ -165,9 +165,11 @@ class SupervisedProcess:
         return self.proc.pid if self.proc and self.proc.returncode is None else None
 
     def status(self) -> str:
+        state, why = self.health()
+        note = f"; {why}" if state != "ok" else ""
         if self.pid:
-            return f"running pid {self.pid} (restarts {self.restarts})"
-        return f"not running (last exit {self.last_exit}, restarts {self.restarts})"
+            return f"running pid {self.pid} (restarts {self.restarts}{note})"
+        return f"not running (last exit {self.last_exit}, restarts {self.restarts}{note})"
 
     def health(self) -> tuple[str, str]:
         """``("failed", why)`` when crash-looping or not restartable; ``degraded`` after a

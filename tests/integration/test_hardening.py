@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from isolation_lab import IsolationLab, wait_for
+from isolation_lab import IsolationLab, NetnsDaemon, wait_for
 
 from daemon import EDGESEC, Daemon, write_config
 from edgesec.lab.topology import Topology
@@ -381,3 +381,19 @@ def test_commands_on_a_full_disk_keep_the_log_small(tmp_path: Path) -> None:
         assert d.ctl("PING_SUPERVISOR") == "PONG\n"
     finally:
         d.stop()
+
+
+def test_crash_looping_dnsmasq_is_not_reported_ok(tmp_path: Path) -> None:
+    """dnsmasq that cannot open its lease file exits at once, again and again."""
+    with Topology() as topo:
+        config = write_config(tmp_path, {
+            "system": {"execDhcp": True},
+            "dhcp": {"dhcpLeasefilePath": "/proc/edgesec-test.leases",
+                     "dhcpConfigPath": "dnsmasq.conf", "dhcpScriptPath": "dhcp-hook.sh"}})
+        with NetnsDaemon(config, netns=topo.gateway) as d:
+            line = wait_for(lambda: next((ln for ln in d.ctl("STATUS").splitlines()
+                                          if ln.startswith("dhcp ") and "crash-looping" in ln),
+                                         ""), 60)
+            assert line, d.ctl("STATUS")
+            assert "last exit 3" in line, line  # dnsmasq's "cannot open lease file"
+            assert d.ctl("PING_SUPERVISOR") == "PONG\n"
