@@ -88,11 +88,13 @@ def acquire(paths: Iterable[tuple[str, Path]]) -> StateLocks:
 
 
 def state_paths(settings: object) -> list[tuple[str, Path]]:
-    """The paths a daemon owns exclusively: connection DB, crypt DB, control socket."""
+    """The paths a daemon owns exclusively: connection DB, crypt DB (when the vault
+    runs), control socket."""
     system = settings.system  # type: ignore[attr-defined]
+    crypt = system.crypt_db_path if getattr(system, "exec_crypt", True) else None
     out: list[tuple[str, Path]] = []
     for label, value in (("[system] connectionDbPath", system.connection_db_path),
-                         ("[system] cryptDbPath", system.crypt_db_path),
+                         ("[system] cryptDbPath", crypt),
                          ("[supervisor] supervisorControlPath",
                           settings.supervisor.supervisor_control_path)):  # type: ignore[attr-defined]
         if value is not None and str(value) not in ("", ":memory:"):
