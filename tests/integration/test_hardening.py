@@ -336,6 +336,7 @@ def test_radius_flood_on_an_exhausted_pool_keeps_the_log_small(tmp_path: Path,
             time.sleep(0.2)
     grown = d.log_path.stat().st_size - size
     text = d.log()[size:]
+    print(f"RADIUS flood: {len(flood) - 2} requests on a full pool, log +{grown} bytes")
     assert grown < LOG_BOUND, (grown, text[-3000:])
     assert "pool is exhausted" in text and "Traceback" not in text, text[-3000:]
     assert d.ctl("PING_SUPERVISOR") == "PONG\n"
@@ -376,6 +377,7 @@ def test_commands_on_a_full_disk_keep_the_log_small(tmp_path: Path) -> None:
             assert d.ctl(f"ACCEPT_MAC 02:00:01:00:{j >> 8 & 0xFF:02x}:{j & 0xFF:02x} 2") \
                 == "FAIL\n"
         text = log_path.read_text(errors="replace")[size:]
+        print(f"disk full: 2000 failed commands, log +{log_path.stat().st_size - size} bytes")
         assert log_path.stat().st_size - size < LOG_BOUND, text[-3000:]
         assert "database or disk is full" in text and "Traceback" not in text, text[-3000:]
         assert d.ctl("PING_SUPERVISOR") == "PONG\n"
