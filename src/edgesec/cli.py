@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,8 @@ from edgesec.config import ConfigError, describe, load_settings
 
 app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
                   no_args_is_help=True, add_completion=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  pretty_exceptions_show_locals=False)  # locals may hold secrets
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -31,11 +33,15 @@ SUB_APPS = {
 API_VIEWS = ("devices", "status", "explain")
 
 
-def setup_logging(verbosity: int) -> None:
-    """Like the original: -ddd is INFO, -dddd DEBUG; warnings are always shown."""
+def setup_logging(verbosity: int, log_format: str = "text") -> None:
+    """Like the original: -ddd is INFO, -dddd DEBUG; warnings are always shown.
+
+    The audit trail (policy changes, RADIUS decisions, leases) is at INFO.
+    """
+    from edgesec.logsetup import setup_logging as _setup
+
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup(level, log_format)
     from edgesec.ratelog import install
 
     install()  # nothing a device or client repeats can flood the log
@@ -67,9 +73,14 @@ def _load(config: Path):
 def run(
     config: Annotated[Path, typer.Option("-c", "--config", help="config.ini of the original")],
     debug: Annotated[int, typer.Option("-d", count=True, help="More log output (repeat).")] = 0,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads)."""
-    setup_logging(debug)
+    if log_format not in ("text", "json"):
+        typer.echo(f"edgesec: --log-format must be text or json, not {log_format!r}", err=True)
+        raise typer.Exit(2)
+    setup_logging(debug, log_format)
     settings = _load(config)
     from edgesec.gateway import Gateway
 
@@ -127,10 +138,22 @@ def ctl(
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="config.ini to check")]) -> None:
-    """Load FILE, report errors (exit 2) or print the effective settings."""
+def config_check(
+    file: Annotated[Path, typer.Argument(help="config.ini to check")],
+    strict: Annotated[bool, typer.Option("--strict",
+                                         help="Unknown sections and keys are errors.")] = False,
+) -> None:
+    """Validate FILE as `run` would: errors (exit 2) or the effective settings.
+
+    Secret values (RADIUS secret, WPA passphrase, control key) are redacted.
+    """
     logging.basicConfig(level=logging.WARNING, format="edgesec: warning: %(message)s")
-    settings = _load(file)
+    try:
+        settings = load_settings(file, strict=strict)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"edgesec: {problem}", err=True)
+        raise typer.Exit(2) from None
     section = ""
     for sect, key, value in describe(settings):
         if sect != section:
@@ -178,6 +201,12 @@ def _mount_sub_apps(argv: list[str]) -> None:
 
 
 def main() -> None:
+    if os.environ.get("_EDGESEC_COMPLETE"):
+        # Shell completion (`_EDGESEC_COMPLETE=source_bash edgesec` prints the script
+        # `make install` installs; the script calls back with complete_bash).
+        from typer.completion import completion_init
+
+        completion_init()
     _mount_sub_apps(sys.argv[1:])
     app()
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from edgesec.lab import lab as lab_mod
+from edgesec.lab import output
 from edgesec.lab.report import parse_all, parse_bridges
 from edgesec.lab.topology import Topology
 
@@ -247,16 +249,15 @@ STEPS: tuple[tuple[str, Callable[[Story], str]], ...] = (
 
 def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list[Result]:
     """Build the lab, run every step, tear the lab down; returns the results."""
-    console = console or Console()
+    console = console or output.console()
     lab_mod.down(prefix)  # a previous demo that was interrupted
     lab = lab_mod.Lab.create(prefix)
-    lab.log = lambda msg: console.print(f"  [dim]{msg}[/dim]")
+    lab.log = lambda msg: console.print(f"  {msg}", style="dim")
     story = Story(lab, console)
     try:
-        console.print(
-            f"[bold]Building the lab[/bold]: a gateway running edgesec, a wan "
-            f"namespace standing for the internet, {DEVICES} IoT devices …"
-        )
+        console.print(Text.assemble(
+            ("Building the lab", "bold"), ": a gateway running edgesec, a wan "
+            f"namespace standing for the internet, {DEVICES} IoT devices …"))
         t0 = time.monotonic()
         try:
             lab.up(DEVICES)
@@ -278,7 +279,7 @@ def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list
             story.results.append(result)
             _show(console, result)
     finally:
-        console.print("\n[bold]Tearing the lab down[/bold] …")
+        console.print(Text.assemble("\n", ("Tearing the lab down", "bold"), " …"))
         lab.down()
         left = lab_mod.leftovers(prefix)
         story.results.append(
@@ -291,13 +292,16 @@ def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list
 
 
 def _show(console: Console, r: Result) -> None:
-    mark = "[green]✓[/green]" if r.ok else "[red]✗[/red]"
-    console.print(f"{mark} {r.title}" + (f"\n    [dim]{r.detail}[/dim]" if r.detail else ""))
+    # Titles and details carry MACs and replies: Text parts, never markup or emoji.
+    line = Text.assemble(("✓", "green") if r.ok else ("✗", "red"), f" {r.title}")
+    if r.detail:
+        line.append(f"\n    {r.detail}", style="dim")
+    console.print(line)
 
 
 def main(prefix: str = DEMO_PREFIX) -> int:
     """Entry point of ``edgesec demo``; exit status 0 only if every step passed."""
-    console = Console()
+    console = output.console()
     t0 = time.monotonic()
     results = run_story(prefix, console)
     passed = sum(r.ok for r in results)

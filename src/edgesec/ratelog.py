@@ -10,6 +10,8 @@ otherwise write the disk full with the same line.  Two tools:
   for a thousand MACs is one key.  Each key passes ``burst`` records per
   ``window``; the first record after a window in which some were dropped
   carries the count ("... [37 more like this in 60 s were not logged]").
+  The audit trail (``edgesec.audit*``) is exempt: each of its sites limits
+  itself with its own budget.
 * :class:`RateLimitedLog`, for one call site that wants its own budget and a
   summary line naming what was dropped ("12 more malformed datagrams were not
   logged").
@@ -29,6 +31,9 @@ LOG_WINDOW_S = 10.0
 FILTER_BURST = 10  # per (logger, level, template) and window, for the handler filter
 FILTER_WINDOW_S = 60.0
 FILTER_MAX_KEYS = 1024  # templates tracked at once (least recently used forgotten)
+# Loggers with their own budget (RateLimitedLog at each site), not limited twice: the
+# audit trail keeps the burst its sites chose.
+FILTER_EXEMPT = ("edgesec.audit",)
 
 
 @dataclass
@@ -46,7 +51,7 @@ class RateLimitedLog:
     count: int = field(default=0, init=False)
     suppressed: int = field(default=0, init=False)
 
-    def log(self, msg: str, *args: Any) -> None:
+    def log(self, msg: str, *args: Any, extra: dict[str, Any] | None = None) -> None:
         now = self.clock()
         if now - self.window_start > self.window:
             if self.suppressed:
@@ -55,7 +60,7 @@ class RateLimitedLog:
             self.window_start, self.count, self.suppressed = now, 0, 0
         if self.count < self.burst:
             self.count += 1
-            self.logger.log(self.level, msg, *args)
+            self.logger.log(self.level, msg, *args, extra=extra)
         else:
             self.suppressed += 1
 
@@ -65,9 +70,11 @@ class RateLimitFilter(logging.Filter):
 
     def __init__(self, burst: int = FILTER_BURST, window: float = FILTER_WINDOW_S,
                  level: int = logging.INFO, max_keys: int = FILTER_MAX_KEYS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 exempt: tuple[str, ...] = FILTER_EXEMPT) -> None:
         super().__init__()
         self.burst, self.window, self.level = burst, window, level
+        self.exempt = exempt
         self.max_keys, self.clock = max_keys, clock
         # key -> [window start, passed in window, suppressed in window]
         self._keys: collections.OrderedDict[tuple[str, int, str], list[Any]] = \
@@ -75,7 +82,8 @@ class RateLimitFilter(logging.Filter):
         self.suppressed_total = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.level:
+        if record.levelno < self.level or any(
+                record.name == e or record.name.startswith(e + ".") for e in self.exempt):
             return True
         template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
         key = (record.name, record.levelno, template)

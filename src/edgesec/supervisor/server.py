@@ -26,6 +26,7 @@ from typing import Any
 
 from edgesec.events import Event, EventBus
 from edgesec.supervisor import protocol as proto
+from edgesec.supervisor.audit import CMSG_CREDS_SPACE, Audit, Peer, unix_credentials
 from edgesec.supervisor.commands import Channel, CommandTable, Request
 from edgesec.supervisor.ratelog import RateLimitedLog
 
@@ -79,19 +80,28 @@ class _Endpoint:
         self.server = server
         self.channel = channel
         self.sock = sock
+        # UNIX senders' pid/uid/gid arrive with each datagram (the audit trail's source).
+        self.creds = channel == "unix"
+        if self.creds:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 
     def on_readable(self) -> None:
         sock = self.sock
         for _ in range(READ_BATCH):
+            creds = None
             try:
-                data, addr = sock.recvfrom(RECV_SIZE)
+                if self.creds:
+                    data, anc, _flags, addr = sock.recvmsg(RECV_SIZE, CMSG_CREDS_SPACE)
+                    creds = unix_credentials(anc)
+                else:
+                    data, addr = sock.recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.debug("%s socket error: %s", self.channel, exc)
                 return
             try:
-                reply = self.server.handle(data, addr, self.channel)
+                reply = self.server.handle(data, addr, self.channel, creds)
             except Exception:  # handle() never raises; this is the last line of defence
                 log.exception("%s: request from %s failed", self.channel, addr)
                 reply = proto.FAIL.encode()
@@ -136,6 +146,7 @@ class SupervisorServer:
         self._seen_nonces: dict[str, float] = {}
         self._endpoints: list[_Endpoint] = []
         self._unsubscribe = bus.subscribe(self._on_event)
+        self.audit = Audit(bus)
         self.bound_udp: tuple[str, int] | None = None
         table.register("SUBSCRIBE_EVENTS", self._subscribe, (0,))
         table.register("UNSUBSCRIBE_EVENTS", self._unsubscribe_peer, (0,))
@@ -200,7 +211,8 @@ class SupervisorServer:
                 f"subscribers={len(self.subscribers)} malformed={self.malformed}")
 
     # -- requests ----------------------------------------------------------------
-    def handle(self, data: bytes, addr: Any, channel: Channel) -> bytes | None:
+    def handle(self, data: bytes, addr: Any, channel: Channel,
+               creds: tuple[int, int, int] | None = None) -> bytes | None:
         nonce = ""
         if channel == "udp-auth":
             try:
@@ -220,6 +232,8 @@ class SupervisorServer:
         else:
             reply = self.table.dispatch(Request(command.name, command.args, channel,
                                                 (channel, addr)))
+            self.audit.record(command.name, command.args,
+                              Peer(channel, addr, *(creds or (None, None, None))), reply)
         if channel == "udp-auth":
             return proto.sign_reply(self.key, nonce, reply)
         return reply.encode()
