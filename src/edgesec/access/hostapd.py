@@ -179,7 +179,10 @@ class HostapdService:
             log.info("hostapd: VLAN file rewritten; asked hostapd to RELOAD")
 
     def health(self) -> tuple[str, str]:
-        """Degraded while not attached: stations are neither followed nor dropped."""
+        """Our hostapd child's crash loop: failed; not attached: degraded (stations are
+        neither followed nor dropped)."""
+        if self.process is not None and (child := self.process.health())[0] == "failed":
+            return child
         if self.mon is not None and self.mon.attached:
             return "ok", ""
         return "degraded", f"not attached to {self.ctrl_path}: {self.attach_error}"
@@ -188,10 +191,6 @@ class HostapdService:
         proc = self.process.status() if self.process else "external"
         att = "attached" if self.mon is not None and self.mon.attached else "not attached"
         return f"{proc}, {att} to {self.ctrl_path}, {self.events_seen} station events"
-
-    def health(self) -> tuple[str, str]:
-        """Our hostapd child's health (crash loop: failed); an external one is not ours."""
-        return self.process.health() if self.process is not None else ("ok", "")
 
     # -- control interface -------------------------------------------------------------
     def _on_started(self, pid: int) -> None:
