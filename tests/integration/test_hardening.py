@@ -396,6 +396,6 @@ def test_crash_looping_dnsmasq_is_not_reported_ok(tmp_path: Path) -> None:
             line = wait_for(lambda: next((ln for ln in d.ctl("STATUS").splitlines()
                                           if ln.startswith("dhcp ") and "crash-looping" in ln),
                                          ""), 60)
-            assert line, d.ctl("STATUS")
+            assert line.startswith("dhcp failed "), d.ctl("STATUS")
             assert "last exit 3" in line, line  # dnsmasq's "cannot open lease file"
             assert d.ctl("PING_SUPERVISOR") == "PONG\n"
