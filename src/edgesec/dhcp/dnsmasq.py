@@ -257,16 +257,16 @@ class DhcpService:
         fwd = f"; forwarder {self.forwarder.status()}" if self.forwarder is not None else ""
         return f"dnsmasq {self.proc.status()}{fwd}"
 
+    def health(self) -> tuple[str, str]:
+        """``failed`` while dnsmasq crash-loops (STATUS must not say ok then)."""
+        return self.proc.health() if self.proc is not None else ("ok", "")
+
 
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
     except OSError:
         return None
-
-    def health(self) -> tuple[str, str]:
-        """``failed`` while dnsmasq crash-loops (STATUS must not say ok then)."""
-        return self.proc.health() if self.proc is not None else ("ok", "")
 
 
 def ranges_for(settings: Any) -> Iterable[RangeLine]:
