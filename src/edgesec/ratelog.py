@@ -10,8 +10,9 @@ otherwise write the disk full with the same line.  Two tools:
   for a thousand MACs is one key.  Each key passes ``burst`` records per
   ``window``; the first record after a window in which some were dropped
   carries the count ("... [37 more like this in 60 s were not logged]").
-  The audit trail (``edgesec.audit*``) is exempt: each of its sites limits
-  itself with its own budget.
+  The operators' audit trail (``edgesec.audit``: policy commands) is exempt:
+  its site limits itself with its own budget; what a device drives (RADIUS
+  decisions in ``edgesec.audit.radius``) is not.
 * :class:`RateLimitedLog`, for one call site that wants its own budget and a
   summary line naming what was dropped ("12 more malformed datagrams were not
   logged").
@@ -31,8 +32,9 @@ LOG_WINDOW_S = 10.0
 FILTER_BURST = 10  # per (logger, level, template) and window, for the handler filter
 FILTER_WINDOW_S = 60.0
 FILTER_MAX_KEYS = 1024  # templates tracked at once (least recently used forgotten)
-# Loggers with their own budget (RateLimitedLog at each site), not limited twice: the
-# audit trail keeps the burst its sites chose.
+# Loggers (exact names) with their own budget, not limited twice: the operators' audit
+# trail (policy commands) keeps the burst its site chose. Device-driven lines, RADIUS
+# decisions in ``edgesec.audit.radius`` included, get the filter's tighter bound.
 FILTER_EXEMPT = ("edgesec.audit",)
 
 
@@ -82,8 +84,7 @@ class RateLimitFilter(logging.Filter):
         self.suppressed_total = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.level or any(
-                record.name == e or record.name.startswith(e + ".") for e in self.exempt):
+        if record.levelno < self.level or record.name in self.exempt:
             return True
         template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
         key = (record.name, record.levelno, template)

@@ -94,11 +94,11 @@ def test_install_limits_every_handler_of_a_logger(tmp_path) -> None:
         handler.close()
 
 
-def test_the_audit_trail_keeps_its_own_budget() -> None:
+def test_the_operators_audit_trail_keeps_its_own_budget() -> None:
     flt = RateLimitFilter(burst=1)
-    assert all(flt.filter(_record("edgesec.audit.radius", "reject %s", str(i),
-                                  level=logging.INFO)) for i in range(100))
     assert all(flt.filter(_record("edgesec.audit", "ACCEPT_MAC %s", str(i),
                                   level=logging.INFO)) for i in range(100))
-    assert flt.filter(_record("edgesec.auditor", "x")) and not flt.filter(
-        _record("edgesec.auditor", "x"))
+    # what a device drives is limited, audit or not
+    passed = [flt.filter(_record("edgesec.audit.radius", "reject %s", str(i),
+                                 level=logging.INFO)) for i in range(100)]
+    assert passed.count(True) == 1
