@@ -235,6 +235,21 @@ def step_vault(s: Story) -> str:
     return "stored encrypted, read back intact, plaintext not on disk"
 
 
+def step_api(s: Story) -> str:
+    c = s.dev(s.c)
+    why = s.lab.api("GET", f"/api/v1/explain?src={c.mac}&dst=internet")
+    require(isinstance(why, dict) and not why["allowed"], f"explain said {why!r}")
+    require(f"ADD_NAT {c.mac}" in why["remedies"], f"explain named no remedy: {why!r}")
+    require(not s.reach(s.c, WAN, 80, "http"), f"{s.c} reached the wan before the API call")
+    dev = s.lab.api("PATCH", f"/api/v1/devices/{c.mac}", {"nat": True})
+    require(isinstance(dev, dict) and dev["nat"] is True, f"PATCH answered {dev!r}")
+    require(s.eventually(lambda: s.reach(s.c, WAN, 80, "http"), 3),
+            f"{s.c} cannot reach the wan after the API granted NAT")
+    require(s.ctl(f"GET_MAP {c.mac}").split(",")[5] == "1", "the supervisor does not see NAT")
+    return (f"explain: {why['reasons'][0]}; PATCH nat=true → {s.c} reaches the wan; "
+            f"dashboard at {s.lab.state.api_url}")
+
+
 STEPS: tuple[tuple[str, Callable[[Story], str]], ...] = (
     ("Five devices join, each on its own VLAN and subnet", step_join),
     ("Device A cannot reach device B", step_isolated),
@@ -244,6 +259,7 @@ STEPS: tuple[tuple[str, Callable[[Story], str]], ...] = (
     ("B discovers A's service across subnets and is bridged automatically", step_discover),
     ("The capture DB shows A's and B's traffic", step_capture),
     ("A secret is stored in the vault (PUT_CRYPT / GET_CRYPT)", step_vault),
+    ("The management API explains why C is offline and grants it NAT", step_api),
 )
 
 

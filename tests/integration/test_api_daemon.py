@@ -110,7 +110,7 @@ def test_an_api_change_is_enforced_and_visible_to_the_supervisor(bed: Bed) -> No
     assert not bed.topo.tcp_ok(bed.a.ns, bed.topo.WAN_IP, 7)
     status, body = bed.unix("PATCH", f"/api/v1/devices/{bed.a.mac}", {"nat": True})
     assert status == 200 and body["nat"] is True
-    assert bed.lab.ctl(f"GET_MAP {bed.a.mac}").split(",")[4] == "1"
+    assert bed.lab.ctl(f"GET_MAP {bed.a.mac}").split(",")[5] == "1"
     assert wait_for(lambda: bed.topo.tcp_ok(bed.a.ns, bed.topo.WAN_IP, 7), 10)
     status, body = bed.unix("PATCH", f"/api/v1/devices/{bed.a.mac}", {"nat": False})
     assert status == 200

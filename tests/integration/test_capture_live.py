@@ -114,7 +114,9 @@ async def wait_for(pred, timeout: float) -> bool:
 
 def test_traffic_appears_in_header_tables_and_flows(bed, tmp_path):
     db = tmp_path / "capture.sqlite"
-    opts = CaptureOptions(capture_db_path=db, middlewares=("header", "flows"), buffer_timeout=10)
+    # rows are visible one commitInterval after capture (default 5 s, flash-friendly)
+    opts = CaptureOptions(capture_db_path=db, middlewares=("header", "flows"), buffer_timeout=10,
+                          commit_interval=1)
 
     async def scenario():
         svc = bed.service(opts)
@@ -159,6 +161,7 @@ def test_filter_is_applied_in_the_kernel(bed, tmp_path):
         try:
             await asyncio.to_thread(bed.send, bed.a, "10.89.0.2", 7100, 15)
             await asyncio.to_thread(bed.send, bed.a, "10.89.0.2", 7101, 15)
+            # generous: rows appear one commitInterval (5 s) after capture
             assert await wait_for(lambda: count(db, "SELECT count(*) FROM udp") >= 15, 30.0)
             await asyncio.sleep(0.5)
             assert count(db, "SELECT count(*) FROM udp WHERE dest = 7100") == 15

@@ -296,3 +296,40 @@ def test_tokens_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
     assert TokenStore(tmp_path / "t.json").verify(token) == record
     assert store.verify(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
     assert store.revoke(record.id) and store.verify(token) is None
+
+
+def test_api_changes_are_audited_like_supervisor_commands(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def t(api: Api) -> None:
+        events: list[Any] = []
+        api.ctx.registry.bus.subscribe(events.append)
+        api.ctx.registry.accept_mac(A, 1)
+        with caplog.at_level("INFO", logger="edgesec.audit"):
+            status, _ = await api.call("PATCH", f"/api/v1/devices/{A}", "operator",
+                                       json={"nat": True, "psk": ""})
+            assert status == 403  # PSK needs admin: nothing applied, nothing audited
+            status, _ = await api.call("PATCH", f"/api/v1/devices/{A}", "operator",
+                                       json={"nat": True})
+        assert status == 200
+        policy = [e for e in events if e.kind == "policy"]
+        assert [(e.data["command"], e.data["args"]) for e in policy] == [("ADD_NAT", [A])]
+        token_id = api.tokens["operator"].split("_")[1]
+        assert policy[0].data["source"] == f"api:token={token_id}"
+        assert any("audit: ADD_NAT" in r.getMessage() for r in caplog.records)
+    run(t, tmp_path)
+
+
+def test_the_device_list_follows_bridges_and_devices(tmp_path: Path) -> None:
+    async def t(api: Api) -> None:
+        reg = api.ctx.registry
+        reg.accept_mac(A, 1)
+        reg.accept_mac(B, 2)
+        first = (await api.call("GET", "/api/v1/devices"))[1]
+        assert all(d["bridges"] == [] for d in first)
+        reg.add_bridge(A, B)
+        second = {d["mac"]: d for d in (await api.call("GET", "/api/v1/devices"))[1]}
+        assert second[A]["bridges"] == [B]
+        reg.set_nat(B, True)
+        third = {d["mac"]: d for d in (await api.call("GET", "/api/v1/devices"))[1]}
+        assert third[B]["nat"] is True
+    run(t, tmp_path)

@@ -109,6 +109,10 @@ class RadiusServer(asyncio.DatagramProtocol):
         # cannot fill the log.
         self.decisions = RateLimitedLog(audit_log, "RADIUS decisions", logging.INFO,
                                         DECISION_BURST, DECISION_WINDOW_S, clock)
+        # A flood of unknown MACs is expected to hit the new-device limit: a few
+        # lines a window and a count, not one audit line per refused stranger.
+        self.rate_limited_log = RateLimitedLog(audit_log, "new devices over newDeviceRate",
+                                               logging.INFO, 10, DECISION_WINDOW_S, clock)
         self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
                                          logging.WARNING, 1, BAD_SECRET_WINDOW_S, clock)
 
@@ -200,8 +204,11 @@ class RadiusServer(asyncio.DatagramProtocol):
         if new and not limiter.available():
             c.rate_limited += 1
             c.rejects += 1
-            self._log_reject(mac, f"new devices over newDeviceRate; {c.rate_limited} "
-                             "rate-limited so far", addr)
+            self.rate_limited_log.log(
+                "radius: reject %s (new devices over newDeviceRate; %d rate-limited so far) "
+                "from %s", mac, c.rate_limited, _client(addr),
+                extra={"audit": {"event": "radius-reject", "mac": mac,
+                                 "reason": "newDeviceRate", "client": _client(addr)}})
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         try:
             adm = self.policy.admit(mac, passphrase)
