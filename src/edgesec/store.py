@@ -8,17 +8,30 @@ The schema is versioned with ``PRAGMA user_version`` and migrated forward on
 open.  Every write is one transaction committed with WAL
 and ``synchronous=FULL`` before the call returns, so an acknowledged change
 survives ``kill -9`` and power loss.
+
+The DB and its ``-wal``/``-shm`` are the daemon's own (mode 0600: they hold
+passphrases), and a DB that fails ``PRAGMA quick_check`` is refused at open
+rather than failing every write later.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA_VERSION = 3
+PRIVATE_MODE = 0o600
+QUICK_CHECK_ROWS = 5  # problems quoted in the error
+
+
+class StoreError(RuntimeError):
+    """The connection DB cannot be used (corrupt, not a database, unreadable)."""
 
 # Version 1 is the original edgesec's table; later versions are ours.
 MIGRATIONS: dict[int, str] = {
@@ -51,6 +64,21 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (mac_from, mac_to, proto, port), CHECK (mac_from <> mac_to));
     """,
 }
+
+
+def make_private(path: Path) -> None:
+    """Create ``path`` 0600 if absent; tighten it and its ``-wal``/``-shm`` if open to others.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the main file's mode, so the
+    main file's mode is the one that matters.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         PRIVATE_MODE))
+    for p in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(p.stat().st_mode) & 0o077:
+                os.chmod(p, PRIVATE_MODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +139,30 @@ class Store:
         target = ":memory:" if path in (None, "", ":memory:") else str(path)
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            make_private(Path(target))
         self.path = target
         self.db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            self._quick_check()
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:  # includes "database disk image is malformed"
+            self.db.close()
+            raise StoreError(f"connection DB '{target}' cannot be used: {exc}; restore it "
+                             "from a backup or move it away to start empty") from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _quick_check(self) -> None:
+        """``PRAGMA quick_check`` (pages, indexes' order, NOT NULL; O(size), ms for 10k rows)."""
+        rows = [r[0] for r in self.db.execute(
+            f"PRAGMA quick_check({QUICK_CHECK_ROWS})").fetchall()]
+        if rows != ["ok"]:
+            found = "; ".join(r.replace("\n", " ") for r in rows)
+            raise sqlite3.DatabaseError(f"corrupt (PRAGMA quick_check: {found})")
 
     def close(self) -> None:
         self.db.close()

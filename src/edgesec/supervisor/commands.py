@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class CommandTable:
             return entry.handler(request)
         except (CommandError, RegistryError) as exc:
             self.refusals.log("%s: %s", request.name, exc)
+            return proto.FAIL
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: expected, one line
+            log.error("%s failed: %s", request.name, exc)
             return proto.FAIL
         except Exception:
             log.exception("%s failed", request.name)
