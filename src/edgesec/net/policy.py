@@ -430,7 +430,7 @@ def skeleton(cfg: PolicyConfig) -> Skeleton:
         cmds.append({"add": {"set": {"family": fam, "table": tab, "name": name, "type": typ}}})
     cmds.append({"add": {"set": {"family": fam, "table": tab, "name": DROPS,
                                  "type": ["ipv4_addr", "ipv4_addr"],
-                                 "flags": ["dynamic", "timeout"], "timeout": DROPS_TIMEOUT_S,
+                                 "flags": ["timeout"], "timeout": DROPS_TIMEOUT_S,
                                  "size": DROPS_SIZE}}})
     ifs = sorted({s.bridge for s in cfg.subnets})
     if ifs:
