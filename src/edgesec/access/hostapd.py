@@ -74,6 +74,11 @@ class HostapdService:
         self._task: asyncio.Task[None] | None = None
         self._reattach = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Control-interface actions run in order per key (a MAC, or "psk-file"): a deny
+        # and the undeny of a quick re-accept can never interleave. Tasks are kept
+        # until done (asyncio holds only weak references) and failures are logged.
+        self._actions: set[asyncio.Task[Any]] = set()
+        self._last_action: dict[str, asyncio.Task[Any]] = {}
         self._psk_text = ""
         self._tickets_seen: frozenset[str] = frozenset()
         self._attached = asyncio.Event()
@@ -143,6 +148,8 @@ class HostapdService:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        for action in list(self._actions):
+            action.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -291,7 +298,7 @@ class HostapdService:
             log.exception("hostapd: recording status of %s failed", ev.mac)
         keyid = ev.fields.get("keyid", "")
         if ev.status == STATUS_CONNECTED and keyid.startswith("ticket-"):
-            self._spawn(self._bind_ticket(ev.mac, keyid))
+            self._spawn(self._bind_ticket(ev.mac, keyid), ev.mac)
 
     # -- registry -> hostapd -----------------------------------------------------------
     def _remember_devices(self) -> None:
@@ -309,28 +316,29 @@ class HostapdService:
         old = self._known.get(dev.mac)
         self._known[dev.mac] = new
         if old is None and not dev.allow:  # a record created denied: keep it out too
-            self._spawn(self.deny(dev.mac))
+            self._spawn(self.deny(dev.mac), dev.mac)
             return
         if old is None or old == new:
             return
         if self.backend == "file":
-            self._spawn(self._refresh_psk_file())
+            self._spawn(self._refresh_psk_file(), PSK_FILE_KEY)
         if not dev.allow:
-            self._spawn(self.deny(dev.mac))
+            self._spawn(self.deny(dev.mac), dev.mac)
         else:
             if not old[0]:
-                self._spawn(self._undeny(dev.mac))
-            self._spawn(self.disconnect(dev.mac))
+                self._spawn(self._undeny(dev.mac), dev.mac)
+            self._spawn(self.disconnect(dev.mac), dev.mac)
 
     def _forget(self, mac: str) -> None:
         """A removed device: drop it (it re-authenticates as a stranger) and take it off
         the deny list, which held it only while its record said so."""
         self._known.pop(mac, None)
         if self.backend == "file":
-            self._spawn(self._refresh_psk_file())
-        self._spawn(self.disconnect(mac))
+            self._spawn(self._refresh_psk_file(), PSK_FILE_KEY)
+        self._spawn(self.disconnect(mac), mac)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, key: str) -> None:
+        """Run ``coro`` on the service's loop after every earlier action of ``key``."""
         loop = self._loop
         if loop is None or loop.is_closed():
             coro.close()
@@ -340,9 +348,23 @@ class HostapdService:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(coro)
+            self._enqueue(coro, key)
         else:
-            loop.call_soon_threadsafe(loop.create_task, coro)
+            loop.call_soon_threadsafe(self._enqueue, coro, key)
+
+    def _enqueue(self, coro: Any, key: str) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(_after(self._last_action.get(key), coro))
+        self._last_action[key] = task
+        self._actions.add(task)
+        task.add_done_callback(lambda t: self._action_done(t, key))
+
+    def _action_done(self, task: asyncio.Task[Any], key: str) -> None:
+        self._actions.discard(task)
+        if self._last_action.get(key) is task:
+            del self._last_action[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hostapd: action for %s failed: %s", key, task.exception())
 
     async def disconnect(self, mac: str) -> bool:
         """Make hostapd drop ``mac`` so it re-authenticates under the current policy.
@@ -411,3 +433,17 @@ class HostapdService:
 def build_hostapd_service(settings: Any, registry: Any) -> HostapdService:
     """Factory for the gateway."""
     return HostapdService(settings, registry)
+
+
+PSK_FILE_KEY = "psk-file"  # the ordering key of the PSK file's rewrites
+
+
+async def _after(previous: asyncio.Task[Any] | None, coro: Any) -> Any:
+    """Wait for ``previous`` to end (however it ends), then run ``coro``."""
+    try:
+        if previous is not None:
+            await asyncio.wait({previous})
+    except BaseException:  # cancelled while waiting: the action never runs
+        coro.close()
+        raise
+    return await coro
