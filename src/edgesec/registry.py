@@ -230,8 +230,8 @@ class Registry:
 
     def _fold_join(self, mac: str | None) -> None:
         """Put a join time recorded by :meth:`admit`, if any, into the device record."""
-        ts = self._joins.pop(mac, None) if self._joins else None
-        if ts is None:
+        ts = self._joins.pop(mac, None) if self._joins and mac else None
+        if ts is None or mac is None:
             return
         dev = self._devices.get(mac)
         if dev is not None and dev.join_ts != ts:

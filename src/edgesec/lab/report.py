@@ -8,8 +8,12 @@ device, and rendering those rows as a rich table. Parsing is pure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edgesec.lab.state import LabState
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STATUS_WORDS = {0: "", 1: "yes", 2: "no"}
 
@@ -77,7 +81,7 @@ def rows(state: LabState, all_reply: str, bridges_reply: str) -> list[Row]:
     return out
 
 
-def table(title: str, data: list[Row]):  # -> rich.table.Table
+def table(title: str, data: list[Row]) -> Table:
     from rich.table import Table
     from rich.text import Text
 

@@ -72,7 +72,8 @@ class LibraryBackend:
         with self._lock:
             self._nft.set_terse_output(terse)
             try:
-                return self._nft.cmd(text)
+                result: tuple[int, str, str] = self._nft.cmd(text)
+                return result
             finally:
                 self._nft.set_terse_output(False)
 

@@ -56,12 +56,17 @@ Rows = dict[str, set[Row]]
 
 
 class DeviceLike(Protocol):
-    """The fields of ``edgesec.registry.Device`` the policy reads."""
+    """The fields of ``edgesec.registry.Device`` the policy reads (read-only, so the
+    frozen dataclass matches)."""
 
-    mac: str
-    allow: bool
-    vlanid: int
-    nat: bool
+    @property
+    def mac(self) -> str: ...
+    @property
+    def allow(self) -> bool: ...
+    @property
+    def vlanid(self) -> int: ...
+    @property
+    def nat(self) -> bool: ...
 
     @property
     def ips(self) -> tuple[str, ...]: ...

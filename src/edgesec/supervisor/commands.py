@@ -65,8 +65,11 @@ class CommandTable:
     def register_family(self, names: frozenset[str], handle: Callable[[str, tuple[str, ...]], str],
                         secret: frozenset[str] = frozenset()) -> None:
         """Register commands served by one ``handle(name, args) -> reply`` function."""
+        def handler(r: Request) -> str:
+            return handle(r.name, r.args)
+
         for name in names:
-            self.register(name, lambda r, _h=handle: _h(r.name, r.args), None, name in secret)
+            self.register(name, handler, None, name in secret)
 
     def dispatch(self, request: Request) -> str:
         reply = self._dispatch(request)
