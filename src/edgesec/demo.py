@@ -26,6 +26,7 @@ from rich.text import Text
 from edgesec.lab import lab as lab_mod
 from edgesec.lab import output
 from edgesec.lab.report import parse_all, parse_bridges
+from edgesec.lab.state import DeviceState
 from edgesec.lab.topology import Topology
 
 DEMO_PREFIX = "edemo"
@@ -57,7 +58,7 @@ class Story:
     b: str = "dev2"
     c: str = "dev3"
 
-    def dev(self, name: str):
+    def dev(self, name: str) -> DeviceState:
         return self.lab.device(name)
 
     def ctl(self, command: str) -> str:
@@ -238,7 +239,9 @@ def step_vault(s: Story) -> str:
 def step_api(s: Story) -> str:
     c = s.dev(s.c)
     why = s.lab.api("GET", f"/api/v1/explain?src={c.mac}&dst=internet")
-    require(isinstance(why, dict) and not why["allowed"], f"explain said {why!r}")
+    if not isinstance(why, dict):
+        raise StepFailed(f"explain said {why!r}")
+    require(not why["allowed"], f"explain said {why!r}")
     require(f"ADD_NAT {c.mac}" in why["remedies"], f"explain named no remedy: {why!r}")
     require(not s.reach(s.c, WAN, 80, "http"), f"{s.c} reached the wan before the API call")
     dev = s.lab.api("PATCH", f"/api/v1/devices/{c.mac}", {"nat": True})

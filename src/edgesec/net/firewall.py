@@ -77,7 +77,8 @@ class Nft:
         rc, out, _err = self.backend.cmd(f"list table inet {table}")
         if rc != 0:
             return None
-        return json.loads(out)
+        listing: dict[str, Any] = json.loads(out)
+        return listing
 
     def list_structure(self, table: str) -> dict[str, Any] | None:
         """Chains and sets (no rules, no elements) of ``inet <table>``; None if absent.

@@ -22,6 +22,7 @@ from edgesec.supervisor.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 Channel = Literal["unix", "udp", "udp-auth"]
+Address = str | tuple[str, int]  # where replies go: a UNIX socket path or (ip, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,7 @@ class Request:
     name: str
     args: tuple[str, ...]
     channel: Channel = "unix"
-    peer: object = None
+    peer: tuple[Channel, Address | None] | None = None  # None: an unbound UNIX client
 
 
 Handler = Callable[[Request], str]
