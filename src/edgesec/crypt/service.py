@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesec.crypt.commands import CryptCommands
 from edgesec.crypt.errors import CryptError
 from edgesec.crypt.settings import CryptSettings
 from edgesec.crypt.vault import Vault
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 RADIUS_SECRET_KEY = "edgesec/radius/secret"
 
@@ -32,45 +35,46 @@ def psk_key(device_id: str) -> str:
     return device_id
 
 
-def crypt_settings_from(settings: Any) -> CryptSettings:
-    """Map gateway settings onto CryptSettings (``[system]`` keys, optional ``[crypt]``)."""
-    system = getattr(settings, "system", None)
-    values: dict[str, Any] = {}
+def crypt_settings_from(settings: Settings) -> CryptSettings:
+    """Map gateway settings onto CryptSettings (``[system]`` keys, optional ``[crypt]``).
+
+    The RADIUS secret is in the vault when ``[crypt] radiusSecretInVault`` says so,
+    or, when that key is unset, when ``[radius] secretInVault`` does.
+    """
+    system = settings.system
+    values: dict[str, Any] = {}  # CryptSettings field -> value (types as declared there)
     for src, dst in (("crypt_db_path", "db_path"), ("crypt_backend", "backend"),
                      ("crypt_passphrase_file", "passphrase_file"),
                      ("store_psk_in_vault", "psk_in_vault")):
-        value = getattr(system, src, None)
+        value = getattr(system, src)
         if value not in (None, ""):
             values[dst] = value
-    section = getattr(settings, "crypt", None)
-    if section is not None:
-        for f in dataclasses.fields(CryptSettings):
-            value = getattr(section, f.name, None)
-            if value not in (None, ""):
-                values[f.name] = value
-    radius = getattr(settings, "radius", None)
-    if getattr(radius, "secret_in_vault", None) is not None:
-        values["radius_secret_in_vault"] = bool(radius.secret_in_vault)  # type: ignore[union-attr]
+    section = settings.crypt
+    for f in dataclasses.fields(CryptSettings):  # [crypt] has a subset of these fields
+        value = getattr(section, f.name, None)
+        if value not in (None, ""):
+            values[f.name] = value
+    if section.radius_secret_in_vault is None:
+        values["radius_secret_in_vault"] = settings.radius.secret_in_vault
     for name in ("db_path", "passphrase_file", "pkcs11_module", "pkcs11_pin_file"):
         if name in values and not isinstance(values[name], Path):
             values[name] = Path(values[name]) if values[name] else None
     return CryptSettings(**values)
 
 
-def open_vault(settings: Any, secret: bytes | None = None) -> Vault:
+def open_vault(settings: Settings, secret: bytes | None = None) -> Vault:
     """Open or create the configured vault; CryptError with the reason otherwise."""
-    system = getattr(settings, "system", None)
-    if getattr(system, "exec_crypt", True) is False:
+    if not settings.system.exec_crypt:
         raise CryptError("crypt service disabled (system.execCrypt = false)")
     return Vault.open_or_create(crypt_settings_from(settings), secret)
 
 
-def build_crypt_commands(settings: Any) -> CryptCommands:
+def build_crypt_commands(settings: Settings) -> CryptCommands:
     """The crypt command family over the configured vault (see module docstring)."""
     return CryptCommands(open_vault(settings))
 
 
-def radius_secret(settings: Any, vault: Vault | None) -> bytes:
+def radius_secret(settings: Settings, vault: Vault | None) -> bytes:
     """The RADIUS shared secret: from the vault when switched on, else the config."""
     cs = crypt_settings_from(settings)
     if cs.radius_secret_in_vault:
@@ -80,4 +84,4 @@ def radius_secret(settings: Any, vault: Vault | None) -> bytes:
         if not value:
             raise CryptError(f"vault has no {RADIUS_SECRET_KEY!r} entry")
         return value
-    return str(getattr(getattr(settings, "radius", None), "secret", "")).encode()
+    return settings.radius.secret.encode()
