@@ -29,15 +29,19 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from edgesec.events import Event
+from edgesec.events import Event, EventBus
 from edgesec.net import policy as P
 from edgesec.net.links import IP_FORWARD, set_ip_forward
 from edgesec.net.nftbackend import NftBackend, backend_for, open_backend
 from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +147,28 @@ def table_differences(listing: Mapping[str, Any] | None, skel: P.Skeleton,
     return diffs
 
 
-class FirewallService:
-    """Service (``name``, ``start``, ``stop``, ``status``) enforcing the policy.
+class PolicySource(Protocol):
+    """What the firewall reads from :class:`edgesec.registry.Registry`."""
 
-    ``registry`` needs ``get(mac)``, ``devices()``, ``bridges()``,
-    ``bridge_partners(mac)`` and ``bus.subscribe(callback)``.
-    """
+    @property
+    def bus(self) -> EventBus: ...
+
+    def get(self, mac: str) -> P.DeviceLike | None: ...
+
+    def devices(self) -> Iterable[P.DeviceLike]: ...
+
+    def bridges(self) -> Iterable[tuple[str, str]]: ...
+
+    def bridge_partners(self, mac: str) -> Iterable[str]: ...
+
+
+class FirewallService:
+    """Service (``name``, ``start``, ``stop``, ``status``) enforcing the policy over
+    the devices and bridges of a :class:`PolicySource` (the registry)."""
 
     name = "firewall"
 
-    def __init__(self, cfg: P.PolicyConfig, registry: Any, *, nft: Nft | None = None,
+    def __init__(self, cfg: P.PolicyConfig, registry: PolicySource, *, nft: Nft | None = None,
                  forward_path: Path | None = None) -> None:
         self.cfg = cfg
         self.registry = registry
@@ -165,7 +181,7 @@ class FirewallService:
         self._watcher: RulesetWatcher | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.heals = 0
         self.changes = 0
         self.last_error = ""
@@ -189,7 +205,7 @@ class FirewallService:
     def _rebuild(self) -> None:
         by_mac: dict[str, P.Rows] = {}
         devices = {d.mac: d for d in self.registry.devices()}
-        partners: dict[str, list[Any]] = {}
+        partners: dict[str, list[P.DeviceLike]] = {}
         for a, b in self.registry.bridges():
             if a in devices and b in devices:
                 partners.setdefault(a, []).append(devices[b])
@@ -255,7 +271,7 @@ class FirewallService:
             self.changes += 1
             return sum(len(v) for v in add.values()) + sum(len(v) for v in delete.values())
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: Event) -> None:
         """Registry event callback (runs synchronously after the change is durable)."""
         if event.kind not in WATCHED_EVENTS or not self._running:
             return
@@ -323,10 +339,8 @@ class FirewallService:
             self.heal_failing = False
             self._release_forwarding()
             self.heals += 1
-        bus = getattr(self.registry, "bus", None)
-        if bus is not None:
-            bus.publish(Event(HEALED_EVENT, "", {"family": "inet", "table": self.cfg.table,
-                                                 "heals": self.heals, "reason": reason}))
+        self.registry.bus.publish(Event(HEALED_EVENT, "", {
+            "family": "inet", "table": self.cfg.table, "heals": self.heals, "reason": reason}))
 
     def _hold_forwarding(self) -> None:
         if self.forward_path is None or self.forwarding_held:
@@ -366,7 +380,7 @@ class FirewallService:
         self._retry = self._loop.call_later(RETRY_S, retry)
 
     # -- Service protocol ----------------------------------------------------
-    def reload(self, settings: Any = None) -> None:
+    def reload(self, settings: Settings | None = None) -> None:
         """SIGHUP: take new subnets/NAT from ``settings`` and re-apply; else verify the table.
 
         The table name stays (renaming it needs a restart).
@@ -439,7 +453,7 @@ class FirewallService:
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 
-def build_firewall_service(settings: Any, registry: Any) -> FirewallService:
+def build_firewall_service(settings: Settings, registry: Registry) -> FirewallService:
     """Factory for the gateway: the firewall service for these settings and registry.
 
     Raises :class:`edgesec.net.nftbackend.NftUnavailable` when no nftables

@@ -34,7 +34,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 LEASES = "leases"
 BRIDGES = "bridges"
@@ -96,10 +99,10 @@ class PolicyConfig:
         return self._by_vlan.get(vlan)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PolicyConfig:
+    def from_settings(cls, settings: Settings) -> PolicyConfig:
         subs = tuple(PolicySubnet(s.vlan, s.bridge, s.network)
                      for s in settings.interfaces.subnets)
-        table = getattr(settings.firewall, "table_name", "") or "edgesec"
+        table = settings.firewall.table_name or "edgesec"
         from edgesec.dhcp.dnsfwd import forwarder_port
 
         return cls(subnets=subs, table=table, nat_interface=settings.nat.nat_interface,
