@@ -201,8 +201,11 @@ def _explain(s: Story, src: str, dst: str, proto: str = "", port: int = 0) -> st
     for f in parse_all(s.ctl("GET_ALL")).values():
         devices[f[1]] = Device(f[1], allow=f[0] == "a", vlanid=int(f[4]), nat=f[5] == "1",
                                primary_ip=f[2], secondary_ip=f[3])
-    members = [tuple(line.split(",")) for line in s.ctl("GET_GROUPS").splitlines()
-               if line.count(",") == 1]
+    members: list[tuple[str, str]] = []
+    for line in s.ctl("GET_GROUPS").splitlines():
+        if line.count(",") == 1:
+            group, mac = line.split(",")
+            members.append((group, mac))
     rules = []
     for line in s.ctl("GET_ACCESS").splitlines():
         if line.count(",") == 2:

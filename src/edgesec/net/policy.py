@@ -106,12 +106,17 @@ class DeviceLike(Protocol):
 
 
 class AccessLike(Protocol):
-    """The fields of ``edgesec.groups.Access`` the policy reads."""
+    """The fields of ``edgesec.groups.Access`` the policy reads (read-only, so the
+    frozen dataclass matches)."""
 
-    src: str
-    dst: str
-    proto: str  # "" = any protocol
-    port: int
+    @property
+    def src(self) -> str: ...
+    @property
+    def dst(self) -> str: ...
+    @property
+    def proto(self) -> str: ...  # "" = any protocol
+    @property
+    def port(self) -> int: ...
 
 
 @dataclass(frozen=True)
