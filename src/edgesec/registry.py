@@ -24,13 +24,14 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from edgesec.config import Settings
+from edgesec.device_status import DeviceStatus
 from edgesec.events import Event, EventBus
 from edgesec.reclaim import reclaimable
 from edgesec.store import BridgeRow, DeviceRow, Store, TicketRow
 
 log = logging.getLogger(__name__)
 
-STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = 0, 1, 2
+STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = DeviceStatus  # aliases
 IP_ADD, IP_OLD, IP_DEL = 1, 2, 3
 TICKET_LIFETIME_S = 60
 MAX_LABEL = 254
@@ -94,7 +95,7 @@ class Device:
     label: str = ""
     id: str = ""
     join_ts: int = 0
-    status: int = STATUS_UNKNOWN
+    status: DeviceStatus = DeviceStatus.UNKNOWN
 
     @property
     def ips(self) -> tuple[str, ...]:
@@ -189,7 +190,7 @@ class Registry:
     def _load(self) -> None:
         for r in self.store.load_devices():
             dev = Device(r.mac, r.allow, r.vlanid, r.nat, r.psk, r.primaryip, r.secondaryip,
-                         r.label, r.id, r.timestamp, r.status)
+                         r.label, r.id, r.timestamp, DeviceStatus(r.status))
             if self._psk_in_vault:
                 if r.psk:  # switched on with plaintext rows: move them into the vault
                     self._save(dev, moved_psk=True)
@@ -354,7 +355,7 @@ class Registry:
         mac = normalise_mac(mac)
         return self._save(replace(self._current(mac), label=_check_label(label)))
 
-    def set_status(self, mac: str, status: int) -> Device | None:
+    def set_status(self, mac: str, status: DeviceStatus) -> Device | None:
         """Record the AP connection status; unknown MACs only get the event."""
         mac = normalise_mac(mac)
         event = Event("ap", mac, {"status": status})
@@ -365,7 +366,7 @@ class Registry:
         if dev is None:
             self.bus.publish(event)
             return None
-        return self._save(replace(dev, status=status), event)
+        return self._save(replace(dev, status=DeviceStatus(status)), event)
 
     def set_ip(self, kind: str, mac: str, ip: str, interface: str | None = None
                ) -> Device | None:

@@ -139,16 +139,3 @@ def render_vlan_file(settings: Settings) -> str:
     lines.append(f"*\t{_value('vlan_file', iface)}.#\n")
     return "".join(lines)
 
-
-def parse_extra_config(text: str) -> dict[str, str]:
-    """``key=value`` lines (``#`` comments, blank lines ignored) for ``extra``."""
-    out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not _KEY.fullmatch(key.strip()):
-            raise HostapdConfigError(f"extra hostapd config line {n}: expected key=value")
-        out[key.strip()] = value.strip()
-    return out

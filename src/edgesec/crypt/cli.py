@@ -24,7 +24,7 @@ from edgesec.crypt import b64
 from edgesec.crypt.backends import load_backend
 from edgesec.crypt.errors import BackendError, CryptError
 from edgesec.crypt.importer import import_original
-from edgesec.crypt.settings import CryptSettings, from_ini
+from edgesec.crypt.settings import CryptSettings, from_config
 from edgesec.crypt.vault import Vault
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ def _fail(message: str) -> typer.Exit:
 def _settings(config: Path | None, db: Path | None, *, backend: str | None = None,
               kdf_log_n: int | None = None) -> CryptSettings:
     try:
-        settings = from_ini(config) if config else CryptSettings()
+        settings = from_config(config) if config else CryptSettings()
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     if db is not None:

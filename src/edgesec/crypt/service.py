@@ -1,21 +1,19 @@
 """Glue between the gateway and the vault: settings mapping, the command family,
 and the secret names other services use.
 
-* ``crypt_settings_from(settings)`` maps the gateway's ``Settings`` (duck-typed)
-  onto :class:`CryptSettings`.
+* ``crypt_settings_from(settings)`` maps the gateway's ``Settings`` onto
+  :class:`CryptSettings`.
 * ``build_crypt_commands(settings)`` opens (or creates) the vault and returns a
   :class:`CryptCommands`; it raises :class:`CryptError` with the reason when no
   vault can be opened (no passphrase, wrong passphrase, token missing) — the
   gateway then answers FAIL to the crypt commands and reports the reason.
-* ``RADIUS_SECRET_KEY`` / ``psk_key(device_id)`` name the vault entries used
-  when ``crypt.radiusSecretInVault`` / ``system.storePskInVault`` are on.
+* ``RADIUS_SECRET_KEY`` names the vault entry of the RADIUS secret when
+  ``crypt.radiusSecretInVault`` is on (a device's PSK is kept under its id).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgesec.crypt.commands import CryptCommands
 from edgesec.crypt.errors import CryptError
@@ -29,38 +27,9 @@ if TYPE_CHECKING:
 RADIUS_SECRET_KEY = "edgesec/radius/secret"
 
 
-def psk_key(device_id: str) -> str:
-    """Vault entry of a device's PSK: the device id (as the original's crypto builds)."""
-    if not device_id:
-        raise ValueError("device id must not be empty")
-    return device_id
-
-
 def crypt_settings_from(settings: Settings) -> CryptSettings:
-    """Map gateway settings onto CryptSettings (``[system]`` keys, optional ``[crypt]``).
-
-    The RADIUS secret is in the vault when ``[crypt] radiusSecretInVault`` says so,
-    or, when that key is unset, when ``[radius] secretInVault`` does.
-    """
-    system = settings.system
-    values: dict[str, Any] = {}  # CryptSettings field -> value (types as declared there)
-    for src, dst in (("crypt_db_path", "db_path"), ("crypt_backend", "backend"),
-                     ("crypt_passphrase_file", "passphrase_file"),
-                     ("store_psk_in_vault", "psk_in_vault")):
-        value = getattr(system, src)
-        if value not in (None, ""):
-            values[dst] = value
-    section = settings.crypt
-    for f in dataclasses.fields(CryptSettings):  # [crypt] has a subset of these fields
-        value = getattr(section, f.name, None)
-        if value not in (None, ""):
-            values[f.name] = value
-    if section.radius_secret_in_vault is None:
-        values["radius_secret_in_vault"] = settings.radius.secret_in_vault
-    for name in ("db_path", "passphrase_file", "pkcs11_module", "pkcs11_pin_file"):
-        if name in values and not isinstance(values[name], Path):
-            values[name] = Path(values[name]) if values[name] else None
-    return CryptSettings(**values)
+    """The vault's settings from the gateway's (see :meth:`CryptSettings.from_settings`)."""
+    return CryptSettings.from_settings(settings)
 
 
 def open_vault(settings: Settings, secret: bytes | None = None) -> Vault:

@@ -16,7 +16,7 @@ another process flushes or alters it, it is re-installed with the announced
 addresses, counted ("detection table healed Nx" in STATUS) and a
 ``firewall_healed`` event is published.
 
-Entry points for the lead: :func:`build_mdns_service` (factory used by
+Entry points: :func:`build_mdns_service` (factory used by
 ``edgesec.gateway``), :meth:`MdnsService.handle_mdns_names` and
 :meth:`MdnsService.register_commands`.
 """
@@ -95,7 +95,6 @@ class MdnsService:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.detect_error = ""
-        self.first_packets = 0
         self.table_heals = 0
         self._watcher: RulesetWatcher | None = None
         self.refusals: dict[str, int] = {}  # bridge refusals by Decision.code
@@ -339,7 +338,6 @@ class MdnsService:
 
     def first_packet(self, src: str, dst: str, indev: int) -> bool:
         """Apply the bridging rule to a logged first packet; True when a bridge was made."""
-        self.first_packets += 1
         now = self.reflector.clock()
         d = decide(self.knowledge, self.registry.device_by_ip, src, dst, self._ifname(indev),
                    now, self.mdns.auto_bridge, self.mdns.bridge_passive, self.names)

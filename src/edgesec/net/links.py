@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -67,14 +66,6 @@ def set_ip_forward(path: Path = IP_FORWARD, on: bool = True) -> bool:
         return False
     path.write_text(want + "\n")
     return True
-
-
-def ip_forward_on(path: Path = IP_FORWARD) -> bool:
-    """Whether IPv4 forwarding is on in this network namespace."""
-    try:
-        return path.read_text().strip() == "1"
-    except OSError:
-        return False
 
 
 async def ensure_bridge(ipr: AsyncIPRoute, name: str, gateway: str, prefixlen: int,
@@ -214,11 +205,6 @@ class SubnetService:
         if self.errors:
             text += "; errors: " + "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
         return text
-
-
-def prefix_of(netmask: str) -> int:
-    """Prefix length of a dotted netmask (a /32 is 32, unlike the original)."""
-    return ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
 
 
 def build_subnet_service(settings: Settings, registry: Registry) -> SubnetService:

@@ -180,4 +180,4 @@ def shared_backend(choice: str = "auto", nft_path: str = "",
 def backend_for(settings: Settings) -> NftBackend:
     """The shared backend chosen by ``[firewall] nftBackend`` / ``nftBinPath``."""
     fw = settings.firewall
-    return shared_backend(fw.nft_backend or "auto", fw.nft_bin_path, settings.system.bin_path)
+    return shared_backend(fw.nft_backend, fw.nft_bin_path, settings.system.bin_path)

@@ -495,14 +495,6 @@ def full_commands(cfg: PolicyConfig, rows: Mapping[str, Iterable[Row]],
     return cmds
 
 
-def diff_rows(old: Mapping[str, set[Row]], new: Mapping[str, set[Row]]
-              ) -> tuple[Rows, Rows]:
-    """(to_add, to_delete) per set."""
-    add = {n: new.get(n, set()) - old.get(n, set()) for n in ROW_SETS}
-    dele = {n: old.get(n, set()) - new.get(n, set()) for n in ROW_SETS}
-    return add, dele
-
-
 def diff_commands(table: str, add: Mapping[str, set[Row]], delete: Mapping[str, set[Row]]
                   ) -> list[dict[str, Any]]:
     """Deletions then additions, for one atomic transaction."""
