@@ -42,6 +42,7 @@ from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
 
 if TYPE_CHECKING:
     from edgesec.config import Settings
+    from edgesec.groups import GroupPolicy
     from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class FirewallService:
         get = self.registry.get
         partners = [p for p in (get(m) for m in self.registry.bridge_partners(mac))
                     if p is not None]
-        groups = getattr(self.registry, "groups", None)
+        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
         if groups is None:
             return P.device_rows(self.cfg, dev, partners)
         members = [p for p in (get(m) for m in groups.peers(mac)) if p is not None]
@@ -216,7 +217,7 @@ class FirewallService:
     def _policy_peers(self, mac: str) -> set[str]:
         """Devices whose rows depend on ``mac``'s record (bridges, groups, access rules)."""
         out = set(self.registry.bridge_partners(mac))
-        groups = getattr(self.registry, "groups", None)
+        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
         if groups is not None:
             out |= groups.related(mac)
         return out
@@ -229,7 +230,7 @@ class FirewallService:
             if a in devices and b in devices:
                 partners.setdefault(a, []).append(devices[b])
                 partners.setdefault(b, []).append(devices[a])
-        groups = getattr(self.registry, "groups", None)
+        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
         count: dict[str, dict[Any, int]] = {n: {} for n in P.ROW_SETS}
         for mac, dev in devices.items():
             if groups is None:
