@@ -20,9 +20,9 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesec.access import psk_file
 from edgesec.access.hostapd_conf import render_hostapd_conf, render_vlan_file
@@ -32,12 +32,23 @@ from edgesec.device_status import DeviceStatus
 from edgesec.events import Event
 from edgesec.process import SupervisedProcess
 
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Registry
+
 log = logging.getLogger(__name__)
 
 STATUS_CONNECTED, STATUS_DISCONNECTED = DeviceStatus.CONNECTED, DeviceStatus.DISCONNECTED
 ATTACH_MIN_BACKOFF_S = 0.2
 ATTACH_MAX_BACKOFF_S = 5.0
 ATTACH_WARN_EVERY_S = 300.0  # an absent hostapd is logged once, then every 5 minutes
+
+
+def _need(path: Path | None, key: str) -> Path:
+    """An ``[ap]`` path hostapd cannot run without; an empty key is refused by name."""
+    if path is None:
+        raise ValueError(f"[ap] {key} is empty: the hostapd service needs this path")
+    return path
 
 
 def _write(path: Path, text: str, mode: int = 0o600) -> None:
@@ -51,7 +62,8 @@ class HostapdService:
 
     name = "hostapd"
 
-    def __init__(self, settings: Any, registry: Any, *, extra: Mapping[str, str] | None = None,
+    def __init__(self, settings: Settings, registry: Registry, *,
+                 extra: Mapping[str, str] | None = None,
                  ping_interval: float = 1.0,
                  argv_prefix: list[str] | None = None) -> None:
         self.settings = settings
@@ -61,7 +73,7 @@ class HostapdService:
             raise ValueError("[ap] interface is empty: the hostapd service needs an interface")
         self.backend = ap.psk_backend or "radius"
         self.extra = dict(extra or {})
-        self.ctrl_path = Path(ap.ctrl_interface) / ap.interface
+        self.ctrl_path = _need(ap.ctrl_interface, "ctrlInterface") / ap.interface
         self.ping_interval = ping_interval
         self.argv_prefix = list(argv_prefix or [])  # e.g. ["ip", "netns", "exec", ns]
         self.process: SupervisedProcess | None = None
@@ -70,7 +82,7 @@ class HostapdService:
         self.events_seen = 0
         self.attaches = 0
         self._known: dict[str, tuple[bool, str, int]] = {}
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._reattach = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,11 +121,11 @@ class HostapdService:
     def write_files(self) -> None:
         conf, vlan, psk_text = self.render()
         ap = self.settings.ap
-        _write(Path(ap.vlan_file), vlan, 0o644)
+        _write(_need(ap.vlan_file, "vlanFile"), vlan, 0o644)
         if self.backend == "file":
-            _write(Path(ap.wpa_psk_file), psk_text)
+            _write(_need(ap.wpa_psk_file, "wpaPskFile"), psk_text)
             self._psk_text = psk_text
-        _write(Path(ap.ap_file_path), conf)
+        _write(_need(ap.ap_file_path, "apFilePath"), conf)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -123,7 +135,7 @@ class HostapdService:
         self._unsubscribe = self.registry.bus.subscribe(self._on_registry_event)
         if self.settings.system.exec_ap:
             ap = self.settings.ap
-            argv = [*self.argv_prefix, str(ap.ap_bin_path)]
+            argv = [*self.argv_prefix, str(_need(ap.ap_bin_path, "apBinPath"))]
             if ap.ap_log_path:
                 argv += ["-f", str(ap.ap_log_path)]
             argv.append(str(ap.ap_file_path))
@@ -160,7 +172,7 @@ class HostapdService:
             await self.process.stop()
             self.process = None
 
-    async def reload(self, settings: Any) -> None:
+    async def reload(self, settings: Settings) -> None:
         """SIGHUP: take the new ``[interfaces]`` (the VLAN file maps VLANs to bridges).
 
         Other sections (``[ap]``, ``[radius]``) need a restart and are kept.  When
@@ -337,7 +349,7 @@ class HostapdService:
             self._spawn(self._refresh_psk_file(), PSK_FILE_KEY)
         self._spawn(self.disconnect(mac), mac)
 
-    def _spawn(self, coro: Any, key: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object], key: str) -> None:
         """Run ``coro`` on the service's loop after every earlier action of ``key``."""
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -352,7 +364,7 @@ class HostapdService:
         else:
             loop.call_soon_threadsafe(self._enqueue, coro, key)
 
-    def _enqueue(self, coro: Any, key: str) -> None:
+    def _enqueue(self, coro: Coroutine[Any, Any, object], key: str) -> None:
         assert self._loop is not None
         task = self._loop.create_task(_after(self._last_action.get(key), coro))
         self._last_action[key] = task
@@ -404,7 +416,7 @@ class HostapdService:
             return
         self._tickets_seen = tickets
         self._psk_text = text
-        _write(Path(self.settings.ap.wpa_psk_file), text)
+        _write(_need(self.settings.ap.wpa_psk_file, "wpaPskFile"), text)
         sae = "SAE" in self.settings.ap.wpa_key_mgmt.split()
         if sae:  # sae_password lives in hostapd.conf: rewrite and reload the config
             self.write_files()
@@ -430,7 +442,7 @@ class HostapdService:
                 return
 
 
-def build_hostapd_service(settings: Any, registry: Any) -> HostapdService:
+def build_hostapd_service(settings: Settings, registry: Registry) -> HostapdService:
     """Factory for the gateway."""
     return HostapdService(settings, registry)
 
@@ -438,7 +450,8 @@ def build_hostapd_service(settings: Any, registry: Any) -> HostapdService:
 PSK_FILE_KEY = "psk-file"  # the ordering key of the PSK file's rewrites
 
 
-async def _after(previous: asyncio.Task[Any] | None, coro: Any) -> Any:
+async def _after(previous: asyncio.Task[Any] | None,
+                 coro: Coroutine[Any, Any, object]) -> object:
     """Wait for ``previous`` to end (however it ends), then run ``coro``."""
     try:
         if previous is not None:

@@ -429,12 +429,11 @@ def parse_status(lines: list[str]) -> list[dict[str, str]]:
 async def status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     counters = ctx.counters()
-    services = parse_status(ctx.status_lines())
-    for svc in services:
-        svc["counters"] = counters.get(svc["name"], {})  # type: ignore[assignment,unused-ignore]
+    parsed = parse_status(ctx.status_lines())
+    services = [{**svc, "counters": counters.get(svc["name"], {})} for svc in parsed]
     devices = ctx.registry.devices()
     return web.json_response({
-        "state": max((s["state"] for s in services), key=STATES.index, default="ok"),
+        "state": max((s["state"] for s in parsed), key=STATES.index, default="ok"),
         "uptime_seconds": int(time.time() - ctx.started),
         "devices": {"total": len(devices), "allowed": sum(d.allow for d in devices),
                     "nat": sum(d.nat for d in devices)},
