@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgesec.events import Event, EventBus
+from edgesec.events import AccessAdded, AccessRemoved, EventBus, GroupChanged
 from edgesec.registry import RegistryError, normalise_mac
 from edgesec.store import AccessRow, MembershipRow, Store
 
@@ -181,8 +181,8 @@ class GroupPolicy:
         with self.store.transaction():
             self.store.put_membership(MembershipRow(group, mac, now))
         self._add_member(group, mac, now)
-        self.bus.publish(Event("group_changed", mac, {
-            "group": group, "action": "added", "members": tuple(self._members[group])}))
+        self.bus.publish(GroupChanged(mac, group=group, action="added",
+                                      members=tuple(self._members[group])))
 
     def remove_member(self, group: str, mac: str, reason: str = "manual") -> None:
         group = check_group_name(group)
@@ -195,9 +195,8 @@ class GroupPolicy:
         self._published_removal(group, mac, reason)
 
     def _published_removal(self, group: str, mac: str, reason: str) -> None:
-        self.bus.publish(Event("group_changed", mac, {
-            "group": group, "action": "removed", "reason": reason,
-            "members": tuple(self._members.get(group, ()))}))
+        self.bus.publish(GroupChanged(mac, group=group, action="removed", reason=reason,
+                                      members=tuple(self._members.get(group, ()))))
 
     def add_access(self, src: str, dst: str, proto: str = "", port: int = 0) -> Access:
         """Let ``src`` open connections to ``dst`` (one direction only)."""
@@ -210,7 +209,7 @@ class GroupPolicy:
         with self.store.transaction():
             self.store.put_access(AccessRow(rule.src, rule.dst, rule.proto, rule.port, now))
         self._add_rule(rule, now)
-        self.bus.publish(Event("access_added", rule.src, self._event_data(rule, "manual")))
+        self.bus.publish(AccessAdded(rule.src, rule=rule, reason="manual"))
         return rule
 
     def remove_access(self, src: str, dst: str, proto: str = "", port: int = 0,
@@ -221,7 +220,7 @@ class GroupPolicy:
         with self.store.transaction():
             self.store.delete_access(rule.src, rule.dst, rule.proto, rule.port)
         self._drop_rule(rule)
-        self.bus.publish(Event("access_removed", rule.src, self._event_data(rule, reason)))
+        self.bus.publish(AccessRemoved(rule.src, rule=rule, reason=reason))
         return rule
 
     def _rule(self, src: str, dst: str, proto: str, port: int) -> Access:
@@ -265,5 +264,5 @@ class GroupPolicy:
         for g in groups:
             self._published_removal(g, mac, reason)
         for r in rules:
-            self.bus.publish(Event("access_removed", r.src, self._event_data(r, reason)))
+            self.bus.publish(AccessRemoved(r.src, rule=r, reason=reason))
         return len(groups) + len(rules)

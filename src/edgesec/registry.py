@@ -25,7 +25,15 @@ from typing import Protocol
 
 from edgesec.config import Settings
 from edgesec.device_status import DeviceStatus
-from edgesec.events import Event, EventBus
+from edgesec.events import (
+    ApStatus,
+    BridgeAdded,
+    BridgeRemoved,
+    DeviceChanged,
+    Event,
+    EventBus,
+    IpChanged,
+)
 from edgesec.reclaim import reclaimable
 from edgesec.store import BridgeRow, DeviceRow, Store, TicketRow
 
@@ -312,7 +320,7 @@ class Registry:
             self.store.put_device(self._row(dev))
         self._unflushed.discard(dev.mac)
         self._remember(dev)
-        self.bus.publish(Event("device", dev.mac, {"device": dev}))
+        self.bus.publish(DeviceChanged(dev.mac, old=old, new=dev))
         for event in events:
             self.bus.publish(event)
         return dev
@@ -358,7 +366,7 @@ class Registry:
     def set_status(self, mac: str, status: DeviceStatus) -> Device | None:
         """Record the AP connection status; unknown MACs only get the event."""
         mac = normalise_mac(mac)
-        event = Event("ap", mac, {"status": status})
+        event = ApStatus(mac, status=status)
         dev = self._devices.get(mac)
         if dev is None and status == STATUS_CONNECTED and mac in self._offers:
             # The station completed the handshake with the offered ticket's passphrase.
@@ -405,8 +413,8 @@ class Registry:
                 primary_ip="" if dev.primary_ip == addr else dev.primary_ip,
                 secondary_ip="" if dev.secondary_ip == addr else dev.secondary_ip,
             )
-            return self._save(new, Event("ip", mac, {"ip": addr, "type": IP_DEL,
-                                                     "primary": int(dev.primary_ip == addr)}))
+            return self._save(new, IpChanged(mac, ip=addr, type=IP_DEL,
+                                                   primary=int(dev.primary_ip == addr)))
         if addr in dev.ips:
             return dev
         if not dev.primary_ip:
@@ -418,7 +426,7 @@ class Registry:
             new, primary = replace(dev, secondary_ip=addr), 0
         self._release_ip_elsewhere(addr, mac)
         code = IP_ADD if head == "add" else IP_OLD
-        return self._save(new, Event("ip", mac, {"ip": addr, "type": code, "primary": primary}))
+        return self._save(new, IpChanged(mac, ip=addr, type=code, primary=primary))
 
     def _check_lease(self, mac: str, addr: str, vlan: int, bridge: str, interface: str) -> None:
         """Refuse a lease report that does not fit the device's admission (see set_ip)."""
@@ -464,7 +472,7 @@ class Registry:
                                             bridge.expires))
         self._bridges[pair] = bridge
         if not existing:
-            self.bus.publish(Event("bridge_added", pair[0], {"peer": pair[1], "reason": reason}))
+            self.bus.publish(BridgeAdded(pair[0], peer=pair[1], reason=reason))
         return bridge
 
     def remove_bridge(self, a: str, b: str, reason: str = "manual") -> bool:
@@ -489,8 +497,7 @@ class Registry:
             self.store.delete_bridges(pairs)
         for pair in pairs:
             del self._bridges[pair]
-            self.bus.publish(Event("bridge_removed", pair[0], {"peer": pair[1],
-                                                               "reason": reason}))
+            self.bus.publish(BridgeRemoved(pair[0], peer=pair[1], reason=reason))
         return len(pairs)
 
     # -- tickets and admission -------------------------------------------------
@@ -725,13 +732,11 @@ class Registry:
             self._offers.pop(d.mac, None)
         for pair in pairs:
             del self._bridges[pair]
-            self.bus.publish(Event("bridge_removed", pair[0], {"peer": pair[1],
-                                                               "reason": reason}))
+            self.bus.publish(BridgeRemoved(pair[0], peer=pair[1], reason=reason))
         for d in olds:
             self.groups.forgotten(d.mac, reason)
         for d in olds:
-            self.bus.publish(Event("device", d.mac, {"device": None, "removed": d,
-                                                     "reason": reason}))
+            self.bus.publish(DeviceChanged(d.mac, old=d, new=None, reason=reason))
         return olds
 
 

@@ -29,7 +29,7 @@ from edgesec.access.hostapd_conf import render_hostapd_conf, render_vlan_file
 from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
 from edgesec.atomic import write_atomic
 from edgesec.device_status import DeviceStatus
-from edgesec.events import Event
+from edgesec.events import DeviceChanged, Event
 from edgesec.process import SupervisedProcess
 
 if TYPE_CHECKING:
@@ -81,7 +81,6 @@ class HostapdService:
         self.mon: WpaCtrl | None = None
         self.events_seen = 0
         self.attaches = 0
-        self._known: dict[str, tuple[bool, str, int]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._reattach = asyncio.Event()
@@ -131,7 +130,6 @@ class HostapdService:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.write_files()
-        self._remember_devices()
         self._unsubscribe = self.registry.bus.subscribe(self._on_registry_event)
         if self.settings.system.exec_ap:
             ap = self.settings.ap
@@ -313,38 +311,33 @@ class HostapdService:
             self._spawn(self._bind_ticket(ev.mac, keyid), ev.mac)
 
     # -- registry -> hostapd -----------------------------------------------------------
-    def _remember_devices(self) -> None:
-        self._known = {d.mac: (d.allow, d.psk, d.vlanid) for d in self.registry.devices()}
-
     def _on_registry_event(self, event: Event) -> None:
-        if event.kind != "device":
+        if not isinstance(event, DeviceChanged):
             return
-        dev = event.data.get("device")
+        dev = event.new
         if dev is None:
-            if event.data.get("removed") is not None:
+            if event.old is not None:
                 self._forget(event.mac)
             return
-        new = (dev.allow, dev.psk, dev.vlanid)
-        old = self._known.get(dev.mac)
-        self._known[dev.mac] = new
-        if old is None and not dev.allow:  # a record created denied: keep it out too
-            self._spawn(self.deny(dev.mac), dev.mac)
+        if event.old is None:
+            if not dev.allow:  # a record created denied: keep it out too
+                self._spawn(self.deny(dev.mac), dev.mac)
             return
-        if old is None or old == new:
+        was = event.old
+        if (was.allow, was.psk, was.vlanid) == (dev.allow, dev.psk, dev.vlanid):
             return
         if self.backend == "file":
             self._spawn(self._refresh_psk_file(), PSK_FILE_KEY)
         if not dev.allow:
             self._spawn(self.deny(dev.mac), dev.mac)
         else:
-            if not old[0]:
+            if not was.allow:
                 self._spawn(self._undeny(dev.mac), dev.mac)
             self._spawn(self.disconnect(dev.mac), dev.mac)
 
     def _forget(self, mac: str) -> None:
         """A removed device: drop it (it re-authenticates as a stranger) and take it off
         the deny list, which held it only while its record said so."""
-        self._known.pop(mac, None)
         if self.backend == "file":
             self._spawn(self._refresh_psk_file(), PSK_FILE_KEY)
         self._spawn(self.disconnect(mac), mac)

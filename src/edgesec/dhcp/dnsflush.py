@@ -22,6 +22,8 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from edgesec.events import DeviceChanged
+
 if TYPE_CHECKING:
     from edgesec.events import Event
     from edgesec.registry import Registry
@@ -69,9 +71,9 @@ class NatWatch:
             self._unsubscribe = None
 
     def on_event(self, event: Event) -> None:
-        if event.kind != "device":
+        if not isinstance(event, DeviceChanged):
             return
-        dev = event.data.get("device")
+        dev = event.new
         if dev is None:
             return
         on = bool(dev.allow and dev.nat)

@@ -4,10 +4,10 @@ Owns wiring the parts together and the service protocol (async start/stop,
 one-line status), the ``MDNS_NAMES`` supervisor command and the ``mdns``
 events on the registry's bus:
 
-* ``Event("mdns", mac, {"action": "announce", "name", "type", "value", "ip",
-  "interface", "ttl"})`` for each newly learned record;
-* ``Event("mdns", mac_b, {"action": "bridge", "peer": mac_a, "reason"})``
-  when an automatic bridge was made (the registry's own ``bridge_added``
+* :class:`edgesec.events.MdnsAnnounced` (kind ``mdns``, action ``announce``:
+  name, type, value, ip, interface, ttl) for each newly learned record;
+* :class:`edgesec.events.MdnsBridge` (kind ``mdns``, action ``bridge``: peer,
+  reason) when an automatic bridge was made (the registry's own ``bridge_added``
   event carries the same reason).
 
 The detection table (``inet edgesec_mdns``) is watched through nftables
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgesec.events import Event
+from edgesec.events import DeviceChanged, Event, FirewallHealed, MdnsAnnounced, MdnsBridge
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
 from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, TYPE_SRV, Limits, Message
 from edgesec.mdns.detect import TABLE as DETECT_TABLE
@@ -191,9 +191,8 @@ class MdnsService:
         self.table_heals += 1
         log.warning("mdns: detection table %s was altered by another process; re-installed",
                     DETECT_TABLE)
-        self._publish(Event("firewall_healed", "", {"family": "inet", "table": DETECT_TABLE,
-                                                    "heals": self.table_heals,
-                                                    "reason": "table_altered"}))
+        self._publish(FirewallHealed("", table=DETECT_TABLE, heals=self.table_heals,
+                                     reason="table_altered"))
 
     def health(self) -> tuple[str, str]:
         """``degraded`` when automatic bridging is configured but its detection is not running."""
@@ -238,7 +237,7 @@ class MdnsService:
 
     # -- name ownership -------------------------------------------------------
     def _on_registry_event(self, event: Event) -> None:
-        if event.kind == "device":
+        if isinstance(event, DeviceChanged):
             self._identities_dirty = True
 
     def refresh_identities(self) -> None:
@@ -297,10 +296,9 @@ class MdnsService:
         mac = self._mac_of(src)
         changed = self.knowledge.learn(msg, src, mac, iface.name, now)
         for ann in changed[:MAX_EVENTS_PER_PACKET]:
-            self._publish(Event("mdns", mac, {
-                "action": "announce", "name": ann.name, "type": ann.type_name,
-                "value": ann.value, "ip": src, "interface": iface.name,
-                "ttl": int(ann.expires - now)}))
+            self._publish(MdnsAnnounced(
+                mac, name=ann.name, type=ann.type_name, value=ann.value, ip=src,
+                interface=iface.name, ttl=int(ann.expires - now)))
         if not msg.is_response or not mac:
             return
         # Only the announcer's own leased address counts (safer than the original).
@@ -347,7 +345,7 @@ class MdnsService:
             return False
         if not self.bridger.apply(d):
             return False
-        self._publish(Event("mdns", d.b, {"action": "bridge", "peer": d.a, "reason": d.reason}))
+        self._publish(MdnsBridge(d.b, peer=d.a, reason=d.reason))
         return True
 
     # -- supervisor command ---------------------------------------------------

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgesec.events import Event, EventBus
+from edgesec.events import Event, EventBus, FirewallHealed
 from edgesec.net import policy as P
 from edgesec.net.links import IP_FORWARD, set_ip_forward
 from edgesec.net.nftbackend import NftBackend, backend_for, open_backend
@@ -368,8 +368,8 @@ class FirewallService:
             self.heal_failing = False
             self._release_forwarding()
             self.heals += 1
-        self.registry.bus.publish(Event(HEALED_EVENT, "", {
-            "family": "inet", "table": self.cfg.table, "heals": self.heals, "reason": reason}))
+        self.registry.bus.publish(FirewallHealed("", table=self.cfg.table, heals=self.heals,
+                                                      reason=reason))
 
     def _hold_forwarding(self) -> None:
         if self.forward_path is None or self.forwarding_held:

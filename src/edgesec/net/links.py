@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 from pyroute2 import AsyncIPRoute
 
+from edgesec.events import DeviceChanged
+
 if TYPE_CHECKING:
     from edgesec.config import Settings
     from edgesec.events import Event
@@ -133,9 +135,9 @@ class SubnetService:
                 if d.allow and d.vlanid in self.pool_vlans}
 
     def _on_event(self, event: Event) -> None:
-        if event.kind != "device":
+        if not isinstance(event, DeviceChanged):
             return
-        dev = event.data.get("device") or self.registry.get(event.mac)
+        dev = event.new
         if dev is None or not dev.allow or dev.vlanid not in self.pool_vlans:
             return
         sub = self.subnets.get(dev.vlanid)

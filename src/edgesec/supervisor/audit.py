@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgesec.events import Event, EventBus
+from edgesec.events import EventBus, PolicyChanged
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger("edgesec.audit")
@@ -125,8 +125,8 @@ class Audit:
         self._emit("audit: %s %s by %s: %s", (name, " ".join(shown), peer.describe(), outcome),
                    fields)
         if ok and name not in NO_EVENT:
-            self.bus.publish(Event("policy", mac.lower() if ":" in mac else "", {
-                "ts": self.clock(), "command": name, "args": shown, "source": peer.word()}))
+            self.bus.publish(PolicyChanged(mac.lower() if ":" in mac else "", ts=self.clock(),
+                                         command=name, args=shown, source=peer.word()))
 
     def _emit(self, msg: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
         self.lines.log(msg, *args, extra=extra)
