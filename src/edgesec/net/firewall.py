@@ -5,10 +5,11 @@ and nothing else. It:
 
 * applies the whole policy in one transaction at start-up (``add``+``delete``+
   re-create of its own table, so a stale table from a crash is replaced);
-* on every registry event, recomputes the rows of the devices concerned (the
-  device, its bridge partners, the members of its groups and the other ends of
-  its access rules) and applies only the element differences
-  as one atomic transaction (cost independent of the number of devices);
+* on every registry event, takes the element differences from its pure
+  :class:`edgesec.net.policystate.PolicyState` (which re-derives the rows of
+  the devices concerned: the device, its bridge partners, the members of its
+  groups and the other ends of its access rules) and applies them as one
+  atomic transaction (cost independent of the number of devices);
 * watches the ruleset through netlink notifications
   (:class:`edgesec.net.nftgen.RulesetWatcher`, no polling): when another
   process changed its table, it compares the table with the policy and
@@ -29,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +39,7 @@ from edgesec.net import policy as P
 from edgesec.net.links import IP_FORWARD, set_ip_forward
 from edgesec.net.nftbackend import NftBackend, backend_for, open_backend
 from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
+from edgesec.net.policystate import PolicyState
 
 if TYPE_CHECKING:
     from edgesec.config import Settings
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WATCHED_EVENTS = ("device", "ip", "bridge_added", "bridge_removed", "group_changed",
-                  "access_added", "access_removed")
 HEALED_EVENT = "firewall_healed"
 RETRY_S = 1.0  # while a heal keeps failing (forwarding held off), retry this often
 
@@ -156,13 +155,9 @@ class PolicySource(Protocol):
     @property
     def bus(self) -> EventBus: ...
 
-    def get(self, mac: str) -> P.DeviceLike | None: ...
-
     def devices(self) -> Iterable[P.DeviceLike]: ...
 
     def bridges(self) -> Iterable[tuple[str, str]]: ...
-
-    def bridge_partners(self, mac: str) -> Iterable[str]: ...
 
 
 class FirewallService:
@@ -180,9 +175,7 @@ class FirewallService:
         self.nft = nft or Nft()
         self.forward_path = forward_path  # None: never touch forwarding
         self.skel = P.skeleton(cfg)
-        self._by_mac: dict[str, P.Rows] = {}
-        self._count: dict[str, dict[Any, int]] = {n: {} for n in P.ROW_SETS}
-        self._lock = threading.RLock()
+        self.state = PolicyState(cfg)
         self._watcher: RulesetWatcher | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,134 +189,60 @@ class FirewallService:
 
     # -- state ---------------------------------------------------------------
     def rows(self) -> P.Rows:
-        """The elements the kernel should hold now (keys of the contribution counts)."""
-        return {n: set(c) for n, c in self._count.items()}
+        """The elements the kernel should hold now."""
+        return self.state.rows()
 
-    def _device_rows(self, mac: str) -> P.Rows | None:
-        dev = self.registry.get(mac)
-        if dev is None:
-            return None
-        get = self.registry.get
-        partners = [p for p in (get(m) for m in self.registry.bridge_partners(mac))
-                    if p is not None]
+    def _load(self) -> None:
+        """Derive the policy state from the registry's current snapshot."""
         groups: GroupPolicy | None = getattr(self.registry, "groups", None)
-        if groups is None:
-            return P.device_rows(self.cfg, dev, partners)
-        members = [p for p in (get(m) for m in groups.peers(mac)) if p is not None]
-        access = [(r, p) for r in groups.rules_of(mac)
-                  if (p := get(r.dst if r.src == mac else r.src)) is not None]
-        return P.device_rows(self.cfg, dev, partners, members, access)
-
-    def _policy_peers(self, mac: str) -> set[str]:
-        """Devices whose rows depend on ``mac``'s record (bridges, groups, access rules)."""
-        out = set(self.registry.bridge_partners(mac))
-        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
-        if groups is not None:
-            out |= groups.related(mac)
-        return out
-
-    def _rebuild(self) -> None:
-        by_mac: dict[str, P.Rows] = {}
-        devices = {d.mac: d for d in self.registry.devices()}
-        partners: dict[str, list[P.DeviceLike]] = {}
-        for a, b in self.registry.bridges():
-            if a in devices and b in devices:
-                partners.setdefault(a, []).append(devices[b])
-                partners.setdefault(b, []).append(devices[a])
-        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
-        count: dict[str, dict[Any, int]] = {n: {} for n in P.ROW_SETS}
-        for mac, dev in devices.items():
-            if groups is None:
-                rows = P.device_rows(self.cfg, dev, partners.get(mac, ()))
-            else:
-                members = [devices[m] for m in groups.peers(mac) if m in devices]
-                access = [(r, devices[o]) for r in groups.rules_of(mac)
-                          if (o := r.dst if r.src == mac else r.src) in devices]
-                rows = P.device_rows(self.cfg, dev, partners.get(mac, ()), members, access)
-            by_mac[mac] = rows
-            for name, items in rows.items():
-                c = count[name]
-                for row in items:
-                    c[row] = c.get(row, 0) + 1
-        self._by_mac, self._count = by_mac, count
+        self.state.cfg = self.cfg
+        self.state.load(self.registry.devices(), self.registry.bridges(),
+                        groups.memberships() if groups is not None else (),
+                        groups.rules() if groups is not None else ())
 
     # -- applying ------------------------------------------------------------
     def apply_full(self) -> None:
         """Recompute everything from the registry and replace the table atomically."""
-        with self._lock:
-            self._rebuild()
-            cmds = [{"add": {"table": {"family": "inet", "name": self.cfg.table}}},
-                    *P.full_commands(self.cfg, self.rows(), table_exists=True)]
-            self.nft.apply(cmds)
+        self._load()
+        cmds = [{"add": {"table": {"family": "inet", "name": self.cfg.table}}},
+                *P.full_commands(self.cfg, self.rows(), table_exists=True)]
+        self.nft.apply(cmds)
 
-    def refresh(self, macs: Iterable[str]) -> int:
-        """Re-derive the rows of ``macs`` and apply the difference; returns #elements changed."""
-        with self._lock:
-            add, delete = P.empty_rows(), P.empty_rows()
-            for mac in set(macs):
-                new = self._device_rows(mac)
-                old = self._by_mac.pop(mac, None) or P.empty_rows()
-                if new is not None:
-                    self._by_mac[mac] = new
-                else:
-                    new = P.empty_rows()
-                for name in P.ROW_SETS:
-                    c = self._count[name]
-                    for row in old[name] - new[name]:
-                        n = c[row] - 1
-                        if n:
-                            c[row] = n
-                        else:
-                            del c[row]
-                            delete[name].add(row)
-                    for row in new[name] - old[name]:
-                        n = c.get(row, 0) + 1
-                        c[row] = n
-                        if n == 1:
-                            add[name].add(row)
-            for name in P.ROW_SETS:
-                both = add[name] & delete[name]
-                add[name] -= both
-                delete[name] -= both
-            cmds = P.diff_commands(self.cfg.table, add, delete)
-            if not cmds:
-                return 0
-            try:
-                self.nft.apply(cmds)
-            except FirewallError as exc:
-                # The kernel differs from what we believed: replace the table.
-                log.warning("incremental firewall update failed (%s); re-applying all", exc)
-                self.last_error = str(exc)
-                self.heal([f"incremental update refused: {exc}"], "update_refused")
-            self.changes += 1
-            return sum(len(v) for v in add.values()) + sum(len(v) for v in delete.values())
+    def apply_delta(self, add: P.Rows, delete: P.Rows) -> int:
+        """Apply element differences as one transaction; returns #elements changed.
+
+        When nft refuses them, the kernel differs from what we believed: the
+        whole table is re-applied (a heal).
+        """
+        cmds = P.diff_commands(self.cfg.table, add, delete)
+        if not cmds:
+            return 0
+        try:
+            self.nft.apply(cmds)
+        except FirewallError as exc:
+            log.warning("incremental firewall update failed (%s); re-applying all", exc)
+            self.last_error = str(exc)
+            self.heal([f"incremental update refused: {exc}"], "update_refused")
+        self.changes += 1
+        return sum(len(v) for v in add.values()) + sum(len(v) for v in delete.values())
 
     def on_event(self, event: Event) -> None:
-        """Registry event callback (runs synchronously after the change is durable)."""
-        if event.kind not in WATCHED_EVENTS or not self._running:
+        """Bus callback (runs synchronously after the change is durable)."""
+        if not self._running:
             return
-        macs = {event.mac}
-        peer = event.data.get("peer") if hasattr(event, "data") else None
-        if peer:
-            macs.add(peer)
-        if event.kind in ("device", "ip"):
-            macs.update(self._policy_peers(event.mac))
-        elif event.kind == "group_changed":
-            macs.update(event.data.get("members", ()))
         try:
-            self.refresh(macs)
+            self.apply_delta(*self.state.apply(event))
         except Exception as exc:  # keep the publisher alive; a retry heals
-            log.exception("firewall update for %s failed", event.mac)
+            log.exception("firewall update for %s %s failed", event.kind, event.mac)
             self.last_error = str(exc)
             self._schedule_retry()
 
     # -- watching and healing -------------------------------------------------
     def differences(self, elements: bool = True) -> list[str]:
         """How the kernel table differs from the policy (empty when in sync)."""
-        with self._lock:
-            listing = (self.nft.list_table(self.cfg.table) if elements
-                       else self.nft.list_structure(self.cfg.table))
-            return table_differences(listing, self.skel, self.rows(), elements)
+        listing = (self.nft.list_table(self.cfg.table) if elements
+                   else self.nft.list_structure(self.cfg.table))
+        return table_differences(listing, self.skel, self.rows(), elements)
 
     def check(self, force: bool = False) -> bool:
         """Compare the table with the policy and heal it; True when it re-applied.
@@ -333,12 +252,11 @@ class FirewallService:
         (~0.3 s at 20k elements) follows when the structure is intact.
         (``force`` is accepted for callers of the former polling API.)
         """
-        with self._lock:
-            diffs = self.differences(elements=False) or self.differences(elements=True)
-            if not diffs:
-                return False
-            self.heal(diffs, "table_missing" if diffs == ["table missing"] else "table_altered")
-            return True
+        diffs = self.differences(elements=False) or self.differences(elements=True)
+        if not diffs:
+            return False
+        self.heal(diffs, "table_missing" if diffs == ["table missing"] else "table_altered")
+        return True
 
     def heal(self, diffs: list[str], reason: str = "table_altered") -> None:
         """Re-apply the whole table with IPv4 forwarding held off meanwhile.
@@ -347,29 +265,28 @@ class FirewallService:
         table is in place; when the re-apply fails it stays off (fail closed)
         and a retry is scheduled. ``reason`` (one word) goes into the event.
         """
-        with self._lock:
-            retrying = self.heal_failing  # a failed heal being retried: already logged
+        retrying = self.heal_failing  # a failed heal being retried: already logged
+        if not retrying:
+            log.warning("firewall table %s altered (%s); re-applying", self.cfg.table,
+                        ", ".join(diffs))
+        self._hold_forwarding()
+        try:
+            self.apply_full()
+        except Exception as exc:
+            self.last_error = f"heal failed: {exc}"
+            self.heal_failing = True
             if not retrying:
-                log.warning("firewall table %s altered (%s); re-applying", self.cfg.table,
-                            ", ".join(diffs))
-            self._hold_forwarding()
-            try:
-                self.apply_full()
-            except Exception as exc:
-                self.last_error = f"heal failed: {exc}"
-                self.heal_failing = True
-                if not retrying:
-                    log.error("firewall table %s could not be restored (%s); IPv4 forwarding "
-                              "stays off, retrying every %.0f s", self.cfg.table, exc, RETRY_S)
-                self._schedule_retry()
-                raise
-            if retrying:
-                log.warning("firewall table %s restored after a failed heal", self.cfg.table)
-            self.heal_failing = False
-            self._release_forwarding()
-            self.heals += 1
+                log.error("firewall table %s could not be restored (%s); IPv4 forwarding "
+                          "stays off, retrying every %.0f s", self.cfg.table, exc, RETRY_S)
+            self._schedule_retry()
+            raise
+        if retrying:
+            log.warning("firewall table %s restored after a failed heal", self.cfg.table)
+        self.heal_failing = False
+        self._release_forwarding()
+        self.heals += 1
         self.registry.bus.publish(FirewallHealed("", table=self.cfg.table, heals=self.heals,
-                                                      reason=reason))
+                                                 reason=reason))
 
     def _hold_forwarding(self) -> None:
         if self.forward_path is None or self.forwarding_held:
@@ -421,9 +338,8 @@ class FirewallService:
         if cfg.table != self.cfg.table:
             log.warning("reload: firewall table name change to %s needs a restart", cfg.table)
             cfg = P.PolicyConfig(cfg.subnets, self.cfg.table, cfg.nat_interface)
-        with self._lock:
-            self.cfg, self.skel = cfg, P.skeleton(cfg)
-            self.apply_full()
+        self.cfg, self.skel = cfg, P.skeleton(cfg)
+        self.apply_full()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
