@@ -60,7 +60,9 @@ def test_killed_child_is_restarted_and_stop_ends_it() -> None:
         assert proc.pid is None and not _alive(second)
         assert proc.last_exit == -signal.SIGTERM
         assert "not running" in proc.status()
-        await asyncio.sleep(0.3)  # no restart after a deliberate stop
+        # no restart after a deliberate stop: the watcher (the only restarter) is gone and
+        # no task is left on the loop that could start the child again
+        assert proc._task is None and asyncio.all_tasks() == {asyncio.current_task()}
         assert proc.pid is None and proc.restarts == 1
 
     asyncio.run(scenario())
