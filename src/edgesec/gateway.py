@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgesec.config import Settings
+from edgesec.detect.commands import QuarantineCommands
 from edgesec.events import EventBus
 from edgesec.registry import Registry
 from edgesec.store import Store
@@ -91,6 +92,7 @@ class Gateway:
         self.store = Store(settings.system.connection_db_path)
         self.registry = Registry(settings, self.store, self.bus, vault=self.vault)
         NetworkCommands(self.registry).install(self.table)
+        QuarantineCommands(self.registry).install(self.table)
         self.table.register("STATUS", self._status_command, (0,))
         sup = settings.supervisor
         self.supervisor = SupervisorServer(
@@ -173,6 +175,7 @@ class Gateway:
                 self.registry.flush_join_times()
                 if ticks % BRIDGE_EXPIRY_TICKS == 0:
                     self.registry.expire_bridges()
+                    self.registry.expire_quarantines()
                     self.registry.reclaim_pool_vlans(self.settings.interfaces.vlan_pool_lifetime)
             except Exception:
                 log.exception("registry housekeeping failed")

@@ -18,6 +18,11 @@ hash-set lookups, however many devices and bridges exist):
 * ``nat`` — ``ipv4_addr`` of allowed devices with NAT: forwarded out of
   ``natInterface`` and masqueraded; only replies come back.
 * ``denied`` — ``ether_addr`` of denied devices: every packet dropped, DHCP too.
+* ``quarantined`` — ``ether_addr`` of quarantined devices (``edgesec.detect``):
+  they keep their lease row (so DHCP and DNS to the gateway still pass
+  anti-spoofing) but contribute no NAT and no bridge pairs, and an early rule in
+  ``input`` (before mDNS) and ``from_device`` drops everything else they send.
+  The registry keeps their NAT flag and bridges, so a release restores them.
 
 Devices reach the gateway only for DHCP (udp 67, also from 0.0.0.0), DNS (53)
 and mDNS (udp 5353 to 224.0.0.251 / ff02::fb); everything else from a device
@@ -37,8 +42,9 @@ LEASES = "leases"
 BRIDGES = "bridges"
 NAT = "nat"
 DENIED = "denied"
+QUARANTINED = "quarantined"
 DEVICE_IFS = "device_ifs"
-ROW_SETS = (LEASES, BRIDGES, NAT, DENIED)
+ROW_SETS = (LEASES, BRIDGES, NAT, DENIED, QUARANTINED)
 
 SET_TYPES: dict[str, Any] = {
     DEVICE_IFS: "ifname",
@@ -46,6 +52,7 @@ SET_TYPES: dict[str, Any] = {
     BRIDGES: ["ipv4_addr", "ipv4_addr"],
     NAT: "ipv4_addr",
     DENIED: "ether_addr",
+    QUARANTINED: "ether_addr",
 }
 
 Row = Any  # str or tuple[str, ...]
@@ -62,6 +69,11 @@ class DeviceLike(Protocol):
 
     @property
     def ips(self) -> tuple[str, ...]: ...
+
+
+def is_quarantined(dev: DeviceLike) -> bool:
+    """``Device.quarantined`` (read with a default so simpler records still work)."""
+    return bool(getattr(dev, "quarantined", False))
 
 
 @dataclass(frozen=True)
@@ -131,10 +143,13 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
     sub = cfg.subnet(dev.vlanid)
     if sub is not None:
         rows[LEASES].update((sub.bridge, dev.mac, ip) for ip in ips)
+    if is_quarantined(dev):
+        rows[QUARANTINED].add(dev.mac)
+        return rows
     if dev.nat and cfg.nat_interface:
         rows[NAT].update(ips)
     for peer in partners:
-        if not peer.allow or peer.mac == dev.mac:
+        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
             continue
         for pip in valid_ips(cfg, peer):
             for ip in ips:
@@ -200,6 +215,7 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         ("input", "replies", [_CT_REPLY, _ACCEPT]),
         ("input", "dns-udp", [_UDP, _m(_pl("udp", "dport"), 53), _ACCEPT]),
         ("input", "dns-tcp", [_TCP, _m(_pl("tcp", "dport"), 53), _ACCEPT]),
+        ("input", "quarantine", [_m(_pl("ether", "saddr"), f"@{QUARANTINED}"), _DROP]),
         ("input", "mdns4", [_m(_pl("ip", "daddr"), "224.0.0.251"), _UDP,
                             _m(_pl("udp", "dport"), 5353), _ACCEPT]),
         ("input", "drop", [_DROP]),
@@ -215,6 +231,7 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         ("forward", "to-device", [_m(_meta("oifname"), f"@{DEVICE_IFS}"),
                                   {"jump": {"target": "to_device"}}]),
         ("from_device", "denied", [_m(_pl("ether", "saddr"), f"@{DENIED}"), _DROP]),
+        ("from_device", "quarantine", [_m(_pl("ether", "saddr"), f"@{QUARANTINED}"), _DROP]),
         ("from_device", "not-ipv4", [_m(_meta("nfproto"), "ipv4", "!="), _DROP]),
         ("from_device", "spoof", [_m(_LEASE_KEY, f"@{LEASES}", "!="), _DROP]),
         ("from_device", "bridge",
