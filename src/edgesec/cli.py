@@ -25,6 +25,7 @@ SUB_APPS = {
     "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
     "lab": ("edgesec.lab.cli", "app", "Virtual IoT devices in network namespaces."),
+    "alerts": ("edgesec.detect.cli", "app", "Alerts raised by the detectors."),
 }
 
 

@@ -72,6 +72,8 @@ OPTIONAL_SERVICES: tuple[ServiceSpec, ...] = (
                 lambda s: s.system.exec_mdns_forward),
     ServiceSpec("capture", "edgesec.capture.service", "build_capture_service",
                 lambda s: s.system.exec_capture),
+    ServiceSpec("detect", "edgesec.detect.service", "build_detect_service",
+                lambda s: s.detect.enabled),
 )
 # Services that must be up before the control API answers (the rest start after it).
 EARLY = ("subnets", "firewall")
