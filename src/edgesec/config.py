@@ -412,6 +412,7 @@ class DetectSettings:
     scan_ports: int = key("scanPorts", parse_int, 15)
     scan_hosts: int = key("scanHosts", parse_int, 25)
     lateral_targets: int = key("lateralTargets", parse_int, 6)
+    lateral_window: int = key("lateralWindow", parse_int, 10)
     dns_window: int = key("dnsWindow", parse_int, 60)
     dns_suspicious: int = key("dnsSuspicious", parse_int, 10)
     dns_label_length: int = key("dnsLabelLength", parse_int, 40)

@@ -52,6 +52,7 @@ class DetectConfig:
     scan_ports: int = 15
     scan_hosts: int = 25
     lateral_targets: int = 6
+    lateral_window: int = 10
     dns_window: int = 60
     dns_suspicious: int = 10
     dns_label_length: int = 40
@@ -125,7 +126,7 @@ class _DevState:
     def __init__(self, cfg: DetectConfig) -> None:
         self.by_host = DistinctWindow(cfg.scan_window * US)
         self.by_port = DistinctWindow(cfg.scan_window * US)
-        self.blocked = DistinctWindow(cfg.scan_window * US)
+        self.blocked = DistinctWindow(cfg.lateral_window * US)
         self.dns = DistinctWindow(cfg.dns_window * US)
         self.nx = DistinctWindow(cfg.dns_window * US)
         self.upload = Sum(cfg.upload_window * US)
@@ -299,7 +300,7 @@ class Engine:
                 if st.blocked.distinct() >= cfg.lateral_targets:
                     ctx.alert(mac, "lateral_probe", 3,
                               f"{st.blocked.distinct()} blocked attempts on other devices "
-                              f"or the gateway in {cfg.scan_window}s",
+                              f"or the gateway in {cfg.lateral_window}s",
                               {"targets": [f"{h}:{k[1]}" for h, k in st.blocked.keys(8)]},
                               ip4)
 
