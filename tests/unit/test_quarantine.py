@@ -151,3 +151,39 @@ def test_get_map_and_get_all_are_unchanged_by_quarantine(w: World) -> None:
     assert send("RELEASE", A) == proto.OK
     assert send("RELEASE", A) == proto.FAIL
     assert send("GET_QUARANTINE") == proto.OK
+
+
+def test_mdns_never_auto_bridges_a_quarantined_device(w: World) -> None:
+    from edgesec.mdns.bridging import AutoBridger, Decision
+
+    w.reg.remove_bridge(A, B)
+    w.reg.quarantine(A, "scan")
+    bridger = AutoBridger(w.reg)
+    assert not bridger.apply(Decision(True, A, B, "discovered"))
+    assert not w.reg.has_bridge(A, B)
+    w.reg.release(A)
+    assert bridger.apply(Decision(True, A, B, "discovered"))
+
+
+def test_mdns_does_not_reflect_onto_a_bridge_of_only_quarantined_devices(w: World) -> None:
+    import socket
+    from types import SimpleNamespace
+
+    from edgesec.mdns.service import MdnsService
+
+    svc = SimpleNamespace(registry=w.reg, settings=SETTINGS, _contained_cache=(-1, frozenset()))
+    contained = MdnsService._contained.__get__(svc)  # type: ignore[attr-defined]
+    assert not contained("br1") and not contained("br2")
+    w.reg.quarantine(A, "scan")
+    assert contained("br1") and not contained("br2")
+    w.reg.release(A)
+    assert not contained("br1")
+
+    from edgesec.mdns.reflector import Reflector, _Endpoint
+
+    refl = Reflector([], None)  # type: ignore[arg-type]
+    eps = {n: _Endpoint(SimpleNamespace(name=n), socket.AF_INET, None)  # type: ignore[arg-type]
+           for n in ("br1", "br2", "br3")}
+    refl.endpoints = {(n, socket.AF_INET): ep for n, ep in eps.items()}
+    refl.skip_target = lambda name: name == "br1"
+    assert [e.iface.name for e in refl._targets(eps["br2"])] == ["br3"]

@@ -110,6 +110,11 @@ class AutoBridger:
         try:
             if self.registry.has_bridge(decision.a, decision.b):
                 return False
+            if any(getattr(self.registry.get(m), "quarantined", False)
+                   for m in (decision.a, decision.b)):
+                log.info("mdns auto-bridge %s<->%s: a quarantined device is never bridged",
+                         decision.a, decision.b)
+                return False
             self.registry.add_bridge(
                 decision.a, decision.b, reason=decision.reason, ttl=int(self.expiry)
             )
