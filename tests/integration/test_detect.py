@@ -172,3 +172,12 @@ def test_05_quarantine_survives_a_restart(bed: Bed) -> None:
     assert bed.dns_ok(a)
     bed.lab.ok(f"RELEASE {a.mac}")
     assert wait_for(lambda: bed.wan_ok(a), 10)
+
+
+def test_06_a_released_device_that_attacks_again_is_contained_again(bed: Bed) -> None:
+    a = bed.a
+    for _ in range(2):
+        bed.attack(a, "scan")
+        assert wait_for(lambda: a.mac in bed.quarantined(), 30), bed.alerts()
+        bed.lab.ok(f"RELEASE {a.mac}")
+        assert wait_for(lambda: bed.wan_ok(a), 10)

@@ -242,3 +242,13 @@ def test_config_from_settings_keys(cfg: dict) -> None:
                                   {"scanPorts": cfg.get("scan_ports", 15)}.items())
     s = parse_settings(text)
     assert DetectConfig.from_settings(s.detect).scan_ports == cfg.get("scan_ports", 15)
+
+
+def test_reset_after_release_detects_a_repeat_at_once() -> None:
+    e = engine()
+    scan = [from_a(IP(src=A_IP, dst=WAN_IP) / TCP(sport=50000, dport=p, flags="S"))
+            for p in range(1, 40)]
+    assert kinds(feed(e, scan)) == ["port_scan"]
+    assert feed(e, scan, start=T0 + 5 * 1_000_000) == []  # rate-limited
+    e.reset(A)
+    assert kinds(feed(e, scan, start=T0 + 10 * 1_000_000)) == ["port_scan"]

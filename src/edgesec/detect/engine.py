@@ -386,6 +386,14 @@ class Engine:
                       f"{st.spoof.events()} packets with forged source {src_ip} "
                       f"in {SPOOF_WINDOW_S}s", {"forged": st.spoof.keys(8)}, ip4)
 
+    def reset(self, mac: str) -> None:
+        """Forget a device's windows and alert rate limits (after its release), so a
+        repeated attack is detected and contained again at once."""
+        self._state.pop(mac, None)
+        for key in [k for k in self._last if k[0] == mac]:
+            del self._last[key]
+            self._suppressed.pop(key, None)
+
     # -- output ------------------------------------------------------------------
     def emit(self, alert: Alert, rate_key: str = "") -> Alert | None:
         """Rate-limit: one alert per (device, kind) per minute, repeats counted into the

@@ -122,6 +122,8 @@ class DetectService:
         }
 
     def _on_event(self, event: Event) -> None:
+        if event.kind == "quarantine" and not event.data.get("on"):
+            self._write({"reset": event.mac})
         if event.kind in WATCHED and self._world_task is None and not self._stopping:
             with contextlib.suppress(RuntimeError):
                 self._world_task = asyncio.get_running_loop().create_task(self._send_world())

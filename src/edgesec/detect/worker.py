@@ -134,6 +134,8 @@ class DetectWorker:
                 if "world" in msg:
                     self.world_base = msg["world"]
                     self._apply_world()
+                if "reset" in msg:
+                    self.engine.reset(str(msg["reset"]))
         return True
 
     def process(self, ring: Ring) -> None:
