@@ -252,3 +252,19 @@ def test_reset_after_release_detects_a_repeat_at_once() -> None:
     assert feed(e, scan, start=T0 + 5 * 1_000_000) == []  # rate-limited
     e.reset(A)
     assert kinds(feed(e, scan, start=T0 + 10 * 1_000_000)) == ["port_scan"]
+
+
+def test_strangers_get_no_profile_and_the_store_mirrors_memory(tmp_path) -> None:
+    from edgesec.detect.worker import ProfileStore
+
+    e = engine()
+    flood = [Ether(src=f"02:00:00:00:02:{i:02x}", dst=GW_MAC) / IP(src="10.0.1.99", dst=WAN_IP)
+             / UDP(dport=1) for i in range(50)]
+    feed(e, flood + benign())
+    assert set(e.profiles) == {A}
+    store = ProfileStore(str(tmp_path / "d.sqlite"))
+    assert store.save(e.profiles) == 1 and set(store.load()) == {A}
+    e.profiles.clear()
+    e.profiles["02:00:00:00:00:0b"] = Profile(first_seen=1.0, dirty=True)
+    store.save(e.profiles)
+    assert set(store.load()) == {"02:00:00:00:00:0b"}

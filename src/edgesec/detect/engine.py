@@ -143,6 +143,7 @@ class Engine:
         self.flows = FlowTracker(120, max_flows=20_000)
         self._state: dict[str, _DevState] = {}
         self._unknown = DistinctWindow(FLOOD_WINDOW_S * US, cap=1024)
+        self._stranger = Profile(first_seen=float("inf"))
         self._last: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
         self._tokens = float(self.cfg.alerts_per_minute)
@@ -224,7 +225,9 @@ class Engine:
                       {"yiaddr": dhcp[9], "siaddr": dhcp[10]}, ip4)
             return
         src_ip, dst_ip, proto = ip4[10], ip4[11], ip4[8]
-        prof = self.profile(src_mac, now)
+        # Only registry devices get a (persisted) profile: a flood of forged MACs
+        # must not evict real profiles; strangers share one that never stops learning.
+        prof = self.profile(src_mac, now) if dev is not None else self._stranger
         prof.last_seen = now
         prof.packets += 1
         prof.hours |= 1 << int(now // 3600 % 24)

@@ -7,10 +7,11 @@ seconds from the first packet) everything is learned; after it, only the
 upload peak keeps learning (slowly) and new destinations or names raise
 low-severity alerts (then join the profile, so each alerts once).
 
-Bound: at most MAX_DESTS destinations, MAX_DOMAINS names, MAX_PORTS ports;
-with names of at most 254 characters a profile stays under ~64 KiB
-(measured by ``bench/detect.py``); at most MAX_PROFILES devices are kept
-(the least recently active go first).
+Bound: at most MAX_DESTS destinations, MAX_DOMAINS names, MAX_PORTS ports:
+about 80 KiB in memory and 28 KiB on disk when every bound is reached with
+long names, ~3 KiB for a typical device (``bench/detect.py``); at most
+MAX_PROFILES devices are kept (the least recently active go first), and only
+registry devices get one.
 """
 
 from __future__ import annotations

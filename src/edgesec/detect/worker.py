@@ -85,6 +85,14 @@ class ProfileStore:
         self.db.execute("COMMIT")
         for _, p in dirty:
             p.dirty = False
+        # the table mirrors memory: evicted profiles (beyond MAX_PROFILES) go too
+        keep = list(profiles)
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (mac TEXT PRIMARY KEY)")
+        self.db.execute("BEGIN")
+        self.db.execute("DELETE FROM keep")
+        self.db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", [(m,) for m in keep])
+        self.db.execute("DELETE FROM profiles WHERE mac NOT IN (SELECT mac FROM keep)")
+        self.db.execute("COMMIT")
         return len(dirty)
 
 

@@ -66,6 +66,9 @@ def attack(lab: Lab, name: str, kind: str, wait: float = 15.0) -> AttackResult:
             contained_at = time.time()
             break
         time.sleep(0.2)
+    if contained_at is not None:
+        # when the decision was committed (the firewall applies it synchronously after)
+        contained_at = _quarantined_at(lab, dev.mac, first - 1) or contained_at
     alerts = _alerts_of(lab, dev.mac, first - 1)
     return AttackResult(name, dev.mac, kind, sent, first, contained_at is not None,
                         None if contained_at is None else max(0.0, contained_at - first),
@@ -85,3 +88,19 @@ def _alerts_of(lab: Lab, mac: str, since: float) -> list[str]:
     finally:
         db.close()
     return [f"{k} (severity {s}): {m}" for k, s, m in rows]
+
+
+def _quarantined_at(lab: Lab, mac: str, since: float) -> float | None:
+    """Time of the device's latest quarantine decision in the audit trail."""
+    path = lab.dir / "connections.sqlite"
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT max(ts) FROM audit WHERE mac = ? AND action = 'quarantine'"
+                         " AND ts >= ?", (mac, since)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return float(row[0]) if row and row[0] is not None else None
