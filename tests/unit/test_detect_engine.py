@@ -268,3 +268,17 @@ def test_strangers_get_no_profile_and_the_store_mirrors_memory(tmp_path) -> None
     e.profiles["02:00:00:00:00:0b"] = Profile(first_seen=1.0, dirty=True)
     store.save(e.profiles)
     assert set(store.load()) == {"02:00:00:00:00:0b"}
+
+
+def test_a_bridge_that_changed_its_mac_is_still_the_gateway() -> None:
+    """A bridge takes its lowest port's MAC: DHCP answers from the new MAC are the
+    gateway's once the worker re-reads its interfaces, not a rogue DHCP server."""
+    e = engine()
+    new_gw = "02:00:00:00:00:01"
+    e.refresh_gateway = lambda: {GW_MAC, new_gw}
+    ack = (Ether(src=new_gw, dst=A) / IP(src=GW_IP, dst=A_IP) / UDP(sport=67, dport=68)
+           / BOOTP(op=2, yiaddr=A_IP) / DHCP(options=[("message-type", "ack"), "end"]))
+    claim = Ether(src=new_gw, dst="ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=new_gw, psrc=GW_IP)
+    assert feed(e, [ack, claim]) == []
+    e2 = engine()  # without the refresh: an unknown MAC sending offers is a rogue server
+    assert kinds(feed(e2, [ack])) == ["rogue_dhcp"]

@@ -18,7 +18,8 @@ The detectors and their thresholds are described in docs/detect.md.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -144,6 +145,9 @@ class Engine:
         self._state: dict[str, _DevState] = {}
         self._unknown = DistinctWindow(FLOOD_WINDOW_S * US, cap=1024)
         self._stranger = Profile(first_seen=float("inf"))
+        # set by the worker: the gateway's MACs read afresh from its interfaces
+        self.refresh_gateway: Callable[[], Iterable[str]] | None = None
+        self._refreshed = 0.0
         self._last: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
         self._tokens = float(self.cfg.alerts_per_minute)
@@ -154,6 +158,26 @@ class Engine:
     # -- knowledge ---------------------------------------------------------------
     def set_world(self, world: World) -> None:
         self.world = world
+
+    def _is_gateway(self, mac: str) -> bool:
+        """One of the gateway's own MACs.
+
+        A Linux bridge takes the lowest MAC of its ports, so a bridge's address
+        changes when a device's veth joins it: a MAC that is no registry device
+        makes the worker re-read the gateway's addresses (``refresh_gateway``,
+        at most once a second) before the frame is judged.
+        """
+        w = self.world
+        if mac in w.gateway_macs:
+            return True
+        if self.refresh_gateway is None or mac in w.devices:
+            return False
+        now = time.monotonic()
+        if now - self._refreshed < 1.0:
+            return False
+        self._refreshed = now
+        w.gateway_macs = frozenset(self.refresh_gateway())
+        return mac in w.gateway_macs
 
     def profile(self, mac: str, now: float) -> Profile:
         prof = self.profiles.get(mac)
@@ -200,7 +224,7 @@ class Engine:
         w = self.world
         ip4 = rows.get("ip4")
         ctx = _Ctx(self, ifname, ts, flow, out)
-        if src_mac in w.gateway_macs:
+        if self._is_gateway(src_mac):
             dns = rows.get("dns")
             if dns is not None and dns[2] & 0x8000 and dns[2] & 0xF == RCODE_NXDOMAIN:
                 self._nxdomain(ctx, dst_mac, dns[7])
@@ -362,7 +386,7 @@ class Engine:
         op, sha, spa = arp[5], (arp[6] or "").lower(), arp[7]
         if op not in (1, 2) or not spa or spa == "0.0.0.0":
             return
-        if spa in w.gateway_ips and sha not in w.gateway_macs:
+        if spa in w.gateway_ips and not self._is_gateway(sha):
             ctx.alert(src_mac, "arp_spoof", 4, f"ARP from {sha} claims the gateway's {spa}",
                       {"sha": sha, "spa": spa})
             return

@@ -106,6 +106,7 @@ class DetectWorker:
         self.store = ProfileStore(options["db"]) if options.get("db") else None
         if self.store is not None:
             self.engine.profiles.update(self.store.load())
+        self.engine.refresh_gateway = self.gateway_macs
         self.stop = False
         self._stdin_buf = b""
 
@@ -119,11 +120,15 @@ class DetectWorker:
                 log.warning("cannot watch %s: %s", name, exc)
         self._apply_world()
 
+    def gateway_macs(self) -> set[str]:
+        """The gateway's MACs now: the watched bridges' (they change as ports join)."""
+        macs = set(self.world_base.get("gateway_macs", []))
+        macs.update(m for m in (if_mac(n) for n in self.rings) if m)
+        return macs
+
     def _apply_world(self) -> None:
         d = dict(self.world_base)
-        macs = set(d.get("gateway_macs", []))
-        macs.update(m for m in (if_mac(n) for n in self.rings) if m)
-        d["gateway_macs"] = sorted(macs)
+        d["gateway_macs"] = sorted(self.gateway_macs())
         self.engine.set_world(world_from(d))
 
     def read_stdin(self) -> bool:
