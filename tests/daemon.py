@@ -43,6 +43,8 @@ BASE_CONFIG: dict[str, dict[str, object]] = {
     "dhcp": {f"dhcpRange{v}": f"{v},10.0.{v}.2,10.0.{v}.254,255.255.255.0,24h"
              for v in range(1, 6)},
     "ap": {"wpaPassphrase": "default-pass-1"},
+    # beside the config, never the shared /run/edgesec/api.sock of a real gateway
+    "api": {"socketPath": "api.sock"},
 }
 
 
@@ -71,26 +73,34 @@ def write_config(directory: Path, overrides: dict[str, dict[str, object]] | None
 class Daemon:
     """``edgesec run -c CONFIG`` as a child process, stopped by its pid."""
 
-    def __init__(self, config: Path, netns: str | None = None, verbosity: int = 3) -> None:
+    def __init__(self, config: Path, netns: str | None = None, verbosity: int = 3,
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.args = args  # more `edgesec run` options, e.g. ("--log-format", "json")
+        self.env = env or {}
         self.dir = config.parent
         self.netns = netns
         self.verbosity = verbosity
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "edgesec.log"
+        self._socket_path: Path | None = None
 
     @property
     def socket_path(self) -> Path:
-        from edgesec.config import load_settings
+        """From the config as first read (a reload never moves the socket; a test may
+        break the file on purpose)."""
+        if self._socket_path is None:
+            from edgesec.config import load_settings
 
-        path = load_settings(self.config).supervisor.supervisor_control_path
-        assert path is not None
-        return path
+            self._socket_path = load_settings(self.config).supervisor.supervisor_control_path
+        assert self._socket_path is not None
+        return self._socket_path
 
     def start(self, timeout: float = 20.0) -> Daemon:
         argv = [*EDGESEC, "run", "-c", str(self.config)]
         if self.verbosity:
             argv.append("-" + "d" * self.verbosity)
+        argv.extend(self.args)
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         sock = self.socket_path
@@ -98,7 +108,8 @@ class Daemon:
             sock.unlink()
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=self.dir, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     cwd=self.dir,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,8 @@ from edgesec.config import ConfigError, describe, load_settings
 
 app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
                   no_args_is_help=True, add_completion=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  pretty_exceptions_show_locals=False)  # locals may hold secrets
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -26,14 +28,21 @@ SUB_APPS = {
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
     "lab": ("edgesec.lab.cli", "app", "Virtual IoT devices in network namespaces."),
     "alerts": ("edgesec.detect.cli", "app", "Alerts raised by the detectors."),
+    "api": ("edgesec.api.cli", "app", "Management API: tokens."),
 }
+# Top-level views served by the management API (defined in edgesec.api.cli).
+API_VIEWS = ("devices", "status", "explain")
 
 
-def setup_logging(verbosity: int) -> None:
-    """Like the original: -ddd is INFO, -dddd DEBUG; warnings are always shown."""
+def setup_logging(verbosity: int, log_format: str = "text") -> None:
+    """Like the original: -ddd is INFO, -dddd DEBUG; warnings are always shown.
+
+    The audit trail (policy changes, RADIUS decisions, leases) is at INFO.
+    """
+    from edgesec.logsetup import setup_logging as _setup
+
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup(level, log_format)
 
 
 def _version(value: bool) -> None:
@@ -62,9 +71,14 @@ def _load(config: Path):
 def run(
     config: Annotated[Path, typer.Option("-c", "--config", help="config.ini of the original")],
     debug: Annotated[int, typer.Option("-d", count=True, help="More log output (repeat).")] = 0,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads)."""
-    setup_logging(debug)
+    if log_format not in ("text", "json"):
+        typer.echo(f"edgesec: --log-format must be text or json, not {log_format!r}", err=True)
+        raise typer.Exit(2)
+    setup_logging(debug, log_format)
     settings = _load(config)
     from edgesec.gateway import Gateway
 
@@ -85,11 +99,15 @@ def ctl(
     udp: Annotated[str | None, typer.Option("--udp", help="HOST:PORT")] = None,
     config: Annotated[Path | None, typer.Option("-c", "--config")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the reply")] = 5.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="print {command, ok, lines} (events: one object per line)")] = False,
 ) -> None:
     """Send one supervisor command and print the reply (exit 1 on FAIL).
 
     `edgesec ctl watch` subscribes to events and prints them as they come.
     """
+    import json
+
     from edgesec.supervisor.client import ClientError, SupervisorClient, default_socket
 
     key = b""
@@ -108,7 +126,9 @@ def ctl(
         with client:
             if words == ["watch"]:
                 for line in client.events():
-                    typer.echo(line)
+                    kind, _, rest = line.partition(" ")
+                    typer.echo(json.dumps({"event": kind, "args": rest.split()})
+                               if as_json else line)
                 return
             reply = client.request(" ".join(words))
     except ClientError as exc:
@@ -116,16 +136,37 @@ def ctl(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-    typer.echo(reply, nl=False)
-    if reply == "FAIL\n":
+    failed = reply == "FAIL\n"
+    if as_json:
+        typer.echo(json.dumps({"command": words[0] if words else "", "ok": not failed,
+                               "lines": reply.splitlines()}))
+    else:
+        typer.echo(reply, nl=False)
+    if failed:
+        # The text protocol has no room for a reason (the original's clients
+        # parse FAIL alone); the daemon logs why, and the API answers with it.
+        typer.echo("edgesec: the gateway refused the command; the daemon log says why "
+                   "(the management API returns the reason: docs/api.md)", err=True)
         raise typer.Exit(1)
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="config.ini to check")]) -> None:
-    """Load FILE, report errors (exit 2) or print the effective settings."""
+def config_check(
+    file: Annotated[Path, typer.Argument(help="config.ini to check")],
+    strict: Annotated[bool, typer.Option("--strict",
+                                         help="Unknown sections and keys are errors.")] = False,
+) -> None:
+    """Validate FILE as `run` would: errors (exit 2) or the effective settings.
+
+    Secret values (RADIUS secret, WPA passphrase, control key) are redacted.
+    """
     logging.basicConfig(level=logging.WARNING, format="edgesec: warning: %(message)s")
-    settings = _load(file)
+    try:
+        settings = load_settings(file, strict=strict)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"edgesec: {problem}", err=True)
+        raise typer.Exit(2) from None
     section = ""
     for sect, key, value in describe(settings):
         if sect != section:
@@ -153,6 +194,8 @@ def _mount_sub_apps(argv: list[str]) -> None:
         wanted = []
     elif first in SUB_APPS:
         wanted = [first]
+    elif first in API_VIEWS:
+        wanted = ["api"]
     elif first in {"run", "ctl", "config", "demo"}:
         wanted = []
     else:
@@ -164,9 +207,19 @@ def _mount_sub_apps(argv: list[str]) -> None:
         except (ImportError, AttributeError):
             continue
         app.add_typer(sub, name=name, help=help_text)
+        if name == "api":
+            module_obj = importlib.import_module(module)
+            for view in API_VIEWS:
+                app.command(view)(getattr(module_obj, view))
 
 
 def main() -> None:
+    if os.environ.get("_EDGESEC_COMPLETE"):
+        # Shell completion (`_EDGESEC_COMPLETE=source_bash edgesec` prints the script
+        # `make install` installs; the script calls back with complete_bash).
+        from typer.completion import completion_init
+
+        completion_init()
     _mount_sub_apps(sys.argv[1:])
     app()
 

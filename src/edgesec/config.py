@@ -2,10 +2,13 @@
 
 The INI dialect follows the original (minIni): section and key names are
 case-insensitive, values may be double-quoted, ``#``/``;`` start a comment
-outside quotes, booleans are read from their first character.  Every key is
-described once in a section schema (name, parser, default); unknown keys are
-warnings, bad values raise :class:`ConfigError` naming file, section, key and
-value.
+outside quotes.  Booleans are strict (``true/false/yes/no/on/off/1/0``, any
+case): the original read only the first character, so ``trust-nobody`` was
+true.  Every key is described once in a section schema (name, parser,
+default); unknown keys and sections are warnings with their line (errors with
+``strict=True``), bad values raise :class:`ConfigError` naming file, line,
+section, key and value (secret values redacted).  Cross-field checks live in
+:mod:`edgesec.config_check`.
 """
 
 from __future__ import annotations
@@ -18,25 +21,40 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edgesec.config_check import Origins, parse_ip_list, parse_wpa_passphrase, redact
+from edgesec.config_check import validate as _validate
+
 log = logging.getLogger(__name__)
 
 IFNAMSIZ = 15  # longest Linux interface name
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names where it is."""
+    """A configuration value that cannot be used; the message names where it is.
+
+    ``problems`` lists every problem found (the message is the first of them).
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 # ---------------------------------------------------------------------------
 # value parsers: str -> typed value, raising ValueError with a short reason
 
 
+TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+
+
 def parse_bool(text: str) -> bool:
-    if text and text[0] in "1tTyY":
+    word = text.lower()
+    if word in TRUE_WORDS:
         return True
-    if text and text[0] in "0fFnN":
+    if word in FALSE_WORDS:
         return False
-    raise ValueError("expected true or false")
+    raise ValueError("expected true/false, yes/no, on/off or 1/0")
 
 
 def parse_int(text: str) -> int:
@@ -90,6 +108,38 @@ def parse_str(text: str) -> str:
 
 def parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_reserve(text: str) -> str:
+    """Free space to keep: bytes (``67108864``) or a share of the filesystem (``10%``)."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) if t.endswith("%") else parse_int(t)
+    except ValueError:
+        raise ValueError("expected bytes or a percentage such as 10%") from None
+    if not 0 <= value < (100 if t.endswith("%") else float("inf")):  # also rejects nan
+        raise ValueError("expected bytes or a percentage below 100%")
+    return t
+
+SERVICE_NAMES = ("subnets", "firewall", "radius", "hostapd", "dhcp", "mdns", "capture")
+
+
+def parse_service_list(text: str) -> tuple[str, ...]:
+    """``requireServices``: comma list of service names, or ``none``."""
+    names = parse_list(text.lower())
+    if names == ("none",):
+        return ("none",)
+    bad = [n for n in names if n not in SERVICE_NAMES]
+    if bad:
+        raise ValueError(f"unknown service {bad[0]!r} (one of {', '.join(SERVICE_NAMES)}, "
+                         "or none)")
+    return names
+
+
+def parse_nft_backend(text: str) -> str:
+    if text not in ("auto", "library", "binary"):
+        raise ValueError("expected auto, library or binary")
+    return text
 
 
 def parse_colon_list(text: str) -> tuple[str, ...]:
@@ -200,6 +250,8 @@ class SystemSettings:
     crypt_passphrase_file: Path | None = path_key("cryptPassphraseFile", "")
     crypt_backend: str = key("cryptBackend", parse_str, "passphrase")
     store_psk_in_vault: bool = key("storePskInVault", parse_bool, False)
+    # empty: the enabled ones of subnets, firewall, radius, dhcp (gateway.required_services)
+    require_services: tuple[str, ...] = key("requireServices", parse_service_list, ())
 
 
 @dataclass(frozen=True)
@@ -210,15 +262,22 @@ class CaptureSettings:
     buffer_timeout: int = key("bufferTimeout", parse_int, 10)
     immediate: bool = key("immediate", parse_bool, False)
     middleware_params: str = key("middlewareParams", parse_str, "")
-    middlewares: tuple[str, ...] = key("middlewares", parse_list, ("header",))
+    middlewares: tuple[str, ...] = key("middlewares", parse_list, ("header", "cleaner"))
     capture_interfaces: tuple[str, ...] = key("captureInterfaces", parse_list, ())
-    pcap_dir_path: Path | None = path_key("pcapDirPath", "pcap")
+    pcap_dir_path: Path | None = path_key("pcapDirPath", "")
     pcap_rotate_size: int = key("pcapRotateSize", parse_int, 16 * 1024 * 1024)
     pcap_store_size: int = key("pcapStoreSize", parse_int, 256 * 1024 * 1024)
     pcap_rotate_seconds: int = key("pcapRotateSeconds", parse_int, 60)
     flow_timeout: int = key("flowTimeout", parse_int, 120)
     eve_path: Path | None = path_key("evePath", "")
-    buffer_size: int = key("bufferSize", parse_int, 16 * 1024 * 1024)
+    buffer_size: int = key("bufferSize", parse_int, 0)
+    # bounds and write batching (docs/capture.md "Storage bounds")
+    capture_rate: int = key("captureRate", parse_int, 5000)
+    capture_db_size: int = key("captureDbSize", parse_int, 64 * 1024 * 1024)
+    capture_max_age: int = key("captureMaxAge", parse_int, 7 * 24 * 3600)
+    capture_reserve: str = key("captureReserve", parse_reserve, "10%")
+    commit_interval: int = key("commitInterval", parse_int, 5)
+    eve_rotate_size: int = key("eveRotateSize", parse_int, 8 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -239,7 +298,7 @@ class ApSettings:
     device: str = key("device", parse_str, "")
     vlan_tagged_interface: str = key("vlanTaggedInterface", parse_ifname, "")
     ssid: str = key("ssid", parse_str, "edgesec")
-    wpa_passphrase: str = key("wpaPassphrase", parse_str, "")
+    wpa_passphrase: str = key("wpaPassphrase", parse_wpa_passphrase, "")
     driver: str = key("driver", parse_str, "nl80211")
     hw_mode: str = key("hwMode", parse_str, "g")
     channel: int = key("channel", parse_int, 11)
@@ -287,16 +346,26 @@ class NatSettings:
 class FirewallSettings:
     firewall_bin_path: Path | None = path_key("firewallBinPath", "")
     table_name: str = key("tableName", parse_str, "edgesec")
+    nft_backend: str = key("nftBackend", parse_nft_backend, "auto")
+    nft_bin_path: str = key("nftBinPath", parse_str, "")
+
+
+def parse_forwarder_port(text: str) -> int:
+    """``[dns] forwarderPort``: a port that DNS (53) and DHCP (67) do not already use."""
+    port = parse_port(text)
+    if port in (0, 53, 67):
+        raise ValueError("expected a free port other than 0, 53 and 67")
+    return port
 
 
 @dataclass(frozen=True)
 class DnsSettings:
-    servers: tuple[str, ...] = key("servers", parse_list, ())
+    servers: tuple[str, ...] = key("servers", parse_ip_list, ())
     mdns_reflect_ip4: bool = key("mdnsReflectIp4", parse_bool, False)
     mdns_reflect_ip6: bool = key("mdnsReflectIp6", parse_bool, False)
     mdns_filter: str = key("mdnsFilter", parse_str, "")
     mdns_auto_bridge: bool = key("mdnsAutoBridge", parse_bool, True)
-    mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 0)
+    mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 3600)
     mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_list, ())
     mdns_rate_limit: int = key("mdnsRateLimit", parse_int, 50)
     mdns_rate_burst: int = key("mdnsRateBurst", parse_int, 100)
@@ -304,6 +373,8 @@ class DnsSettings:
     mdns_max_packet: int = key("mdnsMaxPacket", parse_int, 9000)
     mdns_discovery_ttl: int = key("mdnsDiscoveryTtl", parse_int, 600)
     mdns_log_group: int = key("mdnsLogGroup", parse_int, 5353)
+    local_only_without_nat: bool = key("localOnlyWithoutNat", parse_bool, True)
+    forwarder_port: int = key("forwarderPort", parse_forwarder_port, 5053)
 
 
 @dataclass(frozen=True)
@@ -429,6 +500,19 @@ class DetectSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """``[api]``: the management API (HTTP + JSON, metrics, dashboard); see docs/api.md."""
+
+    socket_path: Path | None = path_key("socketPath", "/run/edgesec/api.sock")
+    socket_group: str = key("socketGroup", parse_str, "")
+    address: str = key("address", parse_ipv4, "127.0.0.1")
+    port: int = key("port", parse_port, 0)
+    token_file: Path | None = path_key("tokenFile", "api-tokens.json")
+    cert_file: Path | None = path_key("certFile", "")
+    key_file: Path | None = path_key("keyFile", "")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything edgesec reads from ``config.ini``."""
 
@@ -445,6 +529,7 @@ class Settings:
     interfaces: InterfacesSettings = field(default_factory=InterfacesSettings)
     crypt: CryptSection = field(default_factory=CryptSection)
     detect: DetectSettings = field(default_factory=DetectSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
 
 SECTIONS: dict[str, type] = {
@@ -460,6 +545,7 @@ SECTIONS: dict[str, type] = {
     "interfaces": InterfacesSettings,
     "crypt": CryptSection,
     "detect": DetectSettings,
+    "api": ApiSettings,
 }
 
 # ---------------------------------------------------------------------------
@@ -488,8 +574,12 @@ def strip_value(raw: str) -> str:
     return "".join(out).strip()
 
 
-def read_ini(text: str, source: str) -> list[IniLine]:
-    """Split INI text into (section, key, value) lines; names lower-cased."""
+def read_ini(text: str, source: str,
+             headers: dict[str, int] | None = None) -> list[IniLine]:
+    """Split INI text into (section, key, value) lines; names lower-cased.
+
+    ``headers``, when given, receives each section's first header line.
+    """
     lines: list[IniLine] = []
     section = ""
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -501,6 +591,8 @@ def read_ini(text: str, source: str) -> list[IniLine]:
             if end < 0:
                 raise ConfigError(f"{source}:{lineno}: section header without ']': {line!r}")
             section = line[1:end].strip().lower()
+            if headers is not None:
+                headers.setdefault(section, lineno)
             continue
         name, sep, value = line.partition("=")
         if not sep or not name.strip():
@@ -527,8 +619,9 @@ def _parse_section(cls: type, section: str, entries: dict[str, IniLine], base: P
         try:
             values[f.name] = f.metadata["parser"](entry.value)
         except ValueError as exc:
+            shown = redact(ini, entry.value)
             raise ConfigError(
-                f"{source}:{entry.lineno}: [{section}] {ini} = {entry.value!r}: {exc}"
+                f"{source}:{entry.lineno}: [{section}] {ini} = {shown!r}: {exc}"
             ) from None
     return values
 
@@ -574,12 +667,20 @@ def _pool_subnets(ifs: dict[str, Any], explicit: list[Subnet], prefix: str) -> l
     return out
 
 
-def parse_settings(text: str, source: str = "<config>", base: Path | None = None) -> Settings:
-    """Parse INI text into :class:`Settings`; raise :class:`ConfigError` on bad values."""
+def parse_settings(text: str, source: str = "<config>", base: Path | None = None,
+                   strict: bool = False) -> Settings:
+    """Parse INI text into :class:`Settings`; raise :class:`ConfigError` on bad values.
+
+    The same validation serves ``edgesec run`` and ``edgesec config check``.
+    With ``strict``, unknown sections and keys are errors instead of warnings.
+    """
     base = base or Path.cwd()
+    headers: dict[str, int] = {}
     by_section: dict[str, dict[str, IniLine]] = {}
-    for line in read_ini(text, source):
+    origins = Origins(source)
+    for line in read_ini(text, source, headers):
         by_section.setdefault(line.section, {})[line.key] = line
+        origins.keys[(line.section, line.key)] = line.lineno
 
     parsed: dict[str, dict[str, Any]] = {}
     for name, cls in SECTIONS.items():
@@ -595,13 +696,15 @@ def parse_settings(text: str, source: str = "<config>", base: Path | None = None
             raise ConfigError(
                 f"{source}:{entry.lineno}: [interfaces] {entry.key} = {entry.value!r}: {exc}"
             ) from None
+        first = origins.subnets.setdefault(explicit[-1].vlan, entry.lineno)
+        if first != entry.lineno:
+            raise ConfigError(f"{source}:{entry.lineno}: [interfaces] {entry.key}: VLAN "
+                              f"{explicit[-1].vlan} is already listed on line {first}")
     try:
         pool = _pool_subnets(ifs, explicit, prefix)
     except ValueError as exc:
-        raise ConfigError(f"{source}: [interfaces] vlanPoolPrefix: {exc}") from None
-    vlans = [s.vlan for s in explicit]
-    if len(vlans) != len(set(vlans)):
-        raise ConfigError(f"{source}: [interfaces] the same VLAN is listed twice")
+        raise ConfigError(f"{origins.at('interfaces', 'vlanPoolPrefix')}: [interfaces] "
+                          f"vlanPoolPrefix: {exc}") from None
     ifs["subnets"] = tuple(explicit + pool)
 
     ranges: list[DhcpRange] = []
@@ -612,40 +715,44 @@ def parse_settings(text: str, source: str = "<config>", base: Path | None = None
             raise ConfigError(
                 f"{source}:{entry.lineno}: [dhcp] {entry.key} = {entry.value!r}: {exc}"
             ) from None
+        origins.ranges.append(entry.lineno)
     parsed["dhcp"]["ranges"] = tuple(ranges)
 
-    for section, entries in by_section.items():
-        if section not in SECTIONS:
-            log.warning("%s: unknown section [%s] ignored", source, section)
-            continue
-        for entry in entries.values():
-            log.warning("%s:%d: unknown key [%s] %s ignored", source, entry.lineno, section,
-                        entry.key)
+    _unknown(by_section, headers, source, strict)
 
     settings = Settings(
         path=Path(source) if source != "<config>" else None,
         **{name: cls(**parsed[name]) for name, cls in SECTIONS.items()},
     )
-    _check(settings, source)
+    problems = _validate(settings, origins)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more, problems)
     return settings
 
 
-def _check(settings: Settings, source: str) -> None:
-    """Cross-key checks the original makes at start-up."""
-    sys = settings.system
-    ifs = settings.interfaces
-    if ifs.subnets and ifs.subnet_for_vlan(sys.default_open_vlan_id) is None:
-        raise ConfigError(
-            f"{source}: [system] defaultOpenVlanId = {sys.default_open_vlan_id}: "
-            "no [interfaces] ifN entry has that VLAN"
-        )
-    path = settings.supervisor.supervisor_control_path
-    if path is not None and len(str(path).encode()) > 107:
-        raise ConfigError(f"{source}: [supervisor] supervisorControlPath = '{path}': "
-                          "longer than a UNIX socket path may be (107 bytes)")
+def _unknown(by_section: dict[str, dict[str, IniLine]], headers: dict[str, int], source: str,
+             strict: bool) -> None:
+    """Warn about (or, strict, refuse) sections and keys no schema reads."""
+    problems = []
+    for section in headers.keys() | by_section.keys():
+        if section not in SECTIONS:
+            line = headers.get(section) or min(e.lineno for e in by_section[section].values())
+            problems.append((line, f"{source}:{line}: unknown section [{section}]"))
+            continue
+        for entry in by_section.get(section, {}).values():
+            problems.append((entry.lineno,
+                             f"{source}:{entry.lineno}: unknown key [{section}] {entry.key}"))
+    problems.sort()
+    if strict and problems:
+        texts = [f"{text} (--strict)" for _, text in problems]
+        more = f" (and {len(texts) - 1} more)" if len(texts) > 1 else ""
+        raise ConfigError(texts[0] + more, texts)
+    for _, text in problems:
+        log.warning("%s ignored", text)
 
 
-def load_settings(path: str | Path) -> Settings:
+def load_settings(path: str | Path, strict: bool = False) -> Settings:
     """Read and parse a config file; relative paths resolve against its directory."""
     p = Path(path)
     try:
@@ -654,7 +761,7 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text") from None
-    return parse_settings(text, str(p), p.resolve().parent)
+    return parse_settings(text, str(p), p.resolve().parent, strict)
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
@@ -668,7 +775,10 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             if ini is not None:
                 if isinstance(value, tuple):
                     value = (":" if f.name == "bin_path" else ",").join(value)
-                rows.append((name, ini, "" if value is None else str(value)))
+                text = "" if value is None else str(value)
+                if not f.metadata.get("path"):
+                    text = redact(ini, text)
+                rows.append((name, ini, text))
         if name == "interfaces":
             for s in settings.interfaces.subnets:
                 rows.append((name, f"vlan{s.vlan}",

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from edgesec.lab import lab as lab_mod
+from edgesec.lab import output
 from edgesec.lab.report import parse_all, parse_bridges
 from edgesec.lab.topology import Topology
 
@@ -234,6 +236,21 @@ def step_vault(s: Story) -> str:
     return "stored encrypted, read back intact, plaintext not on disk"
 
 
+def step_api(s: Story) -> str:
+    c = s.dev(s.c)
+    why = s.lab.api("GET", f"/api/v1/explain?src={c.mac}&dst=internet")
+    require(isinstance(why, dict) and not why["allowed"], f"explain said {why!r}")
+    require(f"ADD_NAT {c.mac}" in why["remedies"], f"explain named no remedy: {why!r}")
+    require(not s.reach(s.c, WAN, 80, "http"), f"{s.c} reached the wan before the API call")
+    dev = s.lab.api("PATCH", f"/api/v1/devices/{c.mac}", {"nat": True})
+    require(isinstance(dev, dict) and dev["nat"] is True, f"PATCH answered {dev!r}")
+    require(s.eventually(lambda: s.reach(s.c, WAN, 80, "http"), 3),
+            f"{s.c} cannot reach the wan after the API granted NAT")
+    require(s.ctl(f"GET_MAP {c.mac}").split(",")[5] == "1", "the supervisor does not see NAT")
+    return (f"explain: {why['reasons'][0]}; PATCH nat=true → {s.c} reaches the wan; "
+            f"dashboard at {s.lab.state.api_url}")
+
+
 def _gateway_of(s: Story, name: str) -> str:
     route = s.lab.run(name, ["ip", "-4", "route", "show", "default"]).stdout.split()
     return route[2] if len(route) > 2 else ""
@@ -273,6 +290,7 @@ STEPS: tuple[tuple[str, Callable[[Story], str]], ...] = (
     ("B discovers A's service across subnets and is bridged automatically", step_discover),
     ("The capture DB shows A's and B's traffic", step_capture),
     ("A secret is stored in the vault (PUT_CRYPT / GET_CRYPT)", step_vault),
+    ("The management API explains why C is offline and grants it NAT", step_api),
     ("A compromised device is detected and contained (scan from A, A quarantined, "
      "B unaffected, A released)", step_contain),
 )
@@ -280,16 +298,15 @@ STEPS: tuple[tuple[str, Callable[[Story], str]], ...] = (
 
 def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list[Result]:
     """Build the lab, run every step, tear the lab down; returns the results."""
-    console = console or Console()
+    console = console or output.console()
     lab_mod.down(prefix)  # a previous demo that was interrupted
     lab = lab_mod.Lab.create(prefix)
-    lab.log = lambda msg: console.print(f"  [dim]{msg}[/dim]")
+    lab.log = lambda msg: console.print(f"  {msg}", style="dim")
     story = Story(lab, console)
     try:
-        console.print(
-            f"[bold]Building the lab[/bold]: a gateway running edgesec, a wan "
-            f"namespace standing for the internet, {DEVICES} IoT devices …"
-        )
+        console.print(Text.assemble(
+            ("Building the lab", "bold"), ": a gateway running edgesec, a wan "
+            f"namespace standing for the internet, {DEVICES} IoT devices …"))
         t0 = time.monotonic()
         try:
             lab.up(DEVICES)
@@ -311,7 +328,7 @@ def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list
             story.results.append(result)
             _show(console, result)
     finally:
-        console.print("\n[bold]Tearing the lab down[/bold] …")
+        console.print(Text.assemble("\n", ("Tearing the lab down", "bold"), " …"))
         lab.down()
         left = lab_mod.leftovers(prefix)
         story.results.append(
@@ -324,13 +341,16 @@ def run_story(prefix: str = DEMO_PREFIX, console: Console | None = None) -> list
 
 
 def _show(console: Console, r: Result) -> None:
-    mark = "[green]✓[/green]" if r.ok else "[red]✗[/red]"
-    console.print(f"{mark} {r.title}" + (f"\n    [dim]{r.detail}[/dim]" if r.detail else ""))
+    # Titles and details carry MACs and replies: Text parts, never markup or emoji.
+    line = Text.assemble(("✓", "green") if r.ok else ("✗", "red"), f" {r.title}")
+    if r.detail:
+        line.append(f"\n    {r.detail}", style="dim")
+    console.print(line)
 
 
 def main(prefix: str = DEMO_PREFIX) -> int:
     """Entry point of ``edgesec demo``; exit status 0 only if every step passed."""
-    console = Console()
+    console = output.console()
     t0 = time.monotonic()
     results = run_story(prefix, console)
     passed = sum(r.ok for r in results)

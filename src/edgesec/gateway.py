@@ -2,8 +2,13 @@
 
 Start order follows dependencies (interfaces, firewall, vault, control API,
 RADIUS, hostapd, DHCP, mDNS, capture); stop is the reverse.  The control API
-(supervisor) is required; any other service that fails to build or start is
-logged, reported by ``edgesec ctl STATUS`` and the gateway keeps running.
+(supervisor) is required, and so are the enforcing services the config enables
+and those of ``[system] requireServices`` (:mod:`edgesec.failclosed`): when one
+fails to build or start, the gateway stops what started, leaves IPv4
+forwarding off and ``edgesec run`` exits non-zero.  Forwarding is switched on
+only after the interfaces and the firewall table are in place.  Any other
+service that fails is logged, reported by ``edgesec ctl STATUS`` and the
+gateway keeps running.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import fcntl
 import gc
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -24,7 +30,14 @@ from typing import Any, Protocol
 from edgesec.config import Settings
 from edgesec.detect.commands import QuarantineCommands
 from edgesec.events import EventBus
+from edgesec.failclosed import (
+    enable_forwarding,
+    hold_forwarding_off,
+    refuse_if_missing,
+    required_services,
+)
 from edgesec.registry import Registry
+from edgesec.sdnotify import Notifier
 from edgesec.store import Store
 from edgesec.supervisor import protocol as proto
 from edgesec.supervisor.commands import CommandTable, NetworkCommands, Request
@@ -37,6 +50,15 @@ BRIDGE_EXPIRY_TICKS = 5  # bridges are checked for expiry every 5 s
 
 
 class Service(Protocol):
+    """What the gateway runs.  Two optional hooks are looked up with ``getattr``:
+
+    * ``def health(self) -> tuple[str, str]``: ``(state, why)`` with state
+      ``"ok"``, ``"degraded"`` or ``"failed"`` (absent: always ok), shown by STATUS;
+    * ``def reload(self, settings: Settings) -> None | Awaitable[None]``: apply a
+      re-read configuration live (SIGHUP); a hook without the parameter is
+      called without it (re-check only).
+    """
+
     name: str
 
     async def start(self) -> None: ...
@@ -44,6 +66,22 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
     def status(self) -> str: ...
+
+
+HEALTH_STATES = ("ok", "degraded", "failed")
+STOP_BUDGET_S = 1.8  # SIGTERM -> exit within 2 s, whatever state the services are in
+
+
+def service_health(service: Any) -> tuple[str, str]:
+    """``service.health()`` or ``("ok", "")``; a broken hook is reported as failed."""
+    health = getattr(service, "health", None)
+    if health is None:
+        return "ok", ""
+    try:
+        state, why = health()
+    except Exception as exc:
+        return "failed", f"health check raised {exc!r}"
+    return (state if state in HEALTH_STATES else "failed"), str(why)
 
 
 @dataclass(frozen=True)
@@ -74,6 +112,8 @@ OPTIONAL_SERVICES: tuple[ServiceSpec, ...] = (
                 lambda s: s.system.exec_capture),
     ServiceSpec("detect", "edgesec.detect.service", "build_detect_service",
                 lambda s: s.detect.enabled),
+    ServiceSpec("api", "edgesec.api.service", "build_api_service",
+                lambda s: s.api.socket_path is not None or s.api.port != 0),
 )
 # Services that must be up before the control API answers (the rest start after it).
 EARLY = ("subnets", "firewall")
@@ -103,6 +143,9 @@ class Gateway:
         self._stop = asyncio.Event()
         self._pidfile: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._forwarding_by_us = False
+        self._reload_lock = asyncio.Lock()
+        self.notifier = Notifier(unset_environment=True)
 
     # -- building ----------------------------------------------------------------
     def _install_crypt(self) -> None:
@@ -134,8 +177,15 @@ class Gateway:
             return None
 
     async def _start_service(self, service: Service) -> None:
+        attach = getattr(service, "attach", None)
+        if attach is not None:  # the API reads STATUS and the counters per request
+            attach(self.status_lines, self.service_counters)
         try:
             await service.start()
+        except asyncio.CancelledError:  # SIGTERM during start-up: undo what it began
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(service.stop()), 1.0)
+            raise
         except Exception as exc:
             log.error("%s service failed to start: %s", service.name, exc)
             self.failed[service.name] = f"failed to start: {exc}"
@@ -148,21 +198,22 @@ class Gateway:
     # -- running -------------------------------------------------------------------
     async def start(self) -> None:
         self._lock_pidfile()
-        system = self.settings.system
-        if system.set_ip_forward and not system.create_interfaces:
-            # Otherwise the subnet service does it with the interfaces.
-            from edgesec.net.links import set_ip_forward
-
-            set_ip_forward()
         specs = OPTIONAL_SERVICES
+        required = required_services(self.settings,
+                                     {s.name for s in specs if s.enabled(self.settings)})
+        hold_forwarding_off(self.settings)
         for spec in specs:
             if spec.name in EARLY and (svc := self._build(spec)) is not None:
                 await self._start_service(svc)
+        # fail closed: no forwarding, no control API without interfaces and firewall
+        refuse_if_missing(required & set(EARLY), self.failed, self.settings)
+        self._forwarding_by_us = enable_forwarding(self.settings)
         await self.supervisor.start()
         self.services.append(self.supervisor)
         for spec in specs:
             if spec.name not in EARLY and (svc := self._build(spec)) is not None:
                 await self._start_service(svc)
+        refuse_if_missing(required, self.failed, self.settings)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         log.info("gateway running: %s", ", ".join(s.name for s in self.services))
 
@@ -183,11 +234,24 @@ class Gateway:
                 log.exception("registry housekeeping failed")
 
     async def stop(self) -> None:
+        """Stop services in reverse order within :data:`STOP_BUDGET_S` in total."""
+        if self._forwarding_by_us:  # before the firewall table goes away
+            from edgesec.net.links import set_ip_forward
+
+            with contextlib.suppress(OSError):
+                set_ip_forward(on=False)
+            self._forwarding_by_us = False
         for task in self._tasks:
             task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET_S
         for service in reversed(self.services):
+            # every service gets a share of what is left, at least 0.2 s
+            left = max(0.2, (deadline - loop.time()) / 2)
             try:
-                await asyncio.wait_for(service.stop(), 15)
+                await asyncio.wait_for(service.stop(), left)
+            except TimeoutError:
+                log.error("%s service did not stop within %.1fs; abandoned", service.name, left)
             except Exception as exc:
                 log.error("%s service did not stop cleanly: %s", service.name, exc)
         self.services.clear()
@@ -196,44 +260,163 @@ class Gateway:
             self._crypt_commands.close()
         self.store.close()
         self._release_pidfile()
+        log.info("stopped")
 
     async def reload(self) -> None:
-        """SIGHUP: every service that can reconcile or reload does so."""
-        for service in self.services:
-            reload = getattr(service, "reload", None)
-            if reload is not None:
-                try:
-                    result = reload()
-                    if asyncio.iscoroutine(result):
-                        await result
-                except Exception:
-                    log.exception("%s reload failed", service.name)
-        log.info("reloaded")
+        """SIGHUP: re-read the config; apply what can change live, name what cannot.
+
+        A config that does not load (or a service that rejects it) leaves the
+        running configuration in place.
+        """
+        async with self._reload_lock:
+            self.notifier.send(reloading=1, status="reloading the configuration")
+            try:
+                await self._reload()
+            finally:
+                self.notifier.send(ready=1, status=self.summary())
+
+    async def _reload(self) -> None:
+        from edgesec.config import ConfigError, load_settings
+        from edgesec.reload import affected, changed_keys, restart_needed, takes_settings, validate
+
+        path = self.settings.path
+        if path is None:
+            log.warning("reload: no config file to re-read; services re-check only")
+            new = self.settings
+        else:
+            try:
+                new = load_settings(path)
+                validate(new)
+            except (ConfigError, ValueError) as exc:
+                log.error("reload refused, keeping the running configuration: %s", exc)
+                return
+        changes = changed_keys(self.settings, new)
+        for what in restart_needed(changes):
+            log.warning("reload: %s changed: not applied, needs a restart of edgesec", what)
+        self.settings = new
+        update = getattr(self.registry, "update_settings", None)
+        if update is not None:
+            update(new)
+        touched = affected(changes)
+        for service in list(self.services):
+            hook = getattr(service, "reload", None)
+            try:
+                if hook is not None and takes_settings(hook):
+                    result = hook(new)
+                elif service.name in touched:
+                    result = self._restart_service(service)
+                else:
+                    result = hook() if hook is not None else None
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                log.error("reload: %s could not apply the new configuration: %s",
+                          service.name, exc)
+        applied = ", ".join(f"[{s}]" for s in changes) or "no changes"
+        log.info("reloaded %s (%s)", path, applied)
+
+    async def _restart_service(self, old: Service) -> None:
+        """Rebuild ``old`` from the new settings and swap it in (same stop position)."""
+        spec = next((s for s in OPTIONAL_SERVICES if s.name == old.name), None)
+        if spec is None:
+            return
+        log.info("reload: restarting the %s service on the new configuration", old.name)
+        index = self.services.index(old)
+        try:
+            await asyncio.wait_for(old.stop(), 5)
+        finally:
+            self.services.remove(old)
+        self.failed.pop(old.name, None)
+        new = self._build(spec)
+        if new is None:
+            return
+        await self._start_service(new)
+        if new in self.services:
+            self.services.remove(new)
+            self.services.insert(index, new)
 
     async def run(self) -> None:
-        """Start, wait for SIGTERM/SIGINT (SIGHUP reloads), stop."""
+        """Start, wait for SIGTERM/SIGINT (SIGHUP reloads), stop.
+
+        Start-up runs as a task so that a SIGTERM during it stops at once; with
+        ``$NOTIFY_SOCKET`` (systemd ``Type=notify``) READY=1 is sent once the
+        services are up and the control socket answers.
+        """
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        starting = asyncio.ensure_future(self.start())
         try:
-            await self.start()
-            # Everything built at start-up lives as long as the daemon: keep it out of
-            # the collector's scans so pauses stay short on the control path.
-            gc.freeze()
-            await self._stop.wait()
+            self.notifier.send(status="starting")
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start-up raises here
+                # Everything built at start-up lives as long as the daemon: keep it out of
+                # the collector's scans so pauses stay short on the control path.
+                gc.freeze()
+                self.notifier.send(ready=1, status=self.summary())
+                self._start_watchdog()
+                await stopping
         finally:
             log.info("stopping")
+            self.notifier.send(stopping=1, status="stopping")
+            for fut in (starting, stopping):
+                if not fut.done():
+                    fut.cancel()
+                    with contextlib.suppress(BaseException):
+                        await fut
             await self.stop()
+            self.notifier.close()
+
+    def _start_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+
+        async def ping() -> None:
+            while True:
+                self.notifier.send(watchdog=1)
+                await asyncio.sleep(interval)
+
+        self._tasks.append(asyncio.create_task(ping(), name="watchdog"))
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: how many services are ok, degraded, failed."""
+        named = [(s.name, service_health(s)[0]) for s in self.services]
+        named += [(name, "failed") for name in self.failed]
+        parts = []
+        for state in HEALTH_STATES:
+            names = [n for n, st in named if st == state]
+            if names:
+                parts.append(f"{len(names)} {state}" if state == "ok"
+                             else f"{len(names)} {state} ({' '.join(names)})")
+        return "running: " + ", ".join(parts)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     # -- status ---------------------------------------------------------------------
     def status_lines(self) -> list[str]:
-        lines = [f"{s.name} ok {s.status()}" for s in self.services]
+        lines = []
+        for s in self.services:
+            state, why = service_health(s)
+            if state == "ok":  # the original form: clients parse "<name> ok <status>"
+                lines.append(f"{s.name} ok {s.status()}")
+            else:
+                lines.append(f"{s.name} {state} {why}; {s.status()}")
         lines += [f"{name} failed {why}" for name, why in self.failed.items()]
         return lines
+
+    def service_counters(self) -> dict[str, dict[str, float]]:
+        """Each running service's own monotonic counters (for metrics)."""
+        out: dict[str, dict[str, float]] = {}
+        for service in self.services:
+            counters = getattr(service, "counters", None)
+            if counters is not None:
+                out[service.name] = dict(counters())
+        return out
 
     def _status_command(self, _q: Request) -> str:
         return "".join(line.replace("\n", " ") + "\n" for line in self.status_lines())

@@ -261,6 +261,10 @@ class Registry:
     def has_bridge(self, a: str, b: str) -> bool:
         return _pair(normalise_mac(a), normalise_mac(b)) in self._bridges
 
+    def bridge(self, a: str, b: str) -> Bridge | None:
+        """The bridge record of the pair (with reason and expiry), or None."""
+        return self._bridges.get(_pair(normalise_mac(a), normalise_mac(b)))
+
     def bridge_partners(self, mac: str) -> list[str]:
         mac = normalise_mac(mac)
         return [b if a == mac else a for a, b in self._bridges if mac in (a, b)]
@@ -625,6 +629,12 @@ class Registry:
             return answer
         joined = self._save(replace(dev, join_ts=ts))
         return Admission(True, joined.vlanid, psk, joined.label, reason)
+
+    def update_settings(self, settings: Settings) -> None:
+        """SIGHUP: new subnets and defaults (cached admissions depended on the old ones)."""
+        self.settings = settings
+        self._admissions.clear()
+        self.generation += 1
 
     def flush_join_times(self) -> int:
         """Write the join times recorded since the last flush (one transaction).

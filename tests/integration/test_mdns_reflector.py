@@ -300,3 +300,52 @@ def test_7_flood_is_rate_limited_and_others_still_reflected(bed):
     assert 1 <= seen < 2000, seen
     after = bed.status()
     assert _count(after, "rate") - _count(before, "rate") >= 8000
+
+
+def _refused(status: str, code: str) -> int:
+    m = re.search(rf"refused \([^)]*\b{re.escape(code)} (\d+)", status)
+    return int(m.group(1)) if m else 0
+
+
+def test_8_name_hijack_is_not_reflected_nor_bridged(bed):
+    # C owns devicec.local (announced first). M (C's VLAN) announces its own name, then
+    # devicec.local at its own address; B asks for devicec.local and connects to M.
+    before = bed.status()
+    bed.t.serve_echo(bed.dev["m"].ns, tcp=7, udp=None)
+    bed.probe("c", "send", "devicec.local", IPS["c"], "--answer", IPS["c"])
+    bed.probe("m", "send", "mallory.local", IPS["m"], "--answer", IPS["m"])
+    deadline = time.monotonic() + 30
+    while "mallory.local" not in bed.ctl("MDNS_NAMES mallory") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lis = bed.spawn("b", "listen", "--seconds", "4", "--match", "devicec")
+    bed.probe("m", "send", "devicec.local", IPS["m"], "--answer", IPS["m"], "--count", "3",
+              "--interval", "0.2")
+    assert bed.output(lis)["count"] == 0  # the hijacking answer never reached B's VLAN
+    bed.probe("b", "send", "devicec.local", IPS["b"])  # B asks for the name
+    assert not bed.t.tcp_ok(bed.dev["b"].ns, IPS["m"], 7, timeout=2.5)
+    assert not bed.t.tcp_ok(bed.dev["b"].ns, IPS["m"], 7, timeout=2.5)
+    assert not _bridged(bed, "b", "m")
+    names = bed.ctl("MDNS_NAMES devicec")
+    assert f"devicec.local,A,{IPS['c']}," in names and IPS["m"] not in names
+    after = bed.status()
+    assert _count(after, "name-conflict") == _count(before, "name-conflict") + 3, after
+    assert _refused(after, "name-conflict") >= _refused(before, "name-conflict") + 1, after
+    log = bed.daemon.log()
+    assert "which belongs to" in log and "devicec.local" in log
+
+
+def test_9_name_flood_is_bounded_and_evicts_nobody_else(bed):
+    # F announces thousands of unique names at its own address: it owns at most 128
+    # (its own oldest go first), and C's devicec.local stays protected.
+    flood = bed.probe("f", "send", "flood9.local", IPS["f"], "--answer", IPS["f"],
+                      "--count", "3000", "--unique", "--rate", "600", timeout=60)
+    assert flood["sent"] == 3000
+    m = re.search(r"(\d+) owned", bed.status())
+    owned = int(m.group(1)) if m else -1
+    assert 128 <= owned <= 128 + 16, bed.status()  # F's 128 plus the few other devices'
+    before = _count(bed.status(), "name-conflict")
+    bed.probe("m", "send", "devicec.local", IPS["m"], "--answer", IPS["m"])
+    deadline = time.monotonic() + 30
+    while _count(bed.status(), "name-conflict") == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _count(bed.status(), "name-conflict") == before + 1, bed.status()

@@ -4,7 +4,9 @@ answering from the real registry over a temporary SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import re
 import socket
 import subprocess
 import threading
@@ -235,3 +237,43 @@ def test_malformed_flood_counted_server_keeps_answering(env) -> None:
             s.sendto(bytes([1, n, 0, 200]) + bytes(30), ("127.0.0.1", port))
     assert "Received Access-Accept" in radclient(port, A).stdout
     assert srv.service.protocol.counters.malformed == 50
+
+
+def test_audit_lines_for_accept_reject_and_bad_secret(env, caplog) -> None:
+    """Every decision is an INFO line (MAC, VLAN, how); a wrong shared secret is one
+    WARNING a window that says so, however many requests carry it."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="edgesec")
+    registry, port, srv = env
+    registry.accept_mac(A, 2)
+    registry.deny_mac(C)
+    assert "Received Access-Accept" in radclient(port, A).stdout
+    assert "Received Access-Reject" in radclient(port, C).stdout
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(re.fullmatch(rf"radius: accept {A} vlan 2 \(known device\) from 127\.0\.0\.1:\d+",
+                            m) for m in messages), messages
+    assert any(m.startswith(f"radius: reject {C} (device is denied) from 127.0.0.1:")
+               for m in messages), messages
+
+    now = [1000.0]
+    srv.service.protocol.bad_secret.clock = lambda: now[0]
+    for _ in range(3):
+        radclient(port, A, secret="not-the-secret")
+        pyrad_send_quiet(port, pyrad_request(A, secret=b"also-wrong"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                and "bad shared secret" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert re.match(r"radius: bad shared secret from 127\.0\.0\.1:\d+\? ",
+                    warnings[0].getMessage())
+    now[0] += 61  # the next window: one more warning and the count of the ones held back
+    radclient(port, A, secret="not-the-secret")
+    held = [r.getMessage() for r in caplog.records if "were not logged" in r.getMessage()]
+    warnings = [r for r in caplog.records if "bad shared secret" in r.getMessage()]
+    assert len(warnings) == 2 and held and held[0].startswith(
+        f"{srv.service.protocol.counters.bad_authenticator - 2} more requests with a bad")
+
+
+def pyrad_send_quiet(port: int, pkt: AuthPacket) -> None:
+    with contextlib.suppress(Timeout):
+        pyrad_send(port, pkt)

@@ -140,7 +140,7 @@ def test_quotes_comments_case_and_booleans(tmp_path: Path) -> None:
 AllowAllConnections = "TRUE"   ; trailing comment
 allownat = yes
 allowAllNat = 1
-execDhcp = f
+execDhcp = Off
 defaultOpenVlanId = 0x2
 [interfaces]
 if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"
@@ -220,6 +220,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 BROKEN = [
+    ("system", "requireServices", "firewall,telnet"),
+    ("firewall", "nftBackend", "iptables"),
     ("system", "allowAllConnections", "maybe"),
     ("system", "defaultOpenVlanId", "5000"),
     ("supervisor", "supervisorControlPort", "70000"),
@@ -350,3 +352,18 @@ def test_fuzz_known_keys_only_config_errors(entries: list) -> None:
         assert "\n" not in str(exc).strip()
         return
     assert isinstance(settings, Settings)
+
+
+def test_require_services_and_nft_keys(tmp_path: Path) -> None:
+    s = load_settings(_write(tmp_path, """
+[system]
+requireServices = "DHCP, mdns"
+[firewall]
+nftBackend = binary
+nftBinPath = /opt/nft/sbin/nft
+"""))
+    assert s.system.require_services == ("dhcp", "mdns")
+    assert (s.firewall.nft_backend, s.firewall.nft_bin_path) == ("binary", "/opt/nft/sbin/nft")
+    d = load_settings(_write(tmp_path, "[system]\nrequireServices = none\n"))
+    assert d.system.require_services == ("none",)
+    assert load_settings(_write(tmp_path, "")).system.require_services == ()

@@ -11,6 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgesec.config import load_settings, parse_settings
+from edgesec.dhcp.dnsfwd import (
+    forwarder_argv,
+    forwarder_config_path,
+    forwarder_port,
+    render_forwarder_config,
+)
 from edgesec.dhcp.dnsmasq import (
     DhcpConfigError,
     range_tag,
@@ -22,8 +28,16 @@ from edgesec.dhcp.dnsmasq import (
 EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.ini"
 
 
+def _original_dns(path: Path) -> object:
+    """The example config with the original's DNS (upstream for every device)."""
+    text = path.read_text()
+    assert "localOnlyWithoutNat = true" in text
+    text = text.replace("localOnlyWithoutNat = true", "localOnlyWithoutNat = false")
+    return parse_settings(text, base=path.parent)
+
+
 def test_example_config_keeps_the_original_lines_in_order() -> None:
-    lines = render_config(load_settings(EXAMPLE)).splitlines()
+    lines = render_config(_original_dns(EXAMPLE)).splitlines()
     assert lines[:5] == [
         "no-resolv",
         "server=8.8.4.4",
@@ -84,11 +98,41 @@ def test_pool_subnets_get_ranges_and_interfaces() -> None:
 
 
 def test_generated_config_is_accepted_by_dnsmasq(tmp_path: Path) -> None:
-    conf = tmp_path / "dnsmasq.conf"
-    conf.write_text(render_config(load_settings(EXAMPLE)) + "\n")
-    res = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert "syntax check OK" in res.stderr
+    settings = load_settings(EXAMPLE)
+    for name, text in (("dnsmasq.conf", render_config(settings)),
+                       ("forward.conf", render_forwarder_config(settings))):
+        conf = tmp_path / name
+        conf.write_text(text + "\n")
+        res = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True,
+                             text=True)
+        assert res.returncode == 0, res.stderr
+        assert "syntax check OK" in res.stderr
+
+
+def test_split_dns_by_default_main_instance_has_no_upstream() -> None:
+    settings = load_settings(EXAMPLE)  # natInterface, servers and execDhcp are set
+    main = render_config(settings).splitlines()
+    assert not [x for x in main if x.startswith("server=")]
+    assert forwarder_port(settings) == 5053
+    fwd = render_forwarder_config(settings).splitlines()
+    assert fwd[:4] == ["port=5053", "no-resolv", "server=8.8.4.4", "server=8.8.8.8"]
+    assert "server=//127.0.0.1#53" in fwd  # DHCP names: asked of the main instance
+    assert "rev-server=10.0.1.0/24,127.0.0.1#53" in fwd
+    assert "interface=br1" in fwd and "interface=eth0" not in fwd
+    assert not [x for x in fwd if x.startswith(("dhcp-", "port=53"))]
+    assert forwarder_config_path(settings).name == "dnsmasq-forward.conf"
+    assert forwarder_argv(settings)[-1].endswith("dnsmasq-forward.conf")
+
+
+def test_no_split_without_nat_interface_or_servers_or_when_switched_off() -> None:
+    assert forwarder_port(_settings()) == 0  # no natInterface: nobody gets upstream
+    assert "server=" not in render_config(_settings())
+    assert forwarder_port(_original_dns(EXAMPLE)) == 0
+    off = _settings("[nat]\nnatInterface = wan0\n[system]\nexecDhcp = true\n"
+                    "[dns]\nlocalOnlyWithoutNat = false\n")
+    assert forwarder_port(off) == 0 and "server=1.1.1.1" in render_config(off)
+    with pytest.raises(ValueError, match="forwarderPort"):
+        _settings("[dns]\nforwarderPort = 53\n")
 
 
 def test_hook_script_quotes_paths_and_passes_arguments(tmp_path: Path) -> None:

@@ -166,3 +166,66 @@ def test_table_differences_detects_missing_altered_and_equal() -> None:
     listing["nftables"] = [o for o in listing["nftables"]
                            if o.get("rule", {}).get("comment") != "edgesec:input:drop"]
     assert table_differences(listing, sk, rows) == ["rules of chain input"]
+
+
+def _split(nat_if: str = "wan0") -> P.PolicyConfig:
+    return replace(cfg(nat_if), dns_forward_port=5053)
+
+
+def _match(expr: list[dict[str, Any]], left: dict[str, Any]) -> Any:
+    return next((e["match"]["right"] for e in expr if e.get("match", {}).get("left") == left),
+                None)
+
+
+def test_split_dns_redirects_only_nat_devices_and_accepts_the_port_only_from_them() -> None:
+    rs = rules(_split())
+    by_chain: dict[str, list[dict[str, Any]]] = {}
+    for r in rs:
+        by_chain.setdefault(r["chain"], []).append(r)
+    redirect = by_chain["prerouting"]
+    assert [r["comment"] for r in redirect] == ["edgesec:prerouting:dns-redirect-udp",
+                                                "edgesec:prerouting:dns-redirect-tcp"]
+    for r, proto in zip(redirect, ("udp", "tcp"), strict=True):
+        e = r["expr"]
+        assert _match(e, {"meta": {"key": "iifname"}}) == "@device_ifs"
+        assert _match(e, {"payload": {"protocol": "ip", "field": "saddr"}}) == "@nat"
+        assert _match(e, {"fib": {"result": "type", "flags": ["daddr"]}}) == "local"
+        assert _match(e, {"payload": {"protocol": proto, "field": "dport"}}) == 53
+        assert e[-1] == {"redirect": {"port": 5053}}
+    # input: the forwarder's port needs a NAT source, and drop stays last
+    fwd = [r for r in by_chain["input"] if "5053" in str(r["expr"])]
+    assert len(fwd) == 2 and all(
+        _match(r["expr"], {"payload": {"protocol": "ip", "field": "saddr"}}) == "@nat"
+        for r in fwd)
+    names = [r["comment"].rsplit(":", 1)[1] for r in by_chain["input"]]
+    assert names.index("spoof") < names.index("dns-forward-udp") and names[-1] == "drop"
+    sk = P.skeleton(_split())
+    assert "prerouting" in sk.chains
+    chain = next(c["add"]["chain"] for c in sk.commands
+                 if c.get("add", {}).get("chain", {}).get("name") == "prerouting")
+    assert (chain["type"], chain["hook"], chain["prio"]) == ("nat", "prerouting", -100)
+    rows = P.elements(_split(), [DA, replace(DB, nat=True)], [])
+    assert table_differences(_listing(_split(), rows), sk, rows) == []
+
+
+def test_no_redirect_without_split_or_without_nat_interface() -> None:
+    for c in (cfg(), _split(nat_if="")):
+        assert "prerouting" not in P.skeleton(c).chains
+        assert "5053" not in str(rules(c))
+
+
+def test_forwarder_port_answers_only_allowed_devices_with_nat() -> None:
+    """Asked packet by packet of the computed rules (``edgesec.net.evaluator``)."""
+    from edgesec.net.evaluator import Packet, Ruleset
+
+    c = _split()
+    devices = [replace(DA, nat=True), DB, replace(DC, nat=True, allow=False)]
+    rs = Ruleset.from_policy(P.skeleton(c).commands, P.elements(c, devices, []))
+    for proto in ("udp", "tcp"):
+        def to_gw(d: Device, port: int, src: str = "", proto: str = proto) -> bool:
+            return bool(rs.verdict(Packet(f"br{d.vlanid}", d.mac, src or d.primary_ip,
+                                          f"10.0.{d.vlanid}.1", l4proto=proto, dport=port)))
+        assert to_gw(DA, 5053) and to_gw(DA, 53)
+        assert not to_gw(DB, 5053) and to_gw(DB, 53)  # no NAT: the local resolver only
+        assert not to_gw(DC, 5053) and not to_gw(DC, 53)  # denied: nothing
+        assert not to_gw(DB, 5053, src="10.0.1.5")  # B claiming A's address: spoof drop

@@ -125,6 +125,9 @@ MAC = "11:22:33:44:55:66"
     ("bridge_removed", {"peer": "aa:bb:cc:dd:ee:ff", "reason": ""},
      f"BRIDGE_REMOVED {MAC} aa:bb:cc:dd:ee:ff -\n"),
     ("mdns", {"text": "QUERY printer.local"}, "MDNS QUERY printer.local\n"),
+    ("firewall_healed", {"family": "inet", "table": "edgesec", "heals": 3,
+                         "reason": "table\ndeleted"},
+     "FIREWALL_HEALED inet edgesec 3 table_deleted\n"),
     ("device", {"device": None, "removed": object(), "reason": "reclaimed"},
      f"DEVICE_REMOVED {MAC} reclaimed\n"),
 ])

@@ -26,6 +26,13 @@ from edgesec.access.newdevices import NewDeviceLimiter
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("edgesec.audit.radius")  # decisions: shown at every verbosity
+
+# Every decision is an INFO line (the audit trail); a flood of requests is bounded
+# to this many lines a window, the rest counted in one summary line.
+DECISION_BURST = 200
+DECISION_WINDOW_S = 10.0
+BAD_SECRET_WINDOW_S = 60.0  # one "bad shared secret?" warning per window
 
 READ_BATCH = 64  # datagrams handled per wake-up of the event loop
 
@@ -97,8 +104,16 @@ class RadiusServer(asyncio.DatagramProtocol):
         self.new_devices = NewDeviceLimiter(config.new_device_rate, config.new_device_burst,
                                             clock)
         self._is_known = getattr(policy, "is_known", None)
-        # Rejections are logged, but a flood of them cannot fill the log.
-        self.reject_log = RateLimitedLog(log, "RADIUS rejects", logging.INFO)
+        # Accepts and rejects are logged (the audit trail), but a flood of them
+        # cannot fill the log.
+        self.decisions = RateLimitedLog(audit_log, "RADIUS decisions", logging.INFO,
+                                        DECISION_BURST, DECISION_WINDOW_S, clock)
+        # A flood of unknown MACs is expected to hit the new-device limit: a few
+        # lines a window and a count, not one audit line per refused stranger.
+        self.rate_limited_log = RateLimitedLog(audit_log, "new devices over newDeviceRate",
+                                               logging.INFO, 10, DECISION_WINDOW_S, clock)
+        self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
+                                         logging.WARNING, 1, BAD_SECRET_WINDOW_S, clock)
 
     # -- asyncio -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,9 +172,10 @@ class RadiusServer(asyncio.DatagramProtocol):
                         "(accepted because requireMessageAuthenticator=false)", addr)
         elif not rc.verify_request_ma(req, self._secret):
             c.bad_authenticator += 1
-            log.debug("radius: bad Message-Authenticator from %s (wrong secret?)", addr)
+            self.bad_secret.log("radius: bad shared secret from %s? (the Message-Authenticator "
+                                "of its Access-Request does not verify; dropped)", _client(addr))
             return None
-        reply = self._decide(req)
+        reply = self._decide(req, addr)
         self._remember(key, now, reply)
         return reply
 
@@ -174,21 +190,24 @@ class RadiusServer(asyncio.DatagramProtocol):
         cache[key] = (expiry, reply)
         order.append((expiry, key))
 
-    def _decide(self, req: rc.Request) -> bytes:
+    def _decide(self, req: rc.Request, addr: Any = None) -> bytes:
         secret = self._secret
         c = self.counters
         mac, passphrase, why = self._identify(req)
         if mac is None:
             c.rejects += 1
-            self.reject_log.log("radius: reject (%s)", why)
+            self._log_reject(None, why, addr)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         limiter = self.new_devices
         new = limiter.enabled and self._is_known is not None and not self._is_known(mac)
         if new and not limiter.available():
             c.rate_limited += 1
             c.rejects += 1
-            self.reject_log.log("radius: reject %s (new devices over newDeviceRate; "
-                                "%d rate-limited so far)", mac, c.rate_limited)
+            self.rate_limited_log.log(
+                "radius: reject %s (new devices over newDeviceRate; %d rate-limited so far) "
+                "from %s", mac, c.rate_limited, _client(addr),
+                extra={"audit": {"event": "radius-reject", "mac": mac,
+                                 "reason": "newDeviceRate", "client": _client(addr)}})
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         try:
             adm = self.policy.admit(mac, passphrase)
@@ -199,7 +218,7 @@ class RadiusServer(asyncio.DatagramProtocol):
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1
-            self.reject_log.log("radius: reject %s (%s)", mac, getattr(adm, "reason", ""))
+            self._log_reject(mac, getattr(adm, "reason", "") or "refused", addr)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if new:
             limiter.take()
@@ -208,8 +227,28 @@ class RadiusServer(asyncio.DatagramProtocol):
         if psk:
             attrs += rc.tunnel_password_attribute(psk, secret, req.authenticator)
         c.accepts += 1
-        log.debug("radius: accept %s vlan %d", mac, adm.vlan)
+        if audit_log.isEnabledFor(logging.INFO):  # the hot path: no work when not logged
+            self._log_accept(mac, adm, addr)
         return rc.encode_reply(rc.ACCESS_ACCEPT, req, secret, attrs)
+
+    def _log_reject(self, mac: str | None, reason: str, addr: Any) -> None:
+        client = _client(addr)
+        fields: dict[str, Any] = {"event": "radius-reject", "reason": reason, "client": client}
+        if mac is None:
+            self.decisions.log("radius: reject (%s) from %s", reason, client,
+                               extra={"audit": fields})
+        else:
+            fields["mac"] = mac
+            self.decisions.log("radius: reject %s (%s) from %s", mac, reason, client,
+                               extra={"audit": fields})
+
+    def _log_accept(self, mac: str, adm: Any, addr: Any) -> None:
+        how = getattr(adm, "reason", "") or "admitted"
+        self.decisions.log("radius: accept %s vlan %d (%s) from %s", mac, adm.vlan, how,
+                           _client(addr),
+                           extra={"audit": {"event": "radius-accept", "mac": mac,
+                                            "vlan": adm.vlan, "how": how,
+                                            "client": _client(addr)}})
 
     def _identify(self, req: rc.Request) -> tuple[str | None, str | None, str]:
         """(mac, passphrase or None, reason) from the request's attributes.
@@ -300,6 +339,13 @@ class RadiusService:
             self._sock.close()
             self._sock = None
 
+    def counters(self) -> dict[str, float]:
+        """Requests, accepts, rejects and drops by reason (for metrics)."""
+        c = self.protocol.counters.as_dict()
+        out: dict[str, float] = {k: c.pop(k) for k in ("requests", "accepts", "rejects")}
+        out.update({f"dropped|reason={k}": v for k, v in c.items()})
+        return out
+
     def status(self) -> str:
         if self._sock is None:
             return "stopped"
@@ -308,6 +354,12 @@ class RadiusService:
                 f"accepts {c.accepts} rejects {c.rejects} dropped "
                 f"{c.malformed + c.unknown_client + c.bad_authenticator} "
                 f"rate-limited {c.rate_limited}")
+
+
+def _client(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
 
 
 def radius_config_from_settings(settings: Any) -> RadiusConfig:

@@ -19,6 +19,12 @@ adds, after them:
   its lease holder;
 * ``pid-file=`` (none: we track dnsmasq by the pid we started).
 
+With ``[dns] localOnlyWithoutNat = true`` (the default) the ``server=`` lines
+are left out: this instance answers local names only, and devices with NAT
+are redirected by the firewall to a second, forwarding dnsmasq
+(:mod:`edgesec.dhcp.dnsfwd`, ``dnsmasq-forward.conf``), run and tracked by
+pid the same way.
+
 dnsmasq runs as ``<dhcpBinPath> --bind-dynamic --no-daemon -C <config>``, as
 the original does.
 """
@@ -34,6 +40,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edgesec.dhcp import dnsfwd
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +111,8 @@ def render_config(settings: Any) -> str:
             ipaddress.ip_address(server)
         except ValueError:
             raise DhcpConfigError(f"[dns] servers: {server!r} is not an IP address") from None
-        lines.append(f"server={server}")
+        if not dnsfwd.local_only(settings):
+            lines.append(f"server={server}")
     for label, path in (("dhcp-leasefile", d.dhcp_leasefile_path),
                         ("dhcp-script", d.dhcp_script_path)):
         text = str(path)
@@ -166,6 +175,8 @@ class DhcpService:
         self.registry = registry
         self.run = run
         self.proc: Any = None
+        self.forwarder: Any = None  # the forwarding dnsmasq of the split DNS
+        self.nat_watch: Any = None  # flushes DNS flows of devices whose NAT flips
 
     def write_files(self) -> None:
         """(Re)generate dnsmasq.conf and the lease hook script."""
@@ -175,6 +186,9 @@ class DhcpService:
                       render_hook_script(self.settings.supervisor.supervisor_control_path),
                       0o755)
         Path(d.dhcp_leasefile_path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if dnsfwd.forwarder_port(self.settings):
+            write_private(dnsfwd.forwarder_config_path(self.settings),
+                          dnsfwd.render_forwarder_config(self.settings) + "\n", 0o644)
 
     async def start(self) -> None:
         from edgesec.process import SupervisedProcess
@@ -183,17 +197,54 @@ class DhcpService:
         if not self.run:
             return
         self.proc = SupervisedProcess(dnsmasq_argv(self.settings), "dnsmasq",
-                                      min_backoff=0.2, max_backoff=5.0)
+                                      min_backoff=0.2, max_backoff=5.0, stop_timeout=1.0)
         await self.proc.start()
+        if dnsfwd.forwarder_port(self.settings):
+            self.forwarder = SupervisedProcess(dnsfwd.forwarder_argv(self.settings),
+                                               "dnsmasq-forward", min_backoff=0.2,
+                                               max_backoff=5.0)
+            await self.forwarder.start()
+            if self.registry is not None:
+                from edgesec.dhcp.dnsflush import NatWatch
+
+                self.nat_watch = NatWatch(self.registry)
+                self.nat_watch.start()
 
     async def stop(self) -> None:
+        if self.nat_watch is not None:
+            self.nat_watch.stop()
+            self.nat_watch = None
+        if self.forwarder is not None:
+            await self.forwarder.stop()
+            self.forwarder = None
         if self.proc is not None:
             await self.proc.stop()
 
-    async def reload(self) -> None:
-        """Regenerate the files and restart dnsmasq (it does not re-read -C on SIGHUP)."""
+    async def reload(self, settings: Any = None) -> bool:
+        """SIGHUP: regenerate the files from ``settings``; restart dnsmasq if they changed.
+
+        dnsmasq does not re-read ``-C`` on SIGHUP, hence the restart (leases
+        survive in the lease file).  Settings that cannot be rendered raise
+        :class:`DhcpConfigError` before anything is touched.  True if restarted.
+        """
+        new = settings if settings is not None else self.settings
+        render_config(new)  # validate before changing anything
+        d = new.dhcp
+        before = _read(Path(self.settings.dhcp.dhcp_config_path))
+        self.settings = new
+        if not self.run:
+            self.write_files()
+            return False
+        changed = (before != render_config(new) + "\n"
+                   or dnsmasq_argv(new) != (self.proc.argv if self.proc else None)
+                   or _read(Path(d.dhcp_script_path)) != render_hook_script(
+                       new.supervisor.supervisor_control_path))
+        if not changed and self.proc is not None:
+            return False
         await self.stop()
         await self.start()
+        log.info("dnsmasq restarted on the new configuration")
+        return True
 
     @property
     def pid(self) -> int | None:
@@ -202,7 +253,15 @@ class DhcpService:
     def status(self) -> str:
         if self.proc is None:
             return "config written (dnsmasq not run)"
-        return f"dnsmasq {self.proc.status()}"
+        fwd = f"; forwarder {self.forwarder.status()}" if self.forwarder is not None else ""
+        return f"dnsmasq {self.proc.status()}{fwd}"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def ranges_for(settings: Any) -> Iterable[RangeLine]:

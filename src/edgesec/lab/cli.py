@@ -8,30 +8,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from edgesec.lab import daemon as lab_daemon
 from edgesec.lab import lab as lab_mod
-from edgesec.lab import report
+from edgesec.lab import output, report
 from edgesec.lab.state import DEFAULT_PREFIX
 from edgesec.supervisor.client import ClientError
 
 app = typer.Typer(
     help="Virtual IoT devices in network namespaces around a real edgesec.", no_args_is_help=True
 )
-# When the output is not a terminal (logs, CI, a pipe to grep) nothing should be
-# wrapped: a MAC split over two lines cannot be searched for.
-console = Console(width=None if sys.stdout.isatty() else 240)
+# User data (MACs, names, replies) is printed literally, never as markup or emoji,
+# and nothing is wrapped when the output is not a terminal (lab/output.py).
+console = output.console()
 
 Prefix = Annotated[str, typer.Option("--prefix", "-p", help="name prefix of the lab's namespaces")]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]edgesec lab: {message}[/red]")
+    console.print(f"edgesec lab: {message}", style="red")
     return typer.Exit(code)
 
 
@@ -57,7 +56,7 @@ def up(
         lab = lab_mod.Lab.create(prefix)
     except (lab_mod.LabError, ValueError) as exc:
         raise _fail(str(exc), 2) from None
-    lab.log = lambda msg: console.print(f"[dim]{msg}[/dim]")
+    lab.log = lambda msg: console.print(msg, style="dim")
     try:
         lab.up(devices, config, agents=agents)
     except Exception as exc:
@@ -65,15 +64,17 @@ def up(
     _print_status(lab)
     with contextlib.suppress(ClientError, OSError):
         for line in lab.ctl("STATUS").splitlines():
-            if " failed " in line:
-                console.print(f"[yellow]service {line}[/yellow]")
+            if " failed " in line or " degraded " in line:
+                console.print(f"service {line}", style="yellow")
     failed = [d for d in lab.state.devices if d.state != "joined"]
     console.print(
-        f"lab [bold]{prefix}[/bold] is up: {len(lab.state.devices) - len(failed)} "
+        f"lab {prefix} is up: {len(lab.state.devices) - len(failed)} "
         f"devices joined; state in {lab.dir}"
     )
+    if lab.state.api_url:
+        typer.echo(f"dashboard and API: {lab.state.api_url}  (token: {lab.state.api_token})")
     for d in failed:
-        console.print(f"[yellow]{d.name}: {d.state} {d.error}[/yellow]")
+        console.print(f"{d.name}: {d.state} {d.error}", style="yellow")
     if failed:
         raise typer.Exit(1)
 
@@ -82,9 +83,8 @@ def _print_status(lab: lab_mod.Lab) -> None:
     try:
         all_reply, bridges = lab.ctl("GET_ALL"), lab.ctl("GET_BRIDGES")
     except (ClientError, OSError) as exc:
-        console.print(
-            f"[yellow]edgesec does not answer ({exc}); showing the lab's records[/yellow]"
-        )
+        console.print(f"edgesec does not answer ({exc}); showing the lab's records",
+                      style="yellow")
         all_reply = bridges = ""
     console.print(
         report.table(f"lab {lab.state.prefix}", report.rows(lab.state, all_reply, bridges))
@@ -123,11 +123,24 @@ def exec_(
 
 @app.command()
 def ctl(
-    words: Annotated[list[str], typer.Argument(help="supervisor command")],
+    words: Annotated[list[str], typer.Argument(help="supervisor command, or 'watch'")],
     prefix: Prefix = DEFAULT_PREFIX,
 ) -> None:
-    """Send one supervisor command to the lab's edgesec."""
+    """Send one supervisor command to the lab's edgesec.
+
+    `edgesec lab ctl watch` subscribes to events and prints them as they come
+    (like `edgesec ctl watch`) until interrupted.
+    """
     lab = _load(prefix)
+    if words == ["watch"]:
+        try:
+            for line in lab_daemon.events(lab.socket, netns=lab.state.gateway_ns):
+                typer.echo(line)
+        except (ClientError, OSError) as exc:
+            raise _fail(str(exc), 2) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+        return
     try:
         reply = lab.ctl(" ".join(words))
     except (ClientError, OSError) as exc:

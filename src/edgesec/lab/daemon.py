@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from edgesec.lab.hostap import socket_in_netns
@@ -129,7 +130,7 @@ def ctl(
     abstract UNIX addresses belong to a network namespace, so a client in
     another namespace would never see the reply.
     """
-    if netns is None:
+    if not netns:
         with SupervisorClient(unix_path=socket_path, timeout=timeout) as client:
             return client.request(command)
     sock = socket_in_netns(netns, socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -145,6 +146,38 @@ def ctl(
             raise ClientError(
                 f"cannot reach the supervisor at {socket_path}: {exc.strerror or exc}"
             ) from None
+    finally:
+        sock.close()
+
+
+def events(socket_path: Path | str, netns: str | None = None) -> Iterator[str]:
+    """Subscribe to the supervisor's events and yield each line (without newline).
+
+    The subscribing socket is made inside ``netns`` for the reason given in
+    :func:`ctl`; the subscription ends when the socket is closed.
+    """
+    if not netns:
+        with SupervisorClient(unix_path=socket_path) as client:
+            yield from client.events()
+        return
+    sock = socket_in_netns(netns, socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind("")
+        sock.settimeout(5.0)
+        try:
+            sock.sendto(b"SUBSCRIBE_EVENTS", str(socket_path))
+            reply = sock.recv(4096)
+        except TimeoutError:
+            raise ClientError(f"no reply from the supervisor at {socket_path}") from None
+        except OSError as exc:
+            raise ClientError(
+                f"cannot reach the supervisor at {socket_path}: {exc.strerror or exc}"
+            ) from None
+        if reply != b"OK\n":
+            raise ClientError(f"SUBSCRIBE_EVENTS answered {reply.strip()!r}")
+        sock.settimeout(None)
+        while True:
+            yield sock.recv(65536).decode("utf-8", "replace").rstrip("\n")
     finally:
         sock.close()
 

@@ -79,15 +79,17 @@ def rows(state: LabState, all_reply: str, bridges_reply: str) -> list[Row]:
 
 def table(title: str, data: list[Row]):  # -> rich.table.Table
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=title)
+    t = Table(title=Text(title))
     # Identifiers are never wrapped or cut: a narrow terminal squeezes the rest.
     for col in ("device", "MAC", "VLAN", "IP"):
         t.add_column(col, no_wrap=True)
     for col in ("NAT", "bridges", "connected", "lab"):
         t.add_column(col)
     for r in data:
-        t.add_row(
+        # Text, not str: a cell is never read as markup or emoji (":ab:" stays ":ab:").
+        t.add_row(*(Text(cell) for cell in (
             r.name,
             r.mac,
             r.vlan,
@@ -96,5 +98,5 @@ def table(title: str, data: list[Row]):  # -> rich.table.Table
             ", ".join(r.bridges) or "-",
             r.connected or "-",
             r.lab_state + ("" if r.allowed != "deny" else " (denied)"),
-        )
+        )))
     return t

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgesec.mdns.knowledge import Knowledge
+from edgesec.mdns.names import NameOwners
 
 __all__ = ["AutoBridger", "Decision", "decide", "owner_mac"]
 
@@ -38,12 +39,18 @@ DeviceLookup = Callable[[str], Any]
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Outcome of the rule: ``bridge`` with a human-readable ``reason``."""
+    """Outcome of the rule: ``bridge`` with a human-readable ``reason``.
+
+    ``code`` names the outcome in one word (``bridge``, ``disabled``,
+    ``not-leased``, ``not-announced``, ``unknown-source``, ``same-device``,
+    ``not-discovered``, ``name-conflict``) for counters.
+    """
 
     bridge: bool
     a: str  # announcer MAC ("" when unknown)
     b: str  # connecting device MAC ("" when unknown)
     reason: str
+    code: str = ""
 
 
 def owner_mac(lookup: DeviceLookup, ip: str) -> str:
@@ -64,60 +71,87 @@ def decide(
     now: float,
     enabled: bool = True,
     passive: bool = False,
+    owners: NameOwners | None = None,
 ) -> Decision:
-    """Apply the rule to a first packet ``src_ip`` -> ``dst_ip`` seen on ``interface``."""
+    """Apply the rule to a first packet ``src_ip`` -> ``dst_ip`` seen on ``interface``.
+
+    ``owners`` (optional) explains a refusal: when the name ``src_ip`` asked
+    for was claimed for ``dst_ip`` against its owner, the code is
+    ``name-conflict`` instead of ``not-discovered``.
+    """
     if not enabled:
-        return Decision(False, "", "", "auto-bridging disabled")
+        return Decision(False, "", "", "auto-bridging disabled", "disabled")
     a = owner_mac(lookup, dst_ip)
     if not a:
-        return Decision(False, "", "", f"{dst_ip} is not a device's leased address")
+        return Decision(False, "", "", f"{dst_ip} is not a device's leased address",
+                        "not-leased")
     if a not in knowledge.announcers_of(dst_ip, now):
-        return Decision(False, a, "", f"{dst_ip} was not announced by its owner {a}")
+        return Decision(False, a, "", f"{dst_ip} was not announced by its owner {a}",
+                        "not-announced")
     b = owner_mac(lookup, src_ip)
     if not b:
-        return Decision(False, a, "", f"source {src_ip} is not a known device")
+        return Decision(False, a, "", f"source {src_ip} is not a known device",
+                        "unknown-source")
     if a == b:
-        return Decision(False, a, b, "source and destination are the same device")
+        return Decision(False, a, b, "source and destination are the same device",
+                        "same-device")
     if knowledge.queried(src_ip, knowledge.names_for(dst_ip, now), now):
         how = f"{src_ip} queried its name"
     elif passive and knowledge.exposed_to(interface, dst_ip, now) == a:
         how = f"the answer was reflected onto {interface}"
     else:
-        return Decision(False, a, b, f"{src_ip} never discovered {dst_ip}")
+        refused = owners.refused_at(dst_ip, now) if owners is not None else {}
+        asked = sorted(n for n in refused if knowledge.queried(src_ip, {n}, now))
+        if asked:
+            c = refused[asked[0]]
+            return Decision(False, a, b, f"{src_ip} asked for {c.name}, which belongs to "
+                            f"{c.owner} ({c.why}); {a} claimed it", "name-conflict")
+        return Decision(False, a, b, f"{src_ip} never discovered {dst_ip}", "not-discovered")
     names = sorted(n for n in knowledge.names_for(dst_ip, now) if "._" not in n)
     label = names[0] if names else dst_ip
-    return Decision(True, a, b, f"mdns: {b} connected to {label} ({dst_ip}) of {a}; {how}")
+    return Decision(True, a, b, f"mdns: {b} connected to {label} ({dst_ip}) of {a}; {how}",
+                    "bridge")
 
 
 class AutoBridger:
     """Turns positive decisions into ``registry.add_bridge`` calls.
 
     The bridge goes through the same registry path as ``ADD_BRIDGE`` (durable,
-    firewall, ``bridge_added`` event carrying the reason).  With an expiry the
-    registry stores the bridge with a lifetime; :meth:`expire` asks the
-    registry to drop bridges whose lifetime has passed.
+    firewall, ``bridge_added`` event carrying the reason).  With an expiry
+    (``mdnsBridgeExpiry``, default one hour) the registry stores the bridge
+    with a lifetime and drops it when due (:meth:`expire`, and the gateway's
+    housekeeping).  A later positive decision for the same pair — a new
+    connection after B discovered A again — extends the lifetime, written at
+    most once per quarter of it; traffic on connections already open does not.
+    A permanent bridge (made by ``ADD_BRIDGE``) is never given a lifetime.
     """
 
     def __init__(self, registry: Any, expiry: float = 0.0) -> None:
         self.registry = registry
         self.expiry = expiry
         self.created = 0
+        self.refreshed = 0
 
     def apply(self, decision: Decision) -> bool:
-        """Create the bridge for a positive decision; True when a bridge was made."""
+        """Create (or extend) the bridge of a positive decision; True when one was made."""
         if not decision.bridge:
             return False
+        ttl = int(self.expiry)
         try:
-            if self.registry.has_bridge(decision.a, decision.b):
-                return False
             if any(getattr(self.registry.get(m), "quarantined", False)
                    for m in (decision.a, decision.b)):
                 log.info("mdns auto-bridge %s<->%s: a quarantined device is never bridged",
                          decision.a, decision.b)
                 return False
-            self.registry.add_bridge(
-                decision.a, decision.b, reason=decision.reason, ttl=int(self.expiry)
-            )
+            existing = self.registry.bridge(decision.a, decision.b)
+            if existing is not None:
+                expires = existing.expires
+                if ttl and expires and expires - self.registry.clock() < ttl * 3 / 4:
+                    self.registry.add_bridge(decision.a, decision.b, reason=existing.reason,
+                                             ttl=ttl)
+                    self.refreshed += 1
+                return False
+            self.registry.add_bridge(decision.a, decision.b, reason=decision.reason, ttl=ttl)
         except Exception as exc:
             log.warning("mdns auto-bridge %s<->%s refused: %s", decision.a, decision.b, exc)
             return False

@@ -11,7 +11,9 @@ connections from a device bridge to such an address to NFLOG group *N*::
 
 Python sees only those first packets (read by :mod:`edgesec.mdns.nflog`);
 every other forwarded packet stays in the kernel.  The chain never accepts
-or drops anything.  Talks to libnftables through its JSON API.
+or drops anything.  Talks nftables JSON through :mod:`edgesec.net.nftbackend`
+(the libnftables binding, or the ``nft`` binary without it).  :meth:`Detector.intact`
+tells whether someone removed or altered the table (the service re-installs it).
 """
 
 from __future__ import annotations
@@ -30,21 +32,38 @@ class NftError(RuntimeError):
 
 
 def _nft() -> Any:
-    import nftables  # Debian python3-nftables (system site packages)
+    from edgesec.net.nftbackend import shared_backend
 
-    nft = nftables.Nftables()
-    nft.set_json_output(True)
-    return nft
+    return shared_backend()
 
 
 class Detector:
     """Creates, feeds and removes the detection table."""
 
-    def __init__(self, bridges: list[str], group: int, timeout: int = 600) -> None:
+    def __init__(self, bridges: list[str], group: int, timeout: int = 600,
+                 backend: Any = None) -> None:
         self.bridges = sorted(set(bridges))
         self.group = group
         self.timeout = max(1, int(timeout))
-        self._nft = _nft()
+        self._nft = backend if backend is not None else _nft()
+
+    def own_pids(self) -> frozenset[int]:
+        """Processes whose ruleset commits are ours (the watcher ignores them)."""
+        return frozenset(self._nft.own_pids())
+
+    def intact(self) -> bool:
+        """Whether the table still has both sets, the chain and its rules."""
+        rc, text, _err = self._nft.cmd(f"list table {FAMILY} {TABLE}", terse=True)
+        if rc != 0:
+            return False
+        kinds: dict[str, list[str]] = {}
+        for item in json.loads(text).get("nftables", []):
+            for kind in ("set", "chain", "rule"):
+                if kind in item:
+                    kinds.setdefault(kind, []).append(item[kind].get("name", ""))
+        return (sorted(kinds.get("set", [])) == ["announced4", "announced6"]
+                and kinds.get("chain") == ["detect"]
+                and len(kinds.get("rule", [])) == (2 if self.bridges else 0))
 
     def _run(self, commands: list[dict[str, Any]]) -> None:
         rc, _out, err = self._nft.json_cmd({"nftables": commands})

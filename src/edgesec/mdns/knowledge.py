@@ -130,10 +130,12 @@ class Knowledge:
             if r.rtype not in _KEPT_TYPES or not r.value:
                 continue
             key = (r.name, r.rtype, r.value)
-            if r.ttl == 0:
-                self._drop(key)
-                continue
             old = self._ann.get(key)
+            if r.ttl == 0:
+                # only its announcer (same address or same device) says goodbye
+                if old is not None and (old.ip == ip or (mac and old.mac == mac)):
+                    self._drop(key)
+                continue
             ann = Announcement(r.name, r.rtype, r.value, mac, ip, interface, now + r.ttl)
             self._put(ann)
             if old is None or (old.mac, old.ip) != (mac, ip):

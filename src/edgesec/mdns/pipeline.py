@@ -7,7 +7,9 @@ reflected, and the packet rewrite (QU -> QM).  Order, cheapest first:
 3. source on-link for the arrival interface;  4. IP TTL / hop limit 255;
 5. not sent by the gateway (own addresses; payload echo of what we sent in
    the last second);  6. rate limit per (source, interface);  7. decodes
-   within bounds;  8. service-type allow-list.
+   within bounds;  8. service-type allow-list;  9. the optional ``vet`` hook
+   (the service's name-ownership check: a response claiming another device's
+   name is refused as ``name-conflict``).
 
 Each refusal is counted by reason; :meth:`Pipeline.process` never raises.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgesec.mdns.decoder import DecodeError, Limits, Message, decode
@@ -84,6 +87,7 @@ class Pipeline:
     echo_window: float = 1.0
     own: set[IPAddress] = field(default_factory=set)
     counters: Counter = field(default_factory=Counter)
+    vet: Callable[[Message, IPAddress, float], str | None] | None = None
     _sent: OrderedDict = field(default_factory=OrderedDict)
 
     def note_sent(self, payload: bytes, now: float) -> None:
@@ -130,6 +134,8 @@ class Pipeline:
                 stype = service_type(name)
                 if stype is not None and stype not in self.service_allow:
                     return self._refuse("service-not-allowed", msg)
+        if self.vet is not None and (why := self.vet(msg, src, now)) is not None:
+            return self._refuse(why, msg)
         payload = data
         if msg.qu_offsets:
             buf = bytearray(data)

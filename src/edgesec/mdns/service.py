@@ -10,6 +10,12 @@ events on the registry's bus:
   when an automatic bridge was made (the registry's own ``bridge_added``
   event carries the same reason).
 
+The detection table (``inet edgesec_mdns``) is watched through nftables
+netlink notifications (:class:`edgesec.net.nftgen.RulesetWatcher`): when
+another process flushes or alters it, it is re-installed with the announced
+addresses, counted ("detection table healed Nx" in STATUS) and a
+``firewall_healed`` event is published.
+
 Entry points for the lead: :func:`build_mdns_service` (factory used by
 ``edgesec.gateway``), :meth:`MdnsService.handle_mdns_names` and
 :meth:`MdnsService.register_commands`.
@@ -19,20 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from edgesec.events import Event
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
-from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, Limits, Message
+from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, TYPE_SRV, Limits, Message
+from edgesec.mdns.detect import TABLE as DETECT_TABLE
 from edgesec.mdns.detect import Detector
 from edgesec.mdns.knowledge import Knowledge
+from edgesec.mdns.names import MAX_LEASE_BYTES, NameOwners, lease_hostnames
 from edgesec.mdns.nflog import NflogSocket
 from edgesec.mdns.pipeline import Interface, Pipeline
 from edgesec.mdns.ratelimit import RateLimiter
 from edgesec.mdns.reflector import Reflector
 from edgesec.mdns.settings import MdnsSettings
+from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
+from edgesec.supervisor.ratelog import RateLimitedLog
 
 __all__ = ["MdnsService", "build_mdns_service"]
 
@@ -58,10 +71,12 @@ class MdnsService:
             if s.bridge != nat_if  # never the WAN
         ]
         self.knowledge = Knowledge(self.mdns.discovery_ttl)
+        self.names = NameOwners(hold=self.mdns.discovery_ttl, window=self.mdns.discovery_ttl)
         self.pipeline = Pipeline(
             Limits(max_size=self.mdns.max_packet),
             RateLimiter(self.mdns.rate_limit, self.mdns.rate_burst),
             frozenset(self.mdns.service_allow),
+            vet=self._vet,
         )
         self.reflector = Reflector(self.subnets, self.pipeline, self.mdns.reflect_ip4,
                                    self.mdns.reflect_ip6, self._on_packet)
@@ -75,17 +90,33 @@ class MdnsService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.detect_error = ""
         self.first_packets = 0
-        self.refusals: dict[str, int] = {}
+        self.table_heals = 0
+        self._watcher: RulesetWatcher | None = None
+        self.refusals: dict[str, int] = {}  # bridge refusals by Decision.code
+        self.conflict_log = RateLimitedLog(log, "mDNS name conflicts")
+        self.refusal_log = RateLimitedLog(log, "refused auto-bridges", level=logging.INFO)
+        leases = getattr(getattr(settings, "dhcp", None), "dhcp_leasefile_path", None)
+        self._lease_path = Path(leases) if leases else None
+        self._lease_stamp: tuple[int, int] | None = None
+        self._identities_dirty = True
+        self._unsubscribe: Any = None
 
     # -- service protocol -----------------------------------------------------
     async def start(self) -> None:
         """Open sockets, install the detection table and NFLOG reader."""
         self._loop = asyncio.get_running_loop()
+        bus = getattr(self.registry, "bus", None)
+        if bus is not None:
+            self._unsubscribe = bus.subscribe(self._on_registry_event)
+        self.refresh_identities()
         self.reflector.start()
         if self.mdns.auto_bridge:
             try:
                 self.detector = Detector([b for b, _g, _n in self.subnets], self.mdns.log_group,
-                                         int(self.mdns.discovery_ttl))
+                                         int(self.mdns.discovery_ttl), _backend(self.settings))
+                self._watcher = RulesetWatcher({(NFPROTO_INET, DETECT_TABLE)},
+                                               self._on_ruleset_change, self.detector.own_pids)
+                self._watcher.start(self._loop)
                 self.detector.install()
                 self.nflog = NflogSocket(self.mdns.log_group)
                 self._loop.add_reader(self.nflog.fileno(), self._on_nflog)
@@ -104,8 +135,14 @@ class MdnsService:
             self._task = None
         self.reflector.stop()
         await self._stop_detection()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     async def _stop_detection(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self.nflog is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self.nflog.fileno())
@@ -118,6 +155,50 @@ class MdnsService:
                 log.warning("mdns: cannot remove detection table: %s", exc)
             self.detector = None
 
+    def counters(self) -> dict[str, float]:
+        """Reflected packets and drops by reason (for metrics)."""
+        c = self.pipeline.counters
+        out: dict[str, float] = {"reflected": c.get("reflected", 0)}
+        out.update({f"dropped|reason={k}": v for k, v in c.items() if k != "reflected"})
+        return out
+
+    def _on_ruleset_change(self, commit: Commit | None) -> None:
+        """Another process touched the detection table: re-install it if it was altered.
+
+        Deferred by one loop iteration, so that the firewall's heal (woken by
+        the same notification) goes first: it is the one that closes the gateway.
+        """
+        if self._loop is not None:
+            self._loop.call_soon(self._heal_detection, commit)
+
+    def _heal_detection(self, commit: Commit | None) -> None:
+        if self.detector is None:
+            return
+        try:
+            deleted = commit is not None and (NFPROTO_INET, DETECT_TABLE) in commit.deleted
+            if not deleted and self.detector.intact():
+                return
+            self.detector.install()
+            if self._refreshed:
+                self.detector.announce(list(self._refreshed))
+        except Exception as exc:
+            self.detect_error = f"detection table not restored: {exc}"
+            log.error("mdns: %s", self.detect_error)
+            return
+        self.detect_error = ""
+        self.table_heals += 1
+        log.warning("mdns: detection table %s was altered by another process; re-installed",
+                    DETECT_TABLE)
+        self._publish(Event("firewall_healed", "", {"family": "inet", "table": DETECT_TABLE,
+                                                    "heals": self.table_heals,
+                                                    "reason": "table_altered"}))
+
+    def health(self) -> tuple[str, str]:
+        """``degraded`` when automatic bridging is configured but its detection is not running."""
+        if self.mdns.auto_bridge and (self.detector is None or self.detect_error):
+            return "degraded", self.detect_error or "automatic bridging unavailable"
+        return "ok", ""
+
     def status(self) -> str:
         """One line: where we reflect and what happened so far."""
         c = self.pipeline.counters
@@ -125,16 +206,20 @@ class MdnsService:
         why = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k != "reflected" and v)
         fams = "+".join(n for n, on in (("v4", self.mdns.reflect_ip4),
                                         ("v6", self.mdns.reflect_ip6)) if on) or "off"
-        if self.nflog is not None:
-            bridging = "auto-bridge on"
+        if self.nflog is not None and not self.detect_error:
+            bridging = f"auto-bridge on, detection table healed {self.table_heals}x"
         elif self.detect_error:
             bridging = f"auto-bridge off ({self.detect_error})"
         else:
             bridging = "auto-bridge off"
+        refused = " ".join(f"{k} {v}" for k, v in sorted(self.refusals.items()))
         return (f"reflecting {fams} on {','.join(self.reflector.interfaces()) or 'nothing'}; "
                 f"reflected {c['reflected']}, dropped {dropped} ({why or 'none'}), "
                 f"send errors {self.reflector.send_errors}; "
-                f"{len(self.knowledge)} names; {bridging}, {self.bridger.created} made")
+                f"{len(self.knowledge)} names, {len(self.names)} owned, "
+                f"{self.names.identities} identities; "
+                f"{bridging}, {self.bridger.created} made, {self.bridger.refreshed} extended, "
+                f"{sum(self.refusals.values())} refused ({refused or 'none'})")
 
     async def _housekeeping(self) -> None:
         while True:
@@ -142,6 +227,8 @@ class MdnsService:
             try:
                 now = self.reflector.clock()
                 self.knowledge.expire(now)
+                self.names.expire(now)
+                self.refresh_identities()
                 self.bridger.expire()
                 self.reflector.rescan()
             except Exception:
@@ -164,6 +251,58 @@ class MdnsService:
                     names.add(sub.bridge)
             self._contained_cache = (gen, frozenset(names))
         return bridge in self._contained_cache[1]
+
+    # -- name ownership -------------------------------------------------------
+    def _on_registry_event(self, event: Event) -> None:
+        if event.kind == "device":
+            self._identities_dirty = True
+
+    def refresh_identities(self) -> None:
+        """Re-read registry labels and DHCP hostnames when either changed."""
+        stamp = None
+        if self._lease_path is not None:
+            with contextlib.suppress(OSError):
+                st = os.stat(self._lease_path)
+                stamp = (st.st_mtime_ns, st.st_size)
+        if not self._identities_dirty and stamp == self._lease_stamp:
+            return
+        self._identities_dirty, self._lease_stamp = False, stamp
+        hosts: list[tuple[str, str]] = []
+        if stamp is not None and self._lease_path is not None:
+            try:
+                with open(self._lease_path, encoding="utf-8", errors="replace") as f:
+                    hosts = lease_hostnames(f.read(MAX_LEASE_BYTES))
+            except OSError as exc:
+                log.warning("mdns: cannot read DHCP leases: %s", exc)
+        devices = getattr(self.registry, "devices", None)
+        labels = [(d.mac, d.label) for d in devices() if d.label] if devices else []
+        self.names.set_identities(labels, hosts)
+
+    def _vet(self, msg: Message, src: ipaddress.IPv4Address | ipaddress.IPv6Address,
+             now: float) -> str | None:
+        """Refuse a response that claims a name owned by another device."""
+        if not msg.is_response:
+            return None
+        host = str(src)
+        mac = self._mac_of(host)
+        conflicts = []
+        for r in msg.records:
+            if r.rtype in (TYPE_A, TYPE_AAAA, TYPE_SRV):
+                target = self._mac_of(r.value) if r.rtype != TYPE_SRV else ""
+                c = self.names.claim(r.name, mac, r.ttl, now, target)
+                if c is not None:
+                    conflicts.append(c)
+        if not conflicts:
+            return None
+        addresses = {host} | {r.value for r in msg.records
+                              if r.rtype in (TYPE_A, TYPE_AAAA) and r.value}
+        for c in conflicts:
+            self.names.note_refused(c, addresses)
+        c = conflicts[0]
+        self.conflict_log.log("mdns: %s (%s) announced %s, which belongs to %s (%s): "
+                              "not reflected", host, mac or "unknown device", c.name, c.owner,
+                              c.why)
+        return "name-conflict"
 
     # -- learning -------------------------------------------------------------
     def _mac_of(self, ip: str) -> str:
@@ -221,10 +360,10 @@ class MdnsService:
         self.first_packets += 1
         now = self.reflector.clock()
         d = decide(self.knowledge, self.registry.device_by_ip, src, dst, self._ifname(indev),
-                   now, self.mdns.auto_bridge, self.mdns.bridge_passive)
+                   now, self.mdns.auto_bridge, self.mdns.bridge_passive, self.names)
         if not d.bridge:
-            self.refusals[d.reason] = self.refusals.get(d.reason, 0) + 1
-            log.info("mdns: no bridge for %s -> %s: %s", src, dst, d.reason)
+            self.refusals[d.code] = self.refusals.get(d.code, 0) + 1
+            self.refusal_log.log("mdns: no bridge for %s -> %s: %s", src, dst, d.reason)
             return False
         if not self.bridger.apply(d):
             return False
@@ -254,6 +393,12 @@ class MdnsService:
     def register_commands(self, table: Any) -> None:
         """Register ``MDNS_NAMES`` on the supervisor's command table."""
         table.register("MDNS_NAMES", lambda req: self.handle_mdns_names(tuple(req.args)), (0, 1))
+
+
+def _backend(settings: Any) -> Any:
+    from edgesec.net.nftbackend import backend_for
+
+    return backend_for(settings)
 
 
 def build_mdns_service(settings: Any, registry: Any) -> MdnsService:

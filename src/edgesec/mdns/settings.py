@@ -11,7 +11,7 @@ mdnsReflectIp4     mdns_reflect_ip4           true (as edgesec.config)
 mdnsReflectIp6     mdns_reflect_ip6           true (as edgesec.config)
 mdnsFilter         mdns_filter                ""  (kept for compatibility, unused)
 mdnsAutoBridge     mdns_auto_bridge           true
-mdnsBridgeExpiry   mdns_bridge_expiry         0   (seconds, 0 = never)
+mdnsBridgeExpiry   mdns_bridge_expiry         3600 (seconds, 0 = never)
 mdnsServiceAllow   mdns_service_allow         ""  (comma list, empty = all)
 mdnsRateLimit      mdns_rate_limit            50  (packets/s per source+iface)
 mdnsMaxPacket      mdns_max_packet            9000 (bytes)
@@ -63,7 +63,7 @@ class MdnsSettings:
     reflect_ip6: bool = True
     auto_bridge: bool = True
     bridge_passive: bool = False
-    bridge_expiry: float = 0.0
+    bridge_expiry: float = 3600.0
     service_allow: tuple[str, ...] = ()
     rate_limit: float = 50.0
     rate_burst: int = 100

@@ -8,29 +8,42 @@ and nothing else. It:
 * on every registry event, recomputes the rows of the devices concerned (the
   device and its bridge partners) and applies only the element differences
   as one atomic transaction (cost independent of the number of devices);
-* polls the ruleset generation id every ``poll_interval`` seconds; when
-  someone else committed, it lists its table, compares it with the policy and
-  re-applies everything if the table was altered, flushed or deleted;
+* watches the ruleset through netlink notifications
+  (:class:`edgesec.net.nftgen.RulesetWatcher`, no polling): when another
+  process changed its table, it compares the table with the policy and
+  re-applies everything if it was altered, flushed or deleted. While it
+  re-applies, IPv4 forwarding is held off (so a flushed ruleset does not
+  leave the gateway open for longer than the notification takes to arrive);
+  every heal is counted in STATUS and published as a ``firewall_healed``
+  event;
 * on stop removes only its own table.
+
+It talks to nftables through :mod:`edgesec.net.nftbackend` (the libnftables
+binding, or the ``nft`` binary when the binding is missing); when neither
+works the service cannot be built and the gateway refuses to run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from edgesec.events import Event
 from edgesec.net import policy as P
-from edgesec.net.nftgen import GenerationReader
+from edgesec.net.links import IP_FORWARD, set_ip_forward
+from edgesec.net.nftbackend import NftBackend, backend_for, open_backend
+from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
 
 log = logging.getLogger(__name__)
 
 WATCHED_EVENTS = ("device", "ip", "bridge_added", "bridge_removed")
+HEALED_EVENT = "firewall_healed"
+RETRY_S = 1.0  # while a heal keeps failing (forwarding held off), retry this often
 
 
 class FirewallError(RuntimeError):
@@ -38,29 +51,30 @@ class FirewallError(RuntimeError):
 
 
 class Nft:
-    """A libnftables JSON context (``import nftables``, Debian's python3-nftables)."""
+    """The firewall's nftables commands, over a backend (library or ``nft`` binary)."""
 
-    def __init__(self) -> None:
-        import nftables
+    def __init__(self, backend: NftBackend | None = None) -> None:
+        self.backend = backend or open_backend()
 
-        self._nft = nftables.Nftables()
-        self._nft.set_json_output(True)
-        self._nft.set_handle_output(False)
-        self._lock = threading.Lock()
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def own_pids(self) -> frozenset[int]:
+        """Processes whose ruleset commits are ours (see RulesetWatcher)."""
+        return self.backend.own_pids()
 
     def apply(self, cmds: list[dict[str, Any]]) -> None:
         """Run ``cmds`` as one transaction; raise :class:`FirewallError` on refusal."""
         if not cmds:
             return
-        with self._lock:
-            rc, _out, err = self._nft.json_cmd(P.as_script(cmds))
+        rc, _out, err = self.backend.json_cmd(P.as_script(cmds))
         if rc != 0:
             raise FirewallError(f"nft refused the transaction: {err.strip()}")
 
     def list_table(self, table: str) -> dict[str, Any] | None:
         """The JSON listing of ``inet <table>``, or None when it does not exist."""
-        with self._lock:
-            rc, out, _err = self._nft.cmd(f"list table inet {table}")
+        rc, out, _err = self.backend.cmd(f"list table inet {table}")
         if rc != 0:
             return None
         return json.loads(out)
@@ -72,17 +86,12 @@ class Nft:
         libnftables fetches set elements only for listings that show them.
         """
         objs: list[dict[str, Any]] = []
-        with self._lock:
-            self._nft.set_terse_output(True)
-            try:
-                # ("list tables" would fetch every element: avoid it)
-                for cmd in ("list chains inet", "list sets inet"):
-                    rc, out, _err = self._nft.cmd(cmd)
-                    if rc != 0:
-                        return None
-                    objs += json.loads(out).get("nftables", [])
-            finally:
-                self._nft.set_terse_output(False)
+        # ("list tables" would fetch every element: avoid it)
+        for cmd in ("list chains inet", "list sets inet"):
+            rc, out, _err = self.backend.cmd(cmd, terse=True)
+            if rc != 0:
+                return None
+            objs += json.loads(out).get("nftables", [])
         mine = [o for o in objs if next(iter(o.values())).get("table") == table]
         return {"nftables": mine} if mine else None
 
@@ -142,25 +151,25 @@ class FirewallService:
 
     name = "firewall"
 
-    def __init__(self, cfg: P.PolicyConfig, registry: Any, *, poll_interval: float = 0.5,
-                 verify_interval: float = 30.0, nft: Nft | None = None) -> None:
+    def __init__(self, cfg: P.PolicyConfig, registry: Any, *, nft: Nft | None = None,
+                 forward_path: Path | None = None) -> None:
         self.cfg = cfg
         self.registry = registry
-        self.poll_interval = poll_interval
-        self.verify_interval = verify_interval
         self.nft = nft or Nft()
+        self.forward_path = forward_path  # None: never touch forwarding
         self.skel = P.skeleton(cfg)
         self._by_mac: dict[str, P.Rows] = {}
         self._count: dict[str, dict[Any, int]] = {n: {} for n in P.ROW_SETS}
-        self._gen: GenerationReader | None = None
-        self._last_gen = -1
-        self._next_element_check = 0.0
         self._lock = threading.RLock()
-        self._task: asyncio.Task[None] | None = None
+        self._watcher: RulesetWatcher | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Any = None
         self.heals = 0
         self.changes = 0
         self.last_error = ""
+        self.forwarding_held = False  # we switched forwarding off and a heal is pending
+        self.heal_failing = False  # the last heal failed; retried every RETRY_S
         self._running = False
 
     # -- state ---------------------------------------------------------------
@@ -202,7 +211,6 @@ class FirewallService:
             cmds = [{"add": {"table": {"family": "inet", "name": self.cfg.table}}},
                     *P.full_commands(self.cfg, self.rows(), table_exists=True)]
             self.nft.apply(cmds)
-            self._note_generation()
 
     def refresh(self, macs: Iterable[str]) -> int:
         """Re-derive the rows of ``macs`` and apply the difference; returns #elements changed."""
@@ -242,10 +250,7 @@ class FirewallService:
                 # The kernel differs from what we believed: replace the table.
                 log.warning("incremental firewall update failed (%s); re-applying all", exc)
                 self.last_error = str(exc)
-                self.heals += 1
-                self.apply_full()
-            else:
-                self._note_generation()
+                self.heal([f"incremental update refused: {exc}"], "update_refused")
             self.changes += 1
             return sum(len(v) for v in add.values()) + sum(len(v) for v in delete.values())
 
@@ -261,17 +266,12 @@ class FirewallService:
             macs.update(self.registry.bridge_partners(event.mac))
         try:
             self.refresh(macs)
-        except Exception as exc:  # keep the publisher alive; the poller heals
+        except Exception as exc:  # keep the publisher alive; a retry heals
             log.exception("firewall update for %s failed", event.mac)
             self.last_error = str(exc)
-            self._last_gen = -1
+            self._schedule_retry()
 
-    # -- watching ------------------------------------------------------------
-    def _note_generation(self) -> None:
-        if self._gen is not None:
-            with contextlib.suppress(OSError):
-                self._last_gen = self._gen.read()
-
+    # -- watching and healing -------------------------------------------------
     def differences(self, elements: bool = True) -> list[str]:
         """How the kernel table differs from the policy (empty when in sync)."""
         with self._lock:
@@ -280,96 +280,169 @@ class FirewallService:
             return table_differences(listing, self.skel, self.rows(), elements)
 
     def check(self, force: bool = False) -> bool:
-        """Heal the table if someone changed the ruleset; True when it re-applied.
+        """Compare the table with the policy and heal it; True when it re-applied.
 
-        Someone else committed (generation changed): a structure listing
-        (chains and sets, ~10 ms) catches a flushed or deleted table at once;
-        the full comparison of rules and elements (~0.3 s at 20k elements)
-        runs at most every ``max(1 s, 5 x its last duration)``, or when
-        ``force``.
+        A structure listing (chains and sets, ~10 ms) catches a flushed or
+        deleted table at once; the full comparison of rules and elements
+        (~0.3 s at 20k elements) follows when the structure is intact.
+        (``force`` is accepted for callers of the former polling API.)
         """
         with self._lock:
-            if not force and self._gen is not None:
-                try:
-                    if self._gen.read() == self._last_gen:
-                        return False
-                except OSError:
-                    pass
-            diffs = self.differences(elements=False)
-            now = time.monotonic()
-            if not diffs and (force or now >= self._next_element_check):
-                diffs = self.differences(elements=True)
-                took = time.monotonic() - now
-                self._next_element_check = time.monotonic() + max(1.0, 5 * took)
-            elif not diffs:
-                return False  # generation not noted: elements are checked on a later poll
+            diffs = self.differences(elements=False) or self.differences(elements=True)
             if not diffs:
-                self._note_generation()
                 return False
-            log.warning("firewall table %s altered (%s); re-applying", self.cfg.table,
-                        ", ".join(diffs))
-            self.heals += 1
-            self.apply_full()
+            self.heal(diffs, "table_missing" if diffs == ["table missing"] else "table_altered")
             return True
 
-    async def _watch(self) -> None:
-        last_verify = time.monotonic()
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            force = time.monotonic() - last_verify >= self.verify_interval
-            if force:
-                last_verify = time.monotonic()
+    def heal(self, diffs: list[str], reason: str = "table_altered") -> None:
+        """Re-apply the whole table with IPv4 forwarding held off meanwhile.
+
+        Forwarding is switched back on only when it was on before and the
+        table is in place; when the re-apply fails it stays off (fail closed)
+        and a retry is scheduled. ``reason`` (one word) goes into the event.
+        """
+        with self._lock:
+            retrying = self.heal_failing  # a failed heal being retried: already logged
+            if not retrying:
+                log.warning("firewall table %s altered (%s); re-applying", self.cfg.table,
+                            ", ".join(diffs))
+            self._hold_forwarding()
             try:
-                self.check(force=force)
+                self.apply_full()
             except Exception as exc:
+                self.last_error = f"heal failed: {exc}"
+                self.heal_failing = True
+                if not retrying:
+                    log.error("firewall table %s could not be restored (%s); IPv4 forwarding "
+                              "stays off, retrying every %.0f s", self.cfg.table, exc, RETRY_S)
+                self._schedule_retry()
+                raise
+            if retrying:
+                log.warning("firewall table %s restored after a failed heal", self.cfg.table)
+            self.heal_failing = False
+            self._release_forwarding()
+            self.heals += 1
+        bus = getattr(self.registry, "bus", None)
+        if bus is not None:
+            bus.publish(Event(HEALED_EVENT, "", {"family": "inet", "table": self.cfg.table,
+                                                 "heals": self.heals, "reason": reason}))
+
+    def _hold_forwarding(self) -> None:
+        if self.forward_path is None or self.forwarding_held:
+            return
+        try:
+            self.forwarding_held = set_ip_forward(self.forward_path, on=False)
+        except OSError as exc:
+            log.warning("cannot hold IPv4 forwarding off during the heal: %s", exc)
+
+    def _release_forwarding(self) -> None:
+        if self.forwarding_held and self.forward_path is not None:
+            set_ip_forward(self.forward_path, on=True)
+            self.forwarding_held = False
+
+    def _on_ruleset_change(self, commit: Commit | None) -> None:
+        """Netlink told us another process changed our table (None: maybe)."""
+        if not self._running:
+            return
+        try:
+            if commit is not None and (NFPROTO_INET, self.cfg.table) in commit.deleted:
+                self.heal(["table deleted"], "table_deleted")  # no listing: re-apply at once
+            else:
+                self.check()
+        except Exception as exc:
+            if not self.heal_failing:  # a failed heal logged itself and retries
                 self.last_error = str(exc)
                 log.exception("firewall check failed")
 
+    def _schedule_retry(self) -> None:
+        if self._loop is None or not self._running or self._retry is not None:
+            return
+
+        def retry() -> None:
+            self._retry = None
+            self._on_ruleset_change(None)
+
+        self._retry = self._loop.call_later(RETRY_S, retry)
+
     # -- Service protocol ----------------------------------------------------
-    def reload(self) -> None:
-        """SIGHUP: verify the whole table now and re-apply it if it differs."""
-        self.check(force=True)
+    def reload(self, settings: Any = None) -> None:
+        """SIGHUP: take new subnets/NAT from ``settings`` and re-apply; else verify the table.
+
+        The table name stays (renaming it needs a restart).
+        """
+        if settings is None:
+            self.check(force=True)
+            return
+        cfg = P.PolicyConfig.from_settings(settings)
+        if cfg.table != self.cfg.table:
+            log.warning("reload: firewall table name change to %s needs a restart", cfg.table)
+            cfg = P.PolicyConfig(cfg.subnets, self.cfg.table, cfg.nat_interface)
+        with self._lock:
+            self.cfg, self.skel = cfg, P.skeleton(cfg)
+            self.apply_full()
 
     async def start(self) -> None:
-        self._gen = GenerationReader()
+        self._loop = asyncio.get_running_loop()
         self._running = True
         self._unsubscribe = self.registry.bus.subscribe(self.on_event)
         try:
+            # watch before the first apply: a flush right after it is not missed
+            self._watcher = RulesetWatcher({(NFPROTO_INET, self.cfg.table)},
+                                           self._on_ruleset_change, self.nft.own_pids)
+            self._watcher.start(self._loop)
             self.apply_full()
         except Exception:
             await self.stop()
             raise
-        self._task = asyncio.create_task(self._watch(), name="firewall-watch")
+        log.info("firewall table inet %s in place (nftables backend: %s)", self.cfg.table,
+                 self.nft.backend_name)
 
     async def stop(self) -> None:
         self._running = False
         if self._unsubscribe:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         tab = {"family": "inet", "name": self.cfg.table}
         try:
             self.nft.apply([{"add": {"table": tab}}, {"delete": {"table": tab}}])
         except FirewallError as exc:
             log.warning("could not remove table %s: %s", self.cfg.table, exc)
-        if self._gen:
-            self._gen.close()
-            self._gen = None
+
+    def health(self) -> tuple[str, str]:
+        """``failed`` while the table could not be restored (forwarding held off)."""
+        if not self._running:
+            return "failed", "stopped"
+        if self.heal_failing:
+            held = ", forwarding held off" if self.forwarding_held else ""
+            return "failed", f"table inet {self.cfg.table} not restored{held}: {self.last_error}"
+        return "ok", ""
+
+    def counters(self) -> dict[str, float]:
+        """Heals of the table (for metrics)."""
+        return {"heals": self.heals}
 
     def status(self) -> str:
         if not self._running:
             return "stopped"
         r = self.rows()
-        text = (f"running table inet {self.cfg.table}: {len(r[P.LEASES])} leases, "
+        text = (f"running table inet {self.cfg.table} ({self.nft.backend_name} backend): "
+                f"{len(r[P.LEASES])} leases, "
                 f"{len(r[P.BRIDGES]) // 2} bridge paths, {len(r[P.NAT])} nat, "
                 f"{len(r[P.DENIED])} denied; healed {self.heals}x")
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 
 def build_firewall_service(settings: Any, registry: Any) -> FirewallService:
-    """Factory for the gateway: the firewall service for these settings and registry."""
-    return FirewallService(P.PolicyConfig.from_settings(settings), registry)
+    """Factory for the gateway: the firewall service for these settings and registry.
+
+    Raises :class:`edgesec.net.nftbackend.NftUnavailable` when no nftables
+    backend works (the gateway then refuses to run).
+    """
+    return FirewallService(P.PolicyConfig.from_settings(settings), registry,
+                           nft=Nft(backend_for(settings)), forward_path=IP_FORWARD)

@@ -1,7 +1,7 @@
 """The subnet service: one Linux bridge per VLAN, up, carrying the gateway address.
 
-Owns the device-subnet bridges (``<interfacePrefix><vlan>``) and IPv4
-forwarding, through netlink (pyroute2's asyncio API; no ``ip`` commands).
+Owns the device-subnet bridges (``<interfacePrefix><vlan>``), through netlink
+(pyroute2's asyncio API; no ``ip`` commands).
 
 * Bridges of the explicit ``[interfaces] ifN`` entries are ensured at start.
 * Bridges of the optional VLAN pool are ensured lazily, when an allowed device
@@ -15,6 +15,10 @@ forwarding, through netlink (pyroute2's asyncio API; no ``ip`` commands).
 * On stop the service brings its bridges down (fail closed: with the firewall
   table gone, an up bridge would forward between devices unfiltered). They are
   brought up again at the next start; devices' ports stay enslaved.
+
+:func:`set_ip_forward` is the one switch of IPv4 forwarding; the gateway turns
+it on only after the enforcing services started, the firewall turns it off
+while it re-applies a damaged table.
 """
 
 from __future__ import annotations
@@ -46,12 +50,25 @@ def check_ifname(name: str) -> str:
     return name
 
 
-def set_ip_forward(path: Path = IP_FORWARD) -> bool:
-    """Enable IPv4 forwarding; True when it was off and is now on."""
-    if path.read_text().strip() == "1":
+def set_ip_forward(path: Path = IP_FORWARD, on: bool = True) -> bool:
+    """Switch IPv4 forwarding on (or off with ``on=False``); True when it changed.
+
+    The gateway calls it only once the firewall table is in place, and
+    switches it off again when enforcement fails or at stop (fail closed).
+    """
+    want = "1" if on else "0"
+    if path.read_text().strip() == want:
         return False
-    path.write_text("1\n")
+    path.write_text(want + "\n")
     return True
+
+
+def ip_forward_on(path: Path = IP_FORWARD) -> bool:
+    """Whether IPv4 forwarding is on in this network namespace."""
+    try:
+        return path.read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 async def ensure_bridge(ipr: AsyncIPRoute, name: str, gateway: str, prefixlen: int,
@@ -132,8 +149,7 @@ class SubnetService:
         task.add_done_callback(self._pending.discard)
 
     async def start(self) -> None:
-        if self.settings.system.set_ip_forward and set_ip_forward():
-            log.info("IPv4 forwarding enabled")
+        # IPv4 forwarding is the gateway's to enable, after the firewall table is in place.
         explicit = {v for v in self.subnets if v not in self.pool_vlans}
         await self.ensure_vlans(explicit | self._used_pool_vlans())
         self._unsubscribe = self.registry.bus.subscribe(self._on_event)
@@ -151,8 +167,41 @@ class SubnetService:
                     if found:
                         await ipr.link("set", index=found[0], state="down")
 
-    async def reload(self) -> None:
+    async def reload(self, settings: Any = None) -> None:
+        """SIGHUP: take the new ``[interfaces]``; create new bridges, delete dropped ones.
+
+        A subnet whose bridge name or addressing changed is a dropped one plus a
+        new one (its devices' ports leave the old bridge: fail closed).
+        """
+        if settings is not None:
+            new = {s.vlan: s for s in settings.interfaces.subnets}
+            gone = [sub for vlan, sub in self.subnets.items() if new.get(vlan) != sub]
+            self.settings = settings
+            self.subnets = new
+            self.pool_vlans = frozenset(getattr(settings.interfaces, "pool_vlans", frozenset()))
+            await self._delete_bridges([s.bridge for s in gone if s.bridge in self.ensured])
         await self.ensure_vlans(set(self.subnets) - self.pool_vlans | self._used_pool_vlans())
+
+    def health(self) -> tuple[str, str]:
+        """``degraded`` while a bridge could not be ensured (``ignoreErrorOnIfCreate``)."""
+        if self.errors:
+            return "degraded", "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+        return "ok", ""
+
+    async def _delete_bridges(self, names: list[str]) -> None:
+        if not names:
+            return
+        async with self._lock, AsyncIPRoute() as ipr:
+            for name in names:
+                self.ensured.discard(name)
+                self.errors.pop(name, None)
+                try:
+                    found = await ipr.link_lookup(ifname=name)
+                    if found:
+                        await ipr.link("del", index=found[0])
+                    log.info("bridge %s deleted (no longer configured)", name)
+                except Exception as exc:
+                    log.error("bridge %s: cannot delete: %s", name, exc)
 
     def status(self) -> str:
         text = f"{len(self.ensured)} bridges up"

@@ -26,7 +26,10 @@ hash-set lookups, however many devices and bridges exist):
 
 Devices reach the gateway only for DHCP (udp 67, also from 0.0.0.0), DNS (53)
 and mDNS (udp 5353 to 224.0.0.251 / ff02::fb); everything else from a device
-bridge to the gateway or through it is dropped. Bridge and NAT paths do not
+bridge to the gateway or through it is dropped. With split DNS
+(``dns_forward_port``, see :mod:`edgesec.dhcp.dnsfwd`) a nat ``prerouting``
+chain redirects DNS to the gateway from ``@nat`` addresses to the forwarding
+resolver's port, which input accepts from ``@nat`` only. Bridge and NAT paths do not
 depend on conntrack state for device-originated packets, so removing a bridge
 or NAT also cuts connections that are already established.
 """
@@ -90,6 +93,7 @@ class PolicyConfig:
     subnets: tuple[PolicySubnet, ...]
     table: str = "edgesec"
     nat_interface: str = ""
+    dns_forward_port: int = 0  # split DNS: port of the forwarding resolver (0 = off)
     _by_vlan: dict[int, PolicySubnet] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +107,10 @@ class PolicyConfig:
         subs = tuple(PolicySubnet(s.vlan, s.bridge, s.network)
                      for s in settings.interfaces.subnets)
         table = getattr(settings.firewall, "table_name", "") or "edgesec"
-        return cls(subnets=subs, table=table, nat_interface=settings.nat.nat_interface)
+        from edgesec.dhcp.dnsfwd import forwarder_port
+
+        return cls(subnets=subs, table=table, nat_interface=settings.nat.nat_interface,
+                   dns_forward_port=forwarder_port(settings))
 
 
 # ---------------------------------------------------------------------------
@@ -252,7 +259,38 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         ("from_device", "drop", [_DROP]),
         ("to_device", "drop", [_DROP]),
     ]
+    if cfg.nat_interface and cfg.dns_forward_port:
+        at = r.index(next(x for x in r if x[:2] == ("input", "drop")))
+        r[at:at] = _dns_forward_input(cfg.dns_forward_port)
+        r += _dns_redirect(cfg.dns_forward_port)
     return r
+
+
+def _dns_forward_input(port: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """input: the forwarding resolver's port, from devices with NAT only."""
+    return [("input", f"dns-forward-{proto}",
+             [_m(_meta("l4proto"), proto), _m(_pl(proto, "dport"), port),
+              _m(_pl("ip", "saddr"), f"@{NAT}"), _ACCEPT]) for proto in ("udp", "tcp")]
+
+
+def _dns_redirect(port: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """prerouting: DNS to the gateway from devices with NAT goes to the forwarding resolver."""
+    return [("prerouting", f"dns-redirect-{proto}",
+             [_m(_meta("iifname"), f"@{DEVICE_IFS}"), _IPV4,
+              _m(_pl("ip", "saddr"), f"@{NAT}"),
+              _m({"fib": {"result": "type", "flags": ["daddr"]}}, "local"),
+              _m(_meta("l4proto"), proto), _m(_pl(proto, "dport"), 53),
+              {"redirect": {"port": port}}]) for proto in ("udp", "tcp")]
+
+
+PREROUTING = {"type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}
+
+
+def _base_chains(cfg: PolicyConfig) -> dict[str, dict[str, Any]]:
+    """BASE_CHAINS, plus the nat prerouting chain when DNS is split."""
+    if cfg.nat_interface and cfg.dns_forward_port:
+        return {**BASE_CHAINS, "prerouting": PREROUTING}
+    return BASE_CHAINS
 
 
 BASE_CHAINS: dict[str, dict[str, Any]] = {
@@ -288,11 +326,12 @@ def skeleton(cfg: PolicyConfig) -> Skeleton:
     if ifs:
         cmds.append({"add": {"element": {"family": fam, "table": tab, "name": DEVICE_IFS,
                                          "elem": ifs}}})
-    for name, hook in BASE_CHAINS.items():
+    base = _base_chains(cfg)
+    for name, hook in base.items():
         cmds.append({"add": {"chain": {"family": fam, "table": tab, "name": name, **hook}}})
     for name in REGULAR_CHAINS:
         cmds.append({"add": {"chain": {"family": fam, "table": tab, "name": name}}})
-    comments: dict[str, list[str]] = {c: [] for c in (*BASE_CHAINS, *REGULAR_CHAINS)}
+    comments: dict[str, list[str]] = {c: [] for c in (*base, *REGULAR_CHAINS)}
     for chain, name, expr in _rules(cfg):
         comment = rule_comment(chain, name)
         comments[chain].append(comment)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -54,6 +55,8 @@ class CommandTable:
     # cannot flood the log.
     refusals: RateLimitedLog = field(
         default_factory=lambda: RateLimitedLog(log, "refused commands", logging.INFO))
+    # (command, "ok" | "fail") -> count; unknown commands count as "unknown"
+    results: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def register(self, name: str, handler: Handler, arity: tuple[int, ...] | None = None,
                  secret: bool = False) -> None:
@@ -66,6 +69,12 @@ class CommandTable:
             self.register(name, lambda r, _h=handle: _h(r.name, r.args), None, name in secret)
 
     def dispatch(self, request: Request) -> str:
+        reply = self._dispatch(request)
+        name = request.name if request.name in self.entries else "unknown"
+        self.results[name, "fail" if reply == proto.FAIL else "ok"] += 1
+        return reply
+
+    def _dispatch(self, request: Request) -> str:
         entry = self.entries.get(request.name)
         if entry is None:
             self.refusals.log("unknown command %.40r", request.name)

@@ -98,6 +98,10 @@ def format_event(kind: str, mac: str, data: dict) -> str | None:
         return f"BRIDGE_ADDED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
     if kind == "bridge_removed":
         return f"BRIDGE_REMOVED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
+    if kind == "firewall_healed":
+        return (f"FIREWALL_HEALED {_word(str(data.get('family', 'inet')))} "
+                f"{_word(str(data.get('table', '')))} {int(data.get('heals', 0))} "
+                f"{'_'.join(str(data.get('reason', '')).split()) or '-'}\n")
     if kind == "device" and data.get("removed") is not None:
         return f"DEVICE_REMOVED {mac} {_word(data.get('reason', ''))}\n"
     if kind == "mdns" and "text" in data:
@@ -107,6 +111,10 @@ def format_event(kind: str, mac: str, data: dict) -> str | None:
                f"{_word(str(data.get('reason', '')))}\n"
     if kind == "alert":  # edgesec.detect: one alert (or an aggregate of a burst)
         return f"ALERT {mac or '-'} {_word(str(data['kind']))} {_word(str(data['severity']))}\n"
+    if kind == "policy":
+        from edgesec.supervisor.audit import format_policy_event
+
+        return format_policy_event(data)
     return None
 
 

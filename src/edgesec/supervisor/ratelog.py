@@ -31,7 +31,7 @@ class RateLimitedLog:
     count: int = field(default=0, init=False)
     suppressed: int = field(default=0, init=False)
 
-    def log(self, msg: str, *args: Any) -> None:
+    def log(self, msg: str, *args: Any, extra: dict[str, Any] | None = None) -> None:
         now = self.clock()
         if now - self.window_start > self.window:
             if self.suppressed:
@@ -40,6 +40,6 @@ class RateLimitedLog:
             self.window_start, self.count, self.suppressed = now, 0, 0
         if self.count < self.burst:
             self.count += 1
-            self.logger.log(self.level, msg, *args)
+            self.logger.log(self.level, msg, *args, extra=extra)
         else:
             self.suppressed += 1

@@ -22,6 +22,7 @@ from typing import Any
 
 from edgesec.events import Event, EventBus
 from edgesec.supervisor import protocol as proto
+from edgesec.supervisor.audit import CMSG_CREDS_SPACE, Audit, Peer, unix_credentials
 from edgesec.supervisor.commands import Channel, CommandTable, Request
 from edgesec.supervisor.ratelog import RateLimitedLog
 
@@ -52,19 +53,28 @@ class _Endpoint:
         self.server = server
         self.channel = channel
         self.sock = sock
+        # UNIX senders' pid/uid/gid arrive with each datagram (the audit trail's source).
+        self.creds = channel == "unix"
+        if self.creds:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 
     def on_readable(self) -> None:
         sock = self.sock
         for _ in range(READ_BATCH):
+            creds = None
             try:
-                data, addr = sock.recvfrom(RECV_SIZE)
+                if self.creds:
+                    data, anc, _flags, addr = sock.recvmsg(RECV_SIZE, CMSG_CREDS_SPACE)
+                    creds = unix_credentials(anc)
+                else:
+                    data, addr = sock.recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.debug("%s socket error: %s", self.channel, exc)
                 return
             try:
-                reply = self.server.handle(data, addr, self.channel)
+                reply = self.server.handle(data, addr, self.channel, creds)
             except Exception:  # handle() never raises; this is the last line of defence
                 log.exception("%s: request from %s failed", self.channel, addr)
                 reply = proto.FAIL.encode()
@@ -103,6 +113,7 @@ class SupervisorServer:
         self._seen_nonces: dict[str, float] = {}
         self._endpoints: list[_Endpoint] = []
         self._unsubscribe = bus.subscribe(self._on_event)
+        self.audit = Audit(bus)
         self.bound_udp: tuple[str, int] | None = None
         table.register("SUBSCRIBE_EVENTS", self._subscribe, (0,))
         table.register("UNSUBSCRIBE_EVENTS", self._unsubscribe_peer, (0,))
@@ -150,12 +161,20 @@ class SupervisorServer:
         if self.unix_path is not None and self.unix_path.exists():
             self.unix_path.unlink()
 
+    def counters(self) -> dict[str, float]:
+        """Requests by command and result, and malformed datagrams (for metrics)."""
+        out: dict[str, float] = {"malformed_requests": self.malformed}
+        for (command, result), n in self.table.results.items():
+            out[f"requests|command={command}|result={result}"] = n
+        return out
+
     def status(self) -> str:
         return (f"listening unix={self.unix_path} udp={self.bound_udp} "
                 f"subscribers={len(self.subscribers)} malformed={self.malformed}")
 
     # -- requests ----------------------------------------------------------------
-    def handle(self, data: bytes, addr: Any, channel: Channel) -> bytes | None:
+    def handle(self, data: bytes, addr: Any, channel: Channel,
+               creds: tuple[int, int, int] | None = None) -> bytes | None:
         nonce = ""
         if channel == "udp-auth":
             try:
@@ -175,6 +194,8 @@ class SupervisorServer:
         else:
             reply = self.table.dispatch(Request(command.name, command.args, channel,
                                                 (channel, addr)))
+            self.audit.record(command.name, command.args,
+                              Peer(channel, addr, *(creds or (None, None, None))), reply)
         if channel == "udp-auth":
             return proto.sign_reply(self.key, nonce, reply)
         return reply.encode()

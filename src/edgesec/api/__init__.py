@@ -1,0 +1,1 @@
+"""The management API: HTTP + JSON, Prometheus metrics and the web dashboard."""
