@@ -282,3 +282,16 @@ def test_a_bridge_that_changed_its_mac_is_still_the_gateway() -> None:
     assert feed(e, [ack, claim]) == []
     e2 = engine()  # without the refresh: an unknown MAC sending offers is a rogue server
     assert kinds(feed(e2, [ack])) == ["rogue_dhcp"]
+
+
+def test_dns_redirected_to_the_split_dns_forwarder_still_counts() -> None:
+    """With br_netfilter the bridge tap sees DNS after the redirect to the forwarder."""
+    e = Engine(DetectConfig(dns_forward_port=5053))
+    e.set_world(world())
+    pkts = []
+    for i in range(12):
+        label = base64.b32encode(os.urandom(30)).decode().rstrip("=").lower()
+        pkts.append(from_a(IP(src=A_IP, dst=GW_IP) / UDP(sport=41000 + i, dport=5053)
+                           / DNS(rd=1, qd=DNSQR(qname=f"{label}.t.evil.example"))))
+    assert kinds(feed(e, pkts)) == ["dns_tunnel"]
+    assert feed(engine(), pkts) == []  # port 5053 is nothing without split DNS

@@ -18,11 +18,13 @@ The detectors and their thresholds are described in docs/detect.md.
 from __future__ import annotations
 
 import ipaddress
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from edgesec.capture.decode import read_name
 from edgesec.capture.eve import dns_payload
 from edgesec.capture.flowtrack import FlowTracker
 from edgesec.detect.alerts import Alert
@@ -66,6 +68,9 @@ class DetectConfig:
     spoof_packets: int = 3
     new_device_flood: int = 10
     alerts_per_minute: int = 60
+    # DNS to the gateway may arrive redirected to the split-DNS forwarder's port
+    # (with br_netfilter the bridge tap sees the packet after the redirect)
+    dns_forward_port: int = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> DetectConfig:
@@ -285,6 +290,12 @@ class Engine:
             st.upload.add(ts, length)
             self._upload(ctx, st, prof, src_mac, now, ip4)
         dns = rows.get("dns")
+        if dns is None and dport and dport == self.cfg.dns_forward_port \
+                and dst_ip in w.gateway_ips:
+            dns = _dns_of(data, rows)
+            if dns is not None:
+                rows = {**rows, "dns": dns}
+                dport = 53
         if dns is not None and dport == 53 and not dns[2] & 0x8000:
             self._dns_query(ctx, st, prof, src_mac, now, dns, data, rows, ip4)
         if not start or _special(dst_ip) or dport is None:
@@ -448,6 +459,15 @@ class Engine:
         if count > 1:
             alert = replace(alert, count=count)
         return alert
+
+
+def _dns_of(data: bytes, rows: dict[str, tuple]) -> tuple | None:
+    """The ``dns`` row of a DNS message on a port the decoder does not know."""
+    msg = dns_payload(data, rows)
+    if not msg or len(msg) < 12:
+        return None
+    tid, flags, nq, nan, nau, nad = struct.unpack_from("!6H", msg)
+    return ("", tid, flags, nq, nan, nau, nad, read_name(msg, 12) if nq else "")
 
 
 def _same24(a: str, b: str) -> bool:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,15 @@ def eve_path(settings: Any) -> Path:
         return Path(cap.eve_path)
     base = cap.capture_db_path.parent if cap.capture_db_path else Path(".")
     return base / "eve.json"
+
+
+def _forward_port(settings: Any) -> int:
+    try:
+        from edgesec.dhcp.dnsfwd import forwarder_port
+
+        return forwarder_port(settings)
+    except Exception:  # no split DNS in this build or config: DNS stays on 53
+        return 0
 
 
 def _macs(items: tuple[str, ...]) -> frozenset[str]:
@@ -85,7 +95,7 @@ class DetectService:
         db = d.detect_db_path or Path("detect.sqlite")
         self.db_path = db
         self.store = AlertStore(db, eve_path(settings))
-        self.cfg = DetectConfig.from_settings(d)
+        self.cfg = replace(DetectConfig.from_settings(d), dns_forward_port=_forward_port(settings))
         self.interfaces = list(d.interfaces) or list(dict.fromkeys(
             s.bridge for s in settings.interfaces.subnets))
         self._python = python
