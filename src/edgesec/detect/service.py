@@ -28,6 +28,7 @@ from edgesec.events import Event
 from edgesec.registry import RegistryError, normalise_mac
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail logger
 
 WORLD_DEBOUNCE_S = 0.1
 WATCHED = ("device", "ip", "bridge_added", "bridge_removed")
@@ -174,6 +175,9 @@ class DetectService:
                                      ttl=self.containment.ttl, evidence=alert.to_json())
             self.quarantined += 1
             log.warning("quarantined %s: %s (%s)", alert.mac, alert.kind, alert.message)
+            audit_log.info("audit: QUARANTINE %s %s by detect severity=%d flow_id=%s "
+                           "community_id=%s: OK", alert.mac, alert.kind, alert.severity,
+                           alert.flow_id, alert.community_id or "-")
         except RegistryError as exc:
             self.refused += 1
             log.warning("could not quarantine %s: %s", alert.mac, exc)
