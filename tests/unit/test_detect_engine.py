@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -280,6 +281,15 @@ def test_a_bridge_that_changed_its_mac_is_still_the_gateway() -> None:
            / BOOTP(op=2, yiaddr=A_IP) / DHCP(options=[("message-type", "ack"), "end"]))
     claim = Ether(src=new_gw, dst="ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=new_gw, psrc=GW_IP)
     assert feed(e, [ack, claim]) == []
+    # a refresh just happened (another stranger's frame): the urgent check re-reads anyway
+    e.refresh_gateway = lambda: {GW_MAC}
+    stranger = Ether(src="02:00:00:00:07:07", dst=GW_MAC) / IP(src="10.0.1.77", dst=WAN_IP)
+    feed(e, [stranger])
+    newer = "02:00:00:00:00:02"
+    e.refresh_gateway = lambda: {GW_MAC, newer}
+    time.sleep(0.02)
+    ack2 = Ether(src=newer, dst=A) / ack.payload
+    assert feed(e, [ack2]) == []
     e2 = engine()  # without the refresh: an unknown MAC sending offers is a rogue server
     assert kinds(feed(e2, [ack])) == ["rogue_dhcp"]
 

@@ -164,13 +164,16 @@ class Engine:
     def set_world(self, world: World) -> None:
         self.world = world
 
-    def _is_gateway(self, mac: str) -> bool:
+    def _is_gateway(self, mac: str, urgent: bool = False) -> bool:
         """One of the gateway's own MACs.
 
         A Linux bridge takes the lowest MAC of its ports, so a bridge's address
         changes when a device's veth joins it: a MAC that is no registry device
-        makes the worker re-read the gateway's addresses (``refresh_gateway``,
-        at most once a second) before the frame is judged.
+        makes the worker re-read the gateway's addresses (``refresh_gateway``)
+        before the frame is judged: at most once a second for ordinary frames,
+        every 10 ms before raising a spoofing alert (``urgent``), so a bridge
+        that changed its MAC just before answering DHCP is still the gateway
+        and a flood of forged frames costs at most 100 re-reads a second.
         """
         w = self.world
         if mac in w.gateway_macs:
@@ -178,7 +181,7 @@ class Engine:
         if self.refresh_gateway is None or mac in w.devices:
             return False
         now = time.monotonic()
-        if now - self._refreshed < 1.0:
+        if now - self._refreshed < (0.01 if urgent else 1.0):
             return False
         self._refreshed = now
         w.gateway_macs = frozenset(self.refresh_gateway())
@@ -250,6 +253,8 @@ class Engine:
                           f"{FLOOD_WINDOW_S}s", {"macs": self._unknown.keys()})
         dhcp = rows.get("dhcp")
         if dhcp is not None and dhcp[1] == 2:
+            if self._is_gateway(src_mac, urgent=True):
+                return
             ctx.alert(src_mac, "rogue_dhcp", 4, f"DHCP offer/ack from device {src_mac}",
                       {"yiaddr": dhcp[9], "siaddr": dhcp[10]}, ip4)
             return
@@ -397,7 +402,7 @@ class Engine:
         op, sha, spa = arp[5], (arp[6] or "").lower(), arp[7]
         if op not in (1, 2) or not spa or spa == "0.0.0.0":
             return
-        if spa in w.gateway_ips and not self._is_gateway(sha):
+        if spa in w.gateway_ips and not self._is_gateway(sha, urgent=True):
             ctx.alert(src_mac, "arp_spoof", 4, f"ARP from {sha} claims the gateway's {spa}",
                       {"sha": sha, "spa": spa})
             return
