@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail logger
 
 WORLD_DEBOUNCE_S = 0.1
+MAX_PENDING_BYTES = 4 * 1024 * 1024  # unread world snapshots kept for the worker
 WATCHED = ("device", "ip", "bridge_added", "bridge_removed")
 
 
@@ -110,6 +111,7 @@ class DetectService:
         self.quarantined = 0
         self.refused = 0
         self.restarts = 0
+        self.skipped_writes = 0
         self.error = ""
 
     # -- the registry, as the worker needs it ------------------------------------
@@ -149,6 +151,9 @@ class DetectService:
     def _write(self, msg: dict[str, Any]) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:
+            return
+        if proc.stdin.transport.get_write_buffer_size() > MAX_PENDING_BYTES:
+            self.skipped_writes += 1  # a stuck worker: the next snapshot replaces this one
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
             proc.stdin.write((json.dumps(msg) + "\n").encode())
