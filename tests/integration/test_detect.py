@@ -227,3 +227,12 @@ def test_07_floods_stay_bounded_and_the_control_plane_answers(bed: Bed) -> None:
     finally:
         db.close()
     assert set(profiles) <= {bed.a.mac, bed.b.mac, bed.c.mac}
+
+
+def test_08_a_beacon_to_a_new_address_is_reported_not_contained(bed: Bed) -> None:
+    """After learning, connections to a never-seen external address: low severity only."""
+    a = bed.a
+    bed.attack(a, "beacon")
+    assert wait_for(lambda: any(m == a.mac and k == "new_destination" and s == 1
+                                for m, k, s, _c in bed.alerts()), 30), bed.alerts()
+    assert a.mac not in bed.quarantined()
