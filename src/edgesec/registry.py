@@ -1,6 +1,7 @@
 """The device registry: the gateway's only state, and every policy decision on it.
 
-Devices, bridges and tickets live here; every mutation is committed to the
+Devices, bridges and tickets live here (groups and one-way access rules in
+``registry.groups``, :mod:`edgesec.groups`); every mutation is committed to the
 :class:`~edgesec.store.Store` before it returns and is then published on the
 :class:`~edgesec.events.EventBus`, from which the enforcing services (firewall,
 dnsmasq, hostapd, supervisor events) reconcile.  The admission decision used
@@ -184,6 +185,10 @@ class Registry:
         self._lease_seen: dict[str, float] = {}
         # MAC -> its quarantine record (edgesec.detect); durable in ``quarantine``.
         self._quarantine: dict[str, QuarantineRow] = {}
+        # Groups and one-way access rules (edgesec.groups imports this module,
+        # hence the import here); _remove_devices deletes a device's too.
+        from edgesec.groups import GroupPolicy
+        self.groups = GroupPolicy(store, self.bus, self._devices.__contains__, clock)
         self._load()
 
     # -- loading -------------------------------------------------------------
@@ -760,7 +765,8 @@ class Registry:
         return removed
 
     def _remove_devices(self, macs: Iterable[str], reason: str) -> list[Device]:
-        """Delete records, their bridges and ticket bindings in one transaction, then publish.
+        """Delete records, their bridges, ticket bindings, group memberships and access
+        rules in one transaction, then publish.
 
         The one place a device is deleted (``REMOVE_DEVICE`` and the pool
         reclaim both come here): anything else a device owns is deleted here too.
@@ -774,6 +780,8 @@ class Registry:
             self.store.delete_bridges(pairs)
             self.store.delete_tickets_used_by(gone)
             self.store.delete_quarantines(gone)
+            for m in gone:  # group memberships and access rules (edgesec.groups)
+                self.store.delete_memberships_of(m)
         if self._psk_in_vault:
             for d in olds:
                 if d.psk:
@@ -794,6 +802,8 @@ class Registry:
             del self._bridges[pair]
             self.bus.publish(Event("bridge_removed", pair[0], {"peer": pair[1],
                                                                "reason": reason}))
+        for d in olds:
+            self.groups.forgotten(d.mac, reason)
         for d in olds:
             self.bus.publish(Event("device", d.mac, {"device": None, "removed": d,
                                                      "reason": reason}))

@@ -187,3 +187,33 @@ def test_mdns_does_not_reflect_onto_a_bridge_of_only_quarantined_devices(w: Worl
     refl.endpoints = {(n, socket.AF_INET): ep for n, ep in eps.items()}
     refl.skip_target = lambda name: name == "br1"
     assert [e.iface.name for e in refl._targets(eps["br2"])] == ["br3"]
+
+
+def test_a_schema_3_database_migrates_to_4_keeping_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edgesec.store import MIGRATIONS, SCHEMA_VERSION
+
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    for v in (1, 2, 3):
+        con.executescript(MIGRATIONS[v])
+    con.execute("PRAGMA user_version=3")
+    con.execute("INSERT INTO instance (id, mac, status, vlanid, primaryip, secondaryip, nat,"
+                " allow, label, timestamp, pass) VALUES ('id-a', ?, 0, 1, '10.0.1.10', '', 1,"
+                " 1, 'cam', 0, '')", (A,))
+    con.commit()
+    con.close()
+    store = Store(db)
+    try:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        reg = Registry(SETTINGS, store)
+        assert not reg.get(A).quarantined and reg.quarantines() == []
+        reg.quarantine(A, "scan")
+    finally:
+        store.close()
+    again = Store(db)
+    try:
+        assert [q.mac for q in again.load_quarantines()] == [A]
+    finally:
+        again.close()
