@@ -25,8 +25,9 @@ from typing import Protocol
 
 from edgesec.config import Settings
 from edgesec.events import Event, EventBus
+from edgesec.quarantine import QuarantineMixin
 from edgesec.reclaim import reclaimable
-from edgesec.store import AuditRow, BridgeRow, DeviceRow, QuarantineRow, Store, TicketRow
+from edgesec.store import BridgeRow, DeviceRow, QuarantineRow, Store, TicketRow
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ IP_ADD, IP_OLD, IP_DEL = 1, 2, 3
 TICKET_LIFETIME_S = 60
 MAX_LABEL = 254
 MAX_TICKET_OFFERS = 1024  # unknown MACs offered an open ticket, awaiting their handshake
-MAX_EVIDENCE = 8192  # bytes of evidence JSON kept per quarantine decision
 MAX_LEASE_SEEN = 65536  # last-lease times kept in memory (devices only: bounded by rows)
 
 _MAC_HEX = re.compile(r"[0-9a-fA-F]{2}")
@@ -143,7 +143,7 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
 
-class Registry:
+class Registry(QuarantineMixin):
     """Devices, bridges and tickets, durable in a :class:`Store`."""
 
     def __init__(self, settings: Settings, store: Store, bus: EventBus | None = None,
@@ -662,76 +662,6 @@ class Registry:
             raise RegistryError(
                 f"device {dev.mac} is on VLAN {dev.vlanid}, which is not configured")
 
-    # -- quarantine (edgesec.detect) ---------------------------------------------
-    def quarantines(self) -> list[QuarantineRow]:
-        return list(self._quarantine.values())
-
-    def quarantine_of(self, mac: str) -> QuarantineRow | None:
-        return self._quarantine.get(normalise_mac(mac))
-
-    def quarantine(self, mac: str, reason: str, *, source: str = "manual", ttl: int = 0,
-                   evidence: str = "") -> Device:
-        """Contain a known device: DHCP and DNS to the gateway only (durable, audited).
-
-        Its NAT flag and bridges stay in the registry (the policy suspends
-        them), so :meth:`release` restores exactly what it had.  Quarantining
-        a quarantined device updates reason and expiry (and is audited again).
-        """
-        mac = normalise_mac(mac)
-        reason = _check_reason(reason)
-        self._fold_join(mac)
-        dev = self._devices.get(mac)
-        if dev is None:
-            raise RegistryError(f"no device {mac}")
-        now = self.clock()
-        old = self._quarantine.get(mac)
-        row = QuarantineRow(mac, reason, source, old.created if old else int(now),
-                            int(now) + ttl if ttl > 0 else 0, evidence[:MAX_EVIDENCE])
-        with self.store.transaction():
-            self.store.put_quarantine(row)
-            self.store.add_audit(AuditRow(now, mac, "quarantine", source, reason,
-                                          evidence[:MAX_EVIDENCE]))
-        self._quarantine[mac] = row
-        if dev.quarantined:
-            return dev
-        new = replace(dev, quarantined=True)
-        self._remember(new)
-        self.bus.publish(Event("device", mac, {"device": new}))
-        self.bus.publish(Event("quarantine", mac, {"on": True, "reason": reason,
-                                                   "source": source}))
-        return new
-
-    def release(self, mac: str, reason: str = "released", *, source: str = "manual",
-                action: str = "release") -> Device:
-        """End a quarantine: the device's own NAT flag and bridges apply again."""
-        mac = normalise_mac(mac)
-        reason = _check_reason(reason)
-        if mac not in self._quarantine:
-            raise RegistryError(f"{mac} is not quarantined")
-        with self.store.transaction():
-            self.store.delete_quarantines([mac])
-            self.store.add_audit(AuditRow(self.clock(), mac, action, source, reason))
-        del self._quarantine[mac]
-        self._fold_join(mac)
-        dev = self._devices[mac]
-        new = replace(dev, quarantined=False)
-        self._remember(new)
-        self.bus.publish(Event("device", mac, {"device": new}))
-        self.bus.publish(Event("quarantine", mac, {"on": False, "reason": reason,
-                                                   "source": source}))
-        return new
-
-    def expire_quarantines(self) -> int:
-        """Release quarantines whose expiry has passed (housekeeping)."""
-        now = self.clock()
-        due = [m for m, q in self._quarantine.items() if q.expires and q.expires <= now]
-        for mac in due:
-            self.release(mac, "expired", source="expiry", action="expire")
-        return len(due)
-
-    def audit(self, mac: str | None = None, limit: int = 1000) -> list[AuditRow]:
-        return self.store.load_audit(normalise_mac(mac) if mac else None, limit)
-
     # -- removal and reclaiming ------------------------------------------------
     def remove_device(self, mac: str) -> Device:
         """Delete ``mac``'s record, its bridges and its ticket binding (durable).
@@ -814,15 +744,6 @@ def _label_ok(label: str) -> bool:
     """One GET_ALL field: no comma, no control or line/paragraph separator characters."""
     return "," not in label and not any(
         unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn") for c in label)
-
-
-def _check_reason(reason: str) -> str:
-    """A quarantine reason: one printable line of at most MAX_LABEL bytes."""
-    reason = reason.strip() or "-"
-    if len(reason.encode("utf-8", "surrogatepass")) > MAX_LABEL or not _label_ok(reason):
-        raise RegistryError("a reason is at most 254 bytes, without commas or control "
-                            "characters")
-    return reason
 
 
 def _check_label(label: str) -> str:
