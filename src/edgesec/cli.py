@@ -22,7 +22,7 @@ app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-# Sub-applications owned by other parts; mounted when their module is present.
+# Sub-applications, mounted on demand; one that fails to import is listed as unavailable.
 SUB_APPS = {
     "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
@@ -185,6 +185,18 @@ def demo() -> None:
     raise typer.Exit(module.main())
 
 
+def _mount_unavailable(name: str, reason: str) -> None:
+    """Stand in for a sub-app that failed to import: listed in help, says why, exits 1."""
+
+    def fail() -> None:
+        typer.echo(f"error: edgesec {name} is unavailable: {reason}", err=True)
+        raise typer.Exit(1)
+
+    app.command(name, help=f"(unavailable: {reason})", add_help_option=False,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                  "help_option_names": []})(fail)
+
+
 def _mount_sub_apps(argv: list[str]) -> None:
     """Mount the sub-applications; only the one named on the command line if any.
 
@@ -207,7 +219,8 @@ def _mount_sub_apps(argv: list[str]) -> None:
         module, attr, help_text = SUB_APPS[name]
         try:
             sub = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError) as exc:
+            _mount_unavailable(name, f"cannot load {module}: {exc}")
             continue
         app.add_typer(sub, name=name, help=help_text)
         if name == "api":

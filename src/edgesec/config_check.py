@@ -115,7 +115,7 @@ def check_dhcp_ranges(s: Any, o: Origins) -> Iterator[str]:
 
 
 def _radius_secret_in_vault(s: Any) -> bool:
-    in_crypt = getattr(s.crypt, "radius_secret_in_vault", None)
+    in_crypt = s.crypt.radius_secret_in_vault
     return bool(s.radius.secret_in_vault if in_crypt is None else in_crypt)
 
 

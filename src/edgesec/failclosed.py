@@ -27,7 +27,7 @@ class GatewayRefused(RuntimeError):
 
 def required_services(settings: Any, enabled: Collection[str]) -> frozenset[str]:
     """The services that must be up: enabled enforcing ones plus ``requireServices``."""
-    listed = tuple(getattr(settings.system, "require_services", ()) or ())
+    listed = settings.system.require_services
     required = {n for n in ENFORCING if n in enabled}
     if not listed:
         return frozenset(required | {n for n in DEFAULT_REQUIRED if n in enabled})

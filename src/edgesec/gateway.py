@@ -410,9 +410,6 @@ class Gateway:
                              else f"{len(names)} {state} ({' '.join(names)})")
         return "running: " + ", ".join(parts)
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     # -- status ---------------------------------------------------------------------
     def status_lines(self) -> list[str]:
         lines = []

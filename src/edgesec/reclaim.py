@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-STATUS_CONNECTED = 1
+from edgesec.device_status import DeviceStatus
 
 
 class DeviceLike(Protocol):
@@ -46,7 +46,7 @@ def reclaimable(devices: Iterable[DeviceLike], pool: frozenset[int] | set[int],
     out = []
     for d in devices:
         if (d.vlanid not in pool or not d.allow or d.label or d.psk or d.ips
-                or d.status == STATUS_CONNECTED):
+                or d.status == DeviceStatus.CONNECTED):
             continue
         seen = last_seen(d, lease_seen)
         if seen and now - seen >= lifetime:

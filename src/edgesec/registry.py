@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from edgesec.config import Settings
+from edgesec.device_status import DeviceStatus
 from edgesec.events import Event, EventBus
 from edgesec.quarantine import QuarantineMixin
 from edgesec.reclaim import reclaimable
@@ -31,7 +32,7 @@ from edgesec.store import BridgeRow, DeviceRow, QuarantineRow, Store, TicketRow
 
 log = logging.getLogger(__name__)
 
-STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = 0, 1, 2
+STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = DeviceStatus  # aliases
 IP_ADD, IP_OLD, IP_DEL = 1, 2, 3
 TICKET_LIFETIME_S = 60
 MAX_LABEL = 254
@@ -95,7 +96,7 @@ class Device:
     label: str = ""
     id: str = ""
     join_ts: int = 0
-    status: int = STATUS_UNKNOWN
+    status: DeviceStatus = DeviceStatus.UNKNOWN
     # Contained by edgesec.detect (or QUARANTINE): DHCP and DNS only; kept in its
     # own table, never in the original's ``instance`` row (GET_MAP is unchanged).
     quarantined: bool = False
@@ -195,7 +196,7 @@ class Registry(QuarantineMixin):
     def _load(self) -> None:
         for r in self.store.load_devices():
             dev = Device(r.mac, r.allow, r.vlanid, r.nat, r.psk, r.primaryip, r.secondaryip,
-                         r.label, r.id, r.timestamp, r.status)
+                         r.label, r.id, r.timestamp, DeviceStatus(r.status))
             if self._psk_in_vault:
                 if r.psk:  # switched on with plaintext rows: move them into the vault
                     self._save(dev, moved_psk=True)
@@ -358,7 +359,7 @@ class Registry(QuarantineMixin):
         mac = normalise_mac(mac)
         return self._save(replace(self._current(mac), label=_check_label(label)))
 
-    def set_status(self, mac: str, status: int) -> Device | None:
+    def set_status(self, mac: str, status: DeviceStatus) -> Device | None:
         """Record the AP connection status; unknown MACs only get the event."""
         mac = normalise_mac(mac)
         event = Event("ap", mac, {"status": status})
@@ -369,7 +370,7 @@ class Registry(QuarantineMixin):
         if dev is None:
             self.bus.publish(event)
             return None
-        return self._save(replace(dev, status=status), event)
+        return self._save(replace(dev, status=DeviceStatus(status)), event)
 
     def set_ip(self, kind: str, mac: str, ip: str, interface: str | None = None
                ) -> Device | None:

@@ -91,7 +91,7 @@ def state_paths(settings: object) -> list[tuple[str, Path]]:
     """The paths a daemon owns exclusively: connection DB, crypt DB (when the vault
     runs), control socket."""
     system = settings.system  # type: ignore[attr-defined]
-    crypt = system.crypt_db_path if getattr(system, "exec_crypt", True) else None
+    crypt = system.crypt_db_path if system.exec_crypt else None
     out: list[tuple[str, Path]] = []
     for label, value in (("[system] connectionDbPath", system.connection_db_path),
                          ("[system] cryptDbPath", crypt),

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import time
 from collections.abc import Mapping
@@ -26,27 +25,25 @@ from pathlib import Path
 from typing import Any
 
 from edgesec.access import psk_file
-from edgesec.access.hostapd_conf import parse_extra_config, render_hostapd_conf, render_vlan_file
+from edgesec.access.hostapd_conf import render_hostapd_conf, render_vlan_file
 from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
+from edgesec.atomic import write_atomic
+from edgesec.device_status import DeviceStatus
 from edgesec.events import Event
 from edgesec.process import SupervisedProcess
 
 log = logging.getLogger(__name__)
 
-STATUS_CONNECTED, STATUS_DISCONNECTED = 1, 2
+STATUS_CONNECTED, STATUS_DISCONNECTED = DeviceStatus.CONNECTED, DeviceStatus.DISCONNECTED
 ATTACH_MIN_BACKOFF_S = 0.2
 ATTACH_MAX_BACKOFF_S = 5.0
 ATTACH_WARN_EVERY_S = 300.0  # an absent hostapd is logged once, then every 5 minutes
 
 
 def _write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Atomically replace ``path`` (secrets inside: owner-only)."""
+    """Atomically and durably replace ``path`` (secrets inside: owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)
 
 
 class HostapdService:
@@ -62,11 +59,8 @@ class HostapdService:
         ap = settings.ap
         if not ap.interface:
             raise ValueError("[ap] interface is empty: the hostapd service needs an interface")
-        self.backend = getattr(ap, "psk_backend", "radius") or "radius"
+        self.backend = ap.psk_backend or "radius"
         self.extra = dict(extra or {})
-        extra_file = getattr(ap, "extra_config_file", None)
-        if extra_file:
-            self.extra = {**parse_extra_config(Path(extra_file).read_text()), **self.extra}
         self.ctrl_path = Path(ap.ctrl_interface) / ap.interface
         self.ping_interval = ping_interval
         self.argv_prefix = list(argv_prefix or [])  # e.g. ["ip", "netns", "exec", ns]
@@ -290,7 +284,7 @@ class HostapdService:
         if ev is None:
             return
         self.events_seen += 1
-        log.info("hostapd: %s %s", "connected" if ev.status == 1 else "disconnected", ev.mac)
+        log.info("hostapd: %s %s", ev.status.name.lower(), ev.mac)
         try:
             self.registry.set_status(ev.mac, ev.status)
         except Exception:

@@ -36,7 +36,7 @@ def _path(value: Any) -> str:
 
 def hostapd_ssid(settings: Any) -> str:
     """``[ap] ssid``, or the host name (31 chars) when ``[system] generateSsid``."""
-    if getattr(settings.system, "generate_ssid", False):
+    if settings.system.generate_ssid:
         return socket.gethostname()[:31]
     return settings.ap.ssid
 
@@ -132,16 +132,3 @@ def render_vlan_file(settings: Any) -> str:
     lines.append(f"*\t{_value('vlan_file', iface)}.#\n")
     return "".join(lines)
 
-
-def parse_extra_config(text: str) -> dict[str, str]:
-    """``key=value`` lines (``#`` comments, blank lines ignored) for ``extra``."""
-    out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not _KEY.fullmatch(key.strip()):
-            raise HostapdConfigError(f"extra hostapd config line {n}: expected key=value")
-        out[key.strip()] = value.strip()
-    return out

@@ -77,7 +77,6 @@ class RadiusConfig:
     clients: ipaddress.IPv4Network = field(
         default_factory=lambda: ipaddress.IPv4Network("127.0.0.1/32"))
     require_message_authenticator: bool = True
-    default_psk: str = ""
     new_device_rate: int = 0  # admissions of unknown devices per minute; 0 = no limit
     new_device_burst: int = 10
 
@@ -86,8 +85,8 @@ class RadiusConfig:
             raise ValueError("[radius] secret must not be empty: RADIUS needs a shared secret")
 
 
-class RadiusServer(asyncio.DatagramProtocol):
-    """The protocol object; one instance per bound socket."""
+class RadiusServer:
+    """The request handler (decode, check, admit, reply); one per bound socket."""
 
     def __init__(self, config: RadiusConfig, policy: Admitting,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -101,7 +100,6 @@ class RadiusServer(asyncio.DatagramProtocol):
         self._client_ok: dict[str, bool] = {}
         self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
         self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
-        self.transport: asyncio.DatagramTransport | None = None
         self.new_devices = NewDeviceLimiter(config.new_device_rate, config.new_device_burst,
                                             clock)
         self._is_known = getattr(policy, "is_known", None)
@@ -115,18 +113,6 @@ class RadiusServer(asyncio.DatagramProtocol):
                                                logging.INFO, 10, DECISION_WINDOW_S, clock)
         self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
                                          logging.WARNING, 1, BAD_SECRET_WINDOW_S, clock)
-
-    # -- asyncio -----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        reply = self.handle(data, addr)
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:  # ICMP errors etc.
-        log.debug("radius socket error: %s", exc)
 
     # -- the request path ----------------------------------------------------------
     def client_allowed(self, ip: str) -> bool:
@@ -227,7 +213,7 @@ class RadiusServer(asyncio.DatagramProtocol):
         if new:
             limiter.take()
         attrs = rc.vlan_attributes(adm.vlan)
-        psk = (adm.psk or self.config.default_psk).encode()
+        psk = adm.psk.encode()  # the registry's answer (a device's own, a ticket's or the AP's)
         if psk:
             attrs += rc.tunnel_password_attribute(psk, secret, req.authenticator)
         c.accepts += 1
@@ -367,7 +353,7 @@ def _client(addr: Any) -> str:
 
 
 def radius_config_from_settings(settings: Any) -> RadiusConfig:
-    """Map ``[radius]`` (and the AP's default passphrase) to :class:`RadiusConfig`."""
+    """Map ``[radius]`` to :class:`RadiusConfig`."""
     r = settings.radius
     clients = ipaddress.IPv4Network(f"{r.client_ip}/{r.client_mask}", strict=False)
     return RadiusConfig(
@@ -375,10 +361,9 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
         server_ip=r.server_ip or "127.0.0.1",
         port=r.port,
         clients=clients,
-        require_message_authenticator=getattr(r, "require_message_authenticator", True),
-        default_psk=settings.ap.wpa_passphrase,
-        new_device_rate=getattr(r, "new_device_rate", 0),
-        new_device_burst=getattr(r, "new_device_burst", 10),
+        require_message_authenticator=r.require_message_authenticator,
+        new_device_rate=r.new_device_rate,
+        new_device_burst=r.new_device_burst,
     )
 
 

@@ -26,6 +26,7 @@ from aiohttp import web
 from edgesec.api import auth, openapi
 from edgesec.api.explain import ExplainError, explain
 from edgesec.api.metrics import render_metrics
+from edgesec.api.traffic import TrafficCache
 from edgesec.api.views import (
     BadRequest,
     check_patch,
@@ -66,12 +67,17 @@ class ApiContext:
     sse_clients: int = 0
     sse_dropped: int = 0
     audit: Audit | None = None
+    traffic: TrafficCache | None = None
     # (registry generation, bridges, JSON body) of the last device list
     devices_cache: tuple[int, list[tuple[str, str]], bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.audit is None:
             self.audit = Audit(self.registry.bus)
+        if self.traffic is None:
+            capture = self.settings.system.exec_capture
+            self.traffic = TrafficCache(self.settings.capture.capture_db_path if capture
+                                        else None)
 
 
 CTX = web.AppKey("ctx", ApiContext)
@@ -398,6 +404,18 @@ def _drops(ctx: ApiContext, cfg: PolicyConfig) -> drops.Counts:
 
 
 @scope("read")
+async def traffic(request: web.Request) -> web.Response:
+    """Per device, the last hour of traffic seen by capture, and when it last sent."""
+    cache = request.app[CTX].traffic
+    assert cache is not None
+    return web.json_response({mac: {
+        "sent_packets": t.sent_packets, "sent_bytes": t.sent_bytes,
+        "received_packets": t.received_packets, "received_bytes": t.received_bytes,
+        "last_seen": iso(t.last_seen_us / 1e6) if t.last_seen_us else None}
+        for mac, t in (await cache.get()).items()})
+
+
+@scope("read")
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     body = render_metrics(ctx.registry, parse_status(ctx.status_lines()), ctx.counters(),
@@ -425,6 +443,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     r.add_get("/api/v1/status", status)
     r.add_get("/api/v1/events", events)
     r.add_get("/api/v1/explain", explain_route)
+    r.add_get("/api/v1/traffic", traffic)
     r.add_get("/api/v1/openapi.json", openapi_json)
     r.add_get("/metrics", metrics)
     from edgesec.api import dashboard

@@ -56,7 +56,8 @@ SHELL = """<header><h1>edgesec</h1><nav>
 <section id="devices"><h2>Devices <small id="count"></small></h2>
 <input id="filter" placeholder="filter by MAC, label, IP" aria-label="filter">
 <div class="scroll"><table><thead><tr><th>Device</th><th>MAC</th><th>VLAN</th><th>IP</th>
-<th>Status</th><th>Allowed</th><th>NAT</th><th>Bridges</th></tr></thead>
+<th>Status</th><th>Allowed</th><th>NAT</th><th>Bridges</th><th>Traffic (1 h)</th>
+<th>Last seen</th></tr></thead>
 <tbody id="device-rows"></tbody></table></div></section>
 <section id="bridges"><h2>Bridges</h2><svg id="graph" viewBox="0 0 600 400"
 role="img" aria-label="bridge graph"></svg><ul id="bridge-list"></ul></section>

@@ -157,6 +157,18 @@ SPEC: dict[str, Any] = {
                     "type": "string",
                     "pattern": f"{MAC_PATTERN}|^{IPV4}$|^internet$"}}],
             "responses": {"200": _json(_ref("Explanation")), **_errors(400)}}},
+        "/api/v1/traffic": {"get": {
+            "summary": "Per device: the last hour of captured traffic and when it last sent",
+            "responses": {"200": _json({"type": "object", "additionalProperties": {
+                "type": "object",
+                "required": ["sent_packets", "sent_bytes", "received_packets",
+                             "received_bytes", "last_seen"],
+                "properties": {"sent_packets": {"type": "integer"},
+                               "sent_bytes": {"type": "integer"},
+                               "received_packets": {"type": "integer"},
+                               "received_bytes": {"type": "integer"},
+                               "last_seen": {"type": "string", "nullable": True}}}}),
+                **_errors()}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "OK", "content": {"text/plain": {"schema": {
                 "type": "string"}}}}, **_errors()}}},

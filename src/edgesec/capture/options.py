@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgesec.config import CaptureSettings
+from edgesec.config import CaptureSettings, parse_bool
 
 _SETTINGS = {f.name: f.default for f in fields(CaptureSettings)}
 DEFAULT_MIDDLEWARES: tuple[str, ...] = _SETTINGS["middlewares"]
@@ -139,7 +139,7 @@ class CaptureOptions:
             v["capture_reserve"] = str(v["capture_reserve"])
         for name in ("promiscuous", "immediate"):
             if isinstance(v.get(name), str):
-                v[name] = v[name].strip().lower() in ("1", "true", "yes", "on")
+                v[name] = parse_bool(v[name].strip())
         return cls(**v)
 
     def to_json(self) -> str:

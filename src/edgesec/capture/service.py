@@ -36,7 +36,7 @@ class CaptureError(RuntimeError):
 def device_bridges(settings: Any) -> list[str]:
     """The configured device bridges that exist now (order kept, no repeats)."""
     names: list[str] = []
-    for subnet in getattr(getattr(settings, "interfaces", None), "subnets", ()):
+    for subnet in settings.interfaces.subnets:
         if subnet.bridge not in names and Path("/sys/class/net", subnet.bridge).exists():
             names.append(subnet.bridge)
     return names

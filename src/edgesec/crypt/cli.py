@@ -23,7 +23,7 @@ from edgesec.crypt import b64
 from edgesec.crypt.backends import load_backend
 from edgesec.crypt.errors import BackendError, CryptError
 from edgesec.crypt.importer import import_original
-from edgesec.crypt.settings import CryptSettings, from_ini
+from edgesec.crypt.settings import CryptSettings, from_config
 from edgesec.crypt.vault import Vault
 
 app = typer.Typer(help="Encrypted vault: init, put/get, rotate, import.", no_args_is_help=True)
@@ -41,7 +41,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _settings(config: Path | None, db: Path | None, **over: object) -> CryptSettings:
     try:
-        settings = from_ini(config) if config else CryptSettings()
+        settings = from_config(config) if config else CryptSettings()
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     if db is not None:

@@ -52,7 +52,6 @@ class NatWatch:
 
     def __init__(self, registry: Any) -> None:
         self.registry = registry
-        self.flushed = 0
         self._nat = {d.mac for d in registry.devices() if d.allow and d.nat}
         self._unsubscribe: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +88,6 @@ class NatWatch:
 
     async def _flush(self, ips: tuple[str, ...]) -> None:
         try:
-            self.flushed += await asyncio.to_thread(flush_dns_flows, ips)
+            await asyncio.to_thread(flush_dns_flows, ips)
         except Exception as exc:  # no conntrack netlink: flows age out by themselves
             log.warning("split DNS: cannot flush DNS flows of %s: %s", ", ".join(ips), exc)

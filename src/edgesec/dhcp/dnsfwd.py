@@ -44,7 +44,7 @@ class SplitDnsError(ValueError):
 
 def local_only(settings: Any) -> bool:
     """Does the main dnsmasq answer local names only (no ``server=`` lines)?"""
-    return bool(getattr(settings.dns, "local_only_without_nat", True))
+    return settings.dns.local_only_without_nat
 
 
 def forwarder_port(settings: Any) -> int:
@@ -52,9 +52,9 @@ def forwarder_port(settings: Any) -> int:
     dns = settings.dns
     if not local_only(settings) or not dns.servers:
         return 0
-    if not getattr(settings.nat, "nat_interface", "") or not settings.system.exec_dhcp:
+    if not settings.nat.nat_interface or not settings.system.exec_dhcp:
         return 0
-    port = int(getattr(dns, "forwarder_port", 5053))
+    port = dns.forwarder_port
     if port in (0, 53, 67):
         raise SplitDnsError(f"[dns] forwarderPort {port} is not usable (0, 53 and 67 are taken)")
     return port

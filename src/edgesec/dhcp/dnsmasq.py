@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import shlex
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesec.atomic import write_atomic
 from edgesec.dhcp import dnsfwd
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def range_lines(settings: Any) -> list[RangeLine]:
     out = [RangeLine(range_tag(r.vlan, ifs.interface_prefix, wifi), str(r.first), str(r.last),
                      r.netmask, r.lease_time) for r in settings.dhcp.ranges]
     explicit = {r.vlan for r in settings.dhcp.ranges}
-    pool = getattr(ifs, "pool_vlans", frozenset())
+    pool = ifs.pool_vlans
     for sub in ifs.subnets:
         if sub.vlan in explicit or sub.vlan not in pool:
             continue
@@ -139,26 +138,10 @@ def render_hook_script(socket_path: Path | str, python: str = sys.executable) ->
     ])
 
 
-def remove_lease(text: str, mac: str) -> str:
-    """Lease-file text without the first line holding ``mac`` (the original's semantics)."""
-    if not mac:
-        return text
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if mac.lower() in line.lower():
-            return "".join(lines[:i] + lines[i + 1:])
-    return text
-
-
 def write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically with ``mode`` (parent created 0755)."""
+    """Write ``text`` to ``path`` atomically and durably with ``mode`` (parent created 0755)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)
 
 
 def dnsmasq_argv(settings: Any) -> list[str]:
@@ -267,10 +250,6 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-def ranges_for(settings: Any) -> Iterable[RangeLine]:
-    return range_lines(settings)
 
 
 def build_dhcp_service(settings: Any, registry: Any) -> DhcpService:

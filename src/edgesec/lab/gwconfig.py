@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesec.atomic import write_atomic
 from edgesec.config import Settings, parse_settings
 
 POOL_NETWORK = ipaddress.IPv4Network("10.100.0.0/16")
@@ -162,7 +163,7 @@ def render(devices: int, lab_secrets: LabSecrets, **kw: object) -> str:
 def write(directory: Path, devices: int, lab_secrets: LabSecrets) -> Path:
     """Write ``directory/config.ini`` and return its path."""
     path = directory / "config.ini"
-    path.write_text(render(devices, lab_secrets))
+    write_atomic(path, render(devices, lab_secrets), 0o600)
     return path
 
 

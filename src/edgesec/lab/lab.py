@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
+from edgesec.atomic import write_atomic
 from edgesec.config import load_settings
 from edgesec.lab import daemon, gwconfig, hostap
 from edgesec.lab import topology as tb
@@ -360,7 +361,7 @@ class Lab:
         """Start each joined device's agent (services, mDNS announcement, traffic)."""
         peers = [d.ip for d in self.state.devices if d.ip and not d.announce]
         peers_file = self.dir / "peers.json"
-        peers_file.write_text(json.dumps(peers))
+        write_atomic(peers_file, json.dumps(peers), 0o644)
         for dev in self.state.devices:
             if dev.state != "joined" or daemon.alive(dev.agent_pid, AGENT_MARKER):
                 continue

@@ -16,6 +16,8 @@ import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from edgesec.atomic import write_atomic
+
 PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,7}")
 DEFAULT_PREFIX = "elab"
 _SAVE_LOCK = threading.Lock()  # devices join in threads; one writer at a time
@@ -93,11 +95,7 @@ class LabState:
         directory = Path(self.dir)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _SAVE_LOCK:
-            tmp = directory / f"state.json.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(asdict(self), fh, indent=1)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(asdict(self), indent=1), 0o600)
 
     @classmethod
     def load(cls, prefix: str, root: Path | None = None) -> LabState:

@@ -16,7 +16,7 @@ another process flushes or alters it, it is re-installed with the announced
 addresses, counted ("detection table healed Nx" in STATUS) and a
 ``firewall_healed`` event is published.
 
-Entry points for the lead: :func:`build_mdns_service` (factory used by
+Entry points: :func:`build_mdns_service` (factory used by
 ``edgesec.gateway``), :meth:`MdnsService.handle_mdns_names` and
 :meth:`MdnsService.register_commands`.
 """
@@ -29,8 +29,7 @@ import ipaddress
 import logging
 import os
 import socket
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesec.events import Event
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
@@ -47,6 +46,9 @@ from edgesec.mdns.settings import MdnsSettings
 from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
 from edgesec.supervisor.ratelog import RateLimitedLog
 
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+
 __all__ = ["MdnsService", "build_mdns_service"]
 
 log = logging.getLogger(__name__)
@@ -60,11 +62,11 @@ class MdnsService:
 
     name = "mdns"
 
-    def __init__(self, settings: Any, registry: Any, mdns: MdnsSettings | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Any, mdns: MdnsSettings | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.mdns = mdns or MdnsSettings.from_settings(settings)
-        nat_if = getattr(getattr(settings, "nat", None), "nat_interface", "") or ""
+        nat_if = settings.nat.nat_interface
         self.subnets = [
             (s.bridge, s.gateway, s.network)
             for s in settings.interfaces.subnets
@@ -89,14 +91,12 @@ class MdnsService:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.detect_error = ""
-        self.first_packets = 0
         self.table_heals = 0
         self._watcher: RulesetWatcher | None = None
         self.refusals: dict[str, int] = {}  # bridge refusals by Decision.code
         self.conflict_log = RateLimitedLog(log, "mDNS name conflicts")
         self.refusal_log = RateLimitedLog(log, "refused auto-bridges", level=logging.INFO)
-        leases = getattr(getattr(settings, "dhcp", None), "dhcp_leasefile_path", None)
-        self._lease_path = Path(leases) if leases else None
+        self._lease_path = settings.dhcp.dhcp_leasefile_path
         self._lease_stamp: tuple[int, int] | None = None
         self._identities_dirty = True
         self._unsubscribe: Any = None
@@ -357,7 +357,6 @@ class MdnsService:
 
     def first_packet(self, src: str, dst: str, indev: int) -> bool:
         """Apply the bridging rule to a logged first packet; True when a bridge was made."""
-        self.first_packets += 1
         now = self.reflector.clock()
         d = decide(self.knowledge, self.registry.device_by_ip, src, dst, self._ifname(indev),
                    now, self.mdns.auto_bridge, self.mdns.bridge_passive, self.names)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
@@ -63,14 +62,6 @@ def set_ip_forward(path: Path = IP_FORWARD, on: bool = True) -> bool:
     return True
 
 
-def ip_forward_on(path: Path = IP_FORWARD) -> bool:
-    """Whether IPv4 forwarding is on in this network namespace."""
-    try:
-        return path.read_text().strip() == "1"
-    except OSError:
-        return False
-
-
 async def ensure_bridge(ipr: AsyncIPRoute, name: str, gateway: str, prefixlen: int,
                         broadcast: str) -> bool:
     """Make bridge ``name`` exist, be up and carry ``gateway/prefixlen``; True if changed."""
@@ -104,7 +95,7 @@ class SubnetService:
         self.settings = settings
         self.registry = registry
         ifs = settings.interfaces
-        self.pool_vlans: frozenset[int] = frozenset(getattr(ifs, "pool_vlans", frozenset()))
+        self.pool_vlans: frozenset[int] = ifs.pool_vlans
         self.subnets = {s.vlan: s for s in ifs.subnets}
         self.ignore_errors = bool(settings.system.ignore_error_on_if_create)
         self.ensured: set[str] = set()
@@ -178,7 +169,7 @@ class SubnetService:
             gone = [sub for vlan, sub in self.subnets.items() if new.get(vlan) != sub]
             self.settings = settings
             self.subnets = new
-            self.pool_vlans = frozenset(getattr(settings.interfaces, "pool_vlans", frozenset()))
+            self.pool_vlans = settings.interfaces.pool_vlans
             await self._delete_bridges([s.bridge for s in gone if s.bridge in self.ensured])
         await self.ensure_vlans(set(self.subnets) - self.pool_vlans | self._used_pool_vlans())
 
@@ -208,11 +199,6 @@ class SubnetService:
         if self.errors:
             text += "; errors: " + "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
         return text
-
-
-def prefix_of(netmask: str) -> int:
-    """Prefix length of a dotted netmask (a /32 is 32, unlike the original)."""
-    return ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
 
 
 def build_subnet_service(settings: Any, registry: Any) -> SubnetService:

@@ -175,8 +175,5 @@ def shared_backend(choice: str = "auto", nft_path: str = "",
 
 def backend_for(settings: Any) -> NftBackend:
     """The shared backend chosen by ``[firewall] nftBackend`` / ``nftBinPath``."""
-    fw = getattr(settings, "firewall", None)
-    system = getattr(settings, "system", None)
-    return shared_backend(getattr(fw, "nft_backend", "auto") or "auto",
-                          str(getattr(fw, "nft_bin_path", "") or ""),
-                          getattr(system, "bin_path", ()) or ())
+    fw = settings.firewall
+    return shared_backend(fw.nft_backend, fw.nft_bin_path, settings.system.bin_path)

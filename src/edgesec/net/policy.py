@@ -147,7 +147,7 @@ class PolicyConfig:
     def from_settings(cls, settings: Any) -> PolicyConfig:
         subs = tuple(PolicySubnet(s.vlan, s.bridge, s.network)
                      for s in settings.interfaces.subnets)
-        table = getattr(settings.firewall, "table_name", "") or "edgesec"
+        table = settings.firewall.table_name or "edgesec"
         from edgesec.dhcp.dnsfwd import forwarder_port
 
         return cls(subnets=subs, table=table, nat_interface=settings.nat.nat_interface,
@@ -498,14 +498,6 @@ def full_commands(cfg: PolicyConfig, rows: Mapping[str, Iterable[Row]],
     cmds += skeleton(cfg).commands
     cmds += element_commands(cfg.table, "add", rows)
     return cmds
-
-
-def diff_rows(old: Mapping[str, set[Row]], new: Mapping[str, set[Row]]
-              ) -> tuple[Rows, Rows]:
-    """(to_add, to_delete) per set."""
-    add = {n: new.get(n, set()) - old.get(n, set()) for n in ROW_SETS}
-    dele = {n: old.get(n, set()) - new.get(n, set()) for n in ROW_SETS}
-    return add, dele
 
 
 def diff_commands(table: str, add: Mapping[str, set[Row]], delete: Mapping[str, set[Row]]

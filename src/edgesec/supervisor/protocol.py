@@ -21,7 +21,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # kept out of the import path of light clients (the lease hook)
     from edgesec.registry import Bridge, Device
@@ -72,6 +72,30 @@ def format_device(d: Device) -> str:
         f"{'a' if d.allow else 'd'},{d.mac},{d.primary_ip},{d.secondary_ip},{d.vlanid},"
         f"{int(d.nat)},{d.label},{d.id},{int(bool(d.psk))},{d.join_ts},{d.status}\n"
     )
+
+
+class DeviceLine(NamedTuple):
+    """The fields of a device line, by name (what :func:`format_device` writes)."""
+
+    allow: str  # "a" or "d"
+    mac: str
+    primary_ip: str
+    secondary_ip: str
+    vlanid: str
+    nat: str  # "1" or "0"
+    label: str
+    id: str
+    has_psk: str
+    join_ts: str
+    status: str
+
+
+def parse_device_line(line: str) -> DeviceLine | None:
+    """A GET_MAP/GET_ALL line split into named fields; None if it is not one."""
+    fields = line.rstrip("\n").split(",")
+    if len(fields) != len(DeviceLine._fields) or len(fields[1]) != 17:
+        return None
+    return DeviceLine(*fields)
 
 
 def format_devices(devices: list[Device]) -> str:

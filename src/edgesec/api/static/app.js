@@ -5,6 +5,8 @@ const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => (
   {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 let devices = [];
+let traffic = {};
+const size = (n) => n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`;
 
 async function api(method, path, body) {
   const opts = {method, headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"};
@@ -26,7 +28,13 @@ function deviceRow(d) {
     `<td><span class="st ${esc(d.status)}">${esc(d.status)}</span></td>` +
     `<td><input type="checkbox" class="allow" aria-label="allowed" ${d.allowed ? "checked" : ""}></td>` +
     `<td><input type="checkbox" class="nat" aria-label="NAT" ${d.nat ? "checked" : ""}></td>` +
-    `<td>${d.bridges.length}</td></tr>`;
+    `<td>${d.bridges.length}</td>` + trafficCells(traffic[d.mac]) + `</tr>`;
+}
+
+function trafficCells(t) {
+  if (!t) return "<td>—</td><td>—</td>";
+  return `<td>↑ ${size(t.sent_bytes)} ↓ ${size(t.received_bytes)}</td>` +
+    `<td><time>${esc(t.last_seen ? t.last_seen.replace("T", " ").replace("+00:00", "") : "—")}</time></td>`;
 }
 
 function renderDevices() {
@@ -55,7 +63,7 @@ function renderGraph(bridges) {
 }
 
 async function refresh() {
-  devices = await api("GET", "/api/v1/devices");
+  [devices, traffic] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/traffic")]);
   renderDevices();
   renderGraph(await api("GET", "/api/v1/bridges"));
   const st = await api("GET", "/api/v1/status");
