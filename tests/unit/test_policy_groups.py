@@ -343,3 +343,14 @@ def test_a_quarantined_device_loses_its_group_and_access_pairs_and_gets_them_bac
     assert during[P.GROUPS] == {(IB, IC), (IC, IB)}  # the others keep their group
     reg.put(replace(reg.get(A), quarantined=False))
     assert rows_of(reg) == before
+
+
+def test_explain_names_a_quarantine_as_the_blocker() -> None:
+    reg = bed()
+    reg.bridge(A, B, True)
+    reg.put(replace(reg.get(A), quarantined=True))
+    view = PolicyView.from_registry(reg)
+    why = explain(cfg(), view, A, B, "tcp", 80)
+    assert not why.allowed and any("quarantined" in r for r in why.reasons), why
+    rows = rows_of(reg)
+    assert accepts(rows, IA, IB) is None and accepts(rows, IB, IA) is None
