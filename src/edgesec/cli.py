@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from edgesec import __version__
-from edgesec.config import ConfigError, describe, load_settings
+from edgesec.config import ConfigError, Settings, describe, load_settings
 
 app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
                   no_args_is_help=True, add_completion=False,
@@ -62,7 +62,7 @@ def main_callback(
     """edgesec: per-device isolation, RADIUS, mDNS reflection, capture and a vault."""
 
 
-def _load(config: Path):
+def _load(config: Path) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
@@ -233,7 +233,7 @@ def main() -> None:
     if os.environ.get("_EDGESEC_COMPLETE"):
         # Shell completion (`_EDGESEC_COMPLETE=source_bash edgesec` prints the script
         # `make install` installs; the script calls back with complete_bash).
-        from typer.completion import completion_init
+        from typer._completion_classes import completion_init  # where typer defines it
 
         completion_init()
     _mount_sub_apps(sys.argv[1:])

@@ -614,7 +614,7 @@ def _parse_section(cls: type, section: str, entries: dict[str, IniLine], base: P
             continue
         entry = entries.pop(ini.lower(), None)
         if entry is None:
-            if f.metadata.get("path") and f.default is not None:
+            if f.metadata.get("path") and isinstance(f.default, Path):
                 values[f.name] = _resolve(f.default, base)
             continue
         if f.metadata.get("path"):

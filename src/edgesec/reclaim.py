@@ -23,13 +23,23 @@ from edgesec.device_status import DeviceStatus
 
 
 class DeviceLike(Protocol):
-    mac: str
-    allow: bool
-    vlanid: int
-    psk: str
-    label: str
-    join_ts: int  # microseconds
-    status: int
+    """The fields of ``edgesec.registry.Device`` reclaiming reads (read-only, so the
+    frozen dataclass matches)."""
+
+    @property
+    def mac(self) -> str: ...
+    @property
+    def allow(self) -> bool: ...
+    @property
+    def vlanid(self) -> int: ...
+    @property
+    def psk(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def join_ts(self) -> int: ...  # microseconds
+    @property
+    def status(self) -> int: ...
 
     @property
     def ips(self) -> tuple[str, ...]: ...

@@ -201,7 +201,7 @@ class Registry(QuarantineMixin):
                 if r.psk:  # switched on with plaintext rows: move them into the vault
                     self._save(dev, moved_psk=True)
                     continue
-                stored = self.vault.get_secret(dev.id) if dev.id else None  # type: ignore[union-attr]
+                stored = self._psk_vault().get_secret(dev.id) if dev.id else None
                 dev = replace(dev, psk=stored.decode() if stored else "")
             if not _label_ok(dev.label):
                 log.warning("device %s has a label with a comma or control character "
@@ -246,8 +246,8 @@ class Registry(QuarantineMixin):
 
     def _fold_join(self, mac: str | None) -> None:
         """Put a join time recorded by :meth:`admit`, if any, into the device record."""
-        ts = self._joins.pop(mac, None) if self._joins else None
-        if ts is None:
+        ts = self._joins.pop(mac, None) if self._joins and mac else None
+        if ts is None or mac is None:
             return
         dev = self._devices.get(mac)
         if dev is not None and dev.join_ts != ts:
@@ -300,6 +300,12 @@ class Registry(QuarantineMixin):
         self._fold_join(mac)
         return self._devices.get(mac) or self._new_device(mac)
 
+    def _psk_vault(self) -> SecretStore:
+        """The vault holding the PSKs (``storePskInVault`` is refused without one)."""
+        if self.vault is None:
+            raise RegistryError("storePskInVault is on, but the vault is not open")
+        return self.vault
+
     def _save(self, dev: Device, *events: Event, moved_psk: bool = False) -> Device:
         """Commit ``dev`` (giving it an id if new), then publish ``events``."""
         if not dev.id:
@@ -309,9 +315,9 @@ class Registry(QuarantineMixin):
             # The vault commits first: a crash in between leaves a PSK without a row,
             # never a row pointing at a lost PSK.
             if dev.psk:
-                self.vault.put_secret(dev.id, dev.psk.encode())  # type: ignore[union-attr]
+                self._psk_vault().put_secret(dev.id, dev.psk.encode())
             elif old is not None and old.psk:
-                self.vault.delete(dev.id)  # type: ignore[union-attr]
+                self._psk_vault().delete(dev.id)
         with self.store.transaction():
             self.store.put_device(self._row(dev))
         self._unflushed.discard(dev.mac)
@@ -716,7 +722,7 @@ class Registry(QuarantineMixin):
         if self._psk_in_vault:
             for d in olds:
                 if d.psk:
-                    self.vault.delete(d.id)  # type: ignore[union-attr]
+                    self._psk_vault().delete(d.id)
         for d in olds:
             self.generation += 1
             del self._devices[d.mac]

@@ -70,3 +70,16 @@ def test_radius_secret(tmp_path: Path) -> None:
             radius_secret(s, vault)
         vault.put_secret(RADIUS_SECRET_KEY, b"vault-secret")
         assert radius_secret(s, vault) == b"vault-secret"
+
+
+def test_radius_secret_in_vault_from_either_section(tmp_path: Path) -> None:
+    """[crypt] radiusSecretInVault wins when set; unset, [radius] secretInVault decides
+    (as config_check reads it).  The [radius] default used to override [crypt]."""
+    def load(sections: dict[str, dict[str, object]]) -> bool:
+        return crypt_settings_from(load_settings(write_config(tmp_path, sections))
+                                   ).radius_secret_in_vault
+    assert load({"crypt": {"radiusSecretInVault": True}}) is True
+    assert load({"radius": {"secretInVault": True}}) is True
+    assert load({"radius": {"secretInVault": True}, "crypt": {"radiusSecretInVault": False}}) \
+        is False
+    assert load({}) is False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesec.config import load_settings, parse_settings
+from edgesec.config import Settings, load_settings, parse_settings
 from edgesec.dhcp.dnsfwd import (
     forwarder_argv,
     forwarder_config_path,
@@ -25,7 +25,7 @@ from edgesec.dhcp.dnsmasq import (
 EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.ini"
 
 
-def _original_dns(path: Path) -> object:
+def _original_dns(path: Path) -> Settings:
     """The example config with the original's DNS (upstream for every device)."""
     text = path.read_text()
     assert "localOnlyWithoutNat = true" in text
@@ -146,3 +146,18 @@ def test_hook_script_quotes_paths_and_passes_arguments(tmp_path: Path) -> None:
     assert res.returncode == 1 and "invalid MAC" in res.stderr
 
 
+
+
+def test_an_empty_dnsmasq_path_is_refused_by_name() -> None:
+    """An empty path key used to reach dnsmasq as the text "None" (or crash in Path())."""
+    from dataclasses import replace
+
+    from edgesec.dhcp.dnsmasq import dnsmasq_argv
+
+    s = parse_settings(EXAMPLE.read_text(), base=EXAMPLE.parent)
+    no_script = replace(s, dhcp=replace(s.dhcp, dhcp_script_path=None))
+    with pytest.raises(DhcpConfigError, match=r"\[dhcp\] dhcpScriptPath is empty"):
+        render_config(no_script)
+    no_conf = replace(s, dhcp=replace(s.dhcp, dhcp_config_path=None))
+    with pytest.raises(DhcpConfigError, match=r"\[dhcp\] dhcpConfigPath is empty"):
+        dnsmasq_argv(no_conf)

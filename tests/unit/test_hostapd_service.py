@@ -173,3 +173,23 @@ def test_file_backend_reloads_the_psk_file(tmp_path: Path, ctrl_dir: Path) -> No
             assert "a-device-passphrase" in (tmp_path / "h.psk").read_text()
 
     asyncio.run(run())
+
+
+def test_actions_for_one_mac_keep_their_order(tmp_path: Path, ctrl_dir: Path) -> None:
+    """deny, re-accept and VLAN moves in quick succession reach hostapd in order."""
+    svc, reg = make(tmp_path, ctrl_dir)
+    reg.accept_mac(A, 1)
+
+    async def run() -> None:
+        async with running(svc, ctrl_dir) as ap:
+            ap.commands.clear()
+            for vlan in (2, 3, 1):  # no awaiting between the changes
+                reg.deny_mac(A)
+                reg.accept_mac(A, vlan)
+            assert await until(lambda: not svc._actions)
+            acl = [c for c in ap.commands if c.startswith("DENY_ACL")]
+            # each deny is followed by its undeny before the next deny: never interleaved
+            assert acl == [f"DENY_ACL {op}_MAC {A}" for op in ("ADD", "DEL") * 6], acl
+            assert A not in ap.deny
+
+    asyncio.run(run())

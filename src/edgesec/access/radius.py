@@ -20,11 +20,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgesec.access import radius_codec as rc
 from edgesec.access.newdevices import NewDeviceLimiter
 from edgesec.supervisor.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Admission, Registry
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit.radius")  # decisions: shown at every verbosity
@@ -42,9 +46,10 @@ DUPLICATE_MAX = 8192  # cached replies at most; the oldest are evicted first
 
 
 class Admitting(Protocol):
-    """What the server needs from the registry."""
+    """What the server needs from the registry (an ``is_known(mac) -> bool`` method,
+    if present, lets newly seen MACs be told apart for ``newDeviceRate``)."""
 
-    def admit(self, mac: str, passphrase: str | None = None) -> Any: ...
+    def admit(self, mac: str, passphrase: str | None = None) -> Admission: ...
 
 
 @dataclass(slots=True)
@@ -102,7 +107,7 @@ class RadiusServer:
         self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
         self.new_devices = NewDeviceLimiter(config.new_device_rate, config.new_device_burst,
                                             clock)
-        self._is_known = getattr(policy, "is_known", None)
+        self._is_known: Callable[[str], bool] | None = getattr(policy, "is_known", None)
         # Accepts and rejects are logged (the audit trail), but a flood of them
         # cannot fill the log.
         self.decisions = RateLimitedLog(audit_log, "RADIUS decisions", logging.INFO,
@@ -208,7 +213,7 @@ class RadiusServer:
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1
-            self._log_reject(mac, getattr(adm, "reason", "") or "refused", addr)
+            self._log_reject(mac, adm.reason or "refused", addr)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if new:
             limiter.take()
@@ -232,8 +237,8 @@ class RadiusServer:
             self.decisions.log("radius: reject %s (%s) from %s", mac, reason, client,
                                extra={"audit": fields})
 
-    def _log_accept(self, mac: str, adm: Any, addr: Any) -> None:
-        how = getattr(adm, "reason", "") or "admitted"
+    def _log_accept(self, mac: str, adm: Admission, addr: Any) -> None:
+        how = adm.reason or "admitted"
         self.decisions.log("radius: accept %s vlan %d (%s) from %s", mac, adm.vlan, how,
                            _client(addr),
                            extra={"audit": {"event": "radius-accept", "mac": mac,
@@ -352,7 +357,7 @@ def _client(addr: Any) -> str:
     return str(addr)
 
 
-def radius_config_from_settings(settings: Any) -> RadiusConfig:
+def radius_config_from_settings(settings: Settings) -> RadiusConfig:
     """Map ``[radius]`` to :class:`RadiusConfig`."""
     r = settings.radius
     clients = ipaddress.IPv4Network(f"{r.client_ip}/{r.client_mask}", strict=False)
@@ -367,7 +372,7 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
     )
 
 
-def build_radius_service(settings: Any, registry: Admitting) -> RadiusService:
+def build_radius_service(settings: Settings, registry: Registry) -> RadiusService:
     """Factory for the gateway: the RADIUS service answering from ``registry``.
 
     With ``[radius] secretInVault = true`` (or ``[crypt] radiusSecretInVault``)
@@ -378,5 +383,5 @@ def build_radius_service(settings: Any, registry: Admitting) -> RadiusService:
 
     config = dataclasses.replace(
         radius_config_from_settings(settings),
-        secret=radius_secret(settings, getattr(registry, "vault", None)))
+        secret=radius_secret(settings, registry.vault))
     return RadiusService(config, registry)

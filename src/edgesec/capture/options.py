@@ -17,7 +17,7 @@ from typing import Any
 from edgesec.config import CaptureSettings, parse_bool
 
 _SETTINGS = {f.name: f.default for f in fields(CaptureSettings)}
-DEFAULT_MIDDLEWARES: tuple[str, ...] = _SETTINGS["middlewares"]
+DEFAULT_MIDDLEWARES: tuple[str, ...] = CaptureSettings().middlewares
 BLOCK_SIZE = 1 << 17  # TPACKET_V3 block (ring.py): fits a 64 KiB frame
 RING_SLOT = 256  # ring bytes per small packet: 48-byte header + frame, 16-aligned
 RING_HOLD_S = 1.0  # how long the ring must absorb the configured rate unread

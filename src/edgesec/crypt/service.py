@@ -22,6 +22,7 @@ from edgesec.crypt.vault import Vault
 
 if TYPE_CHECKING:
     from edgesec.config import Settings
+    from edgesec.registry import SecretStore
 
 RADIUS_SECRET_KEY = "edgesec/radius/secret"
 
@@ -43,7 +44,7 @@ def build_crypt_commands(settings: Settings) -> CryptCommands:
     return CryptCommands(open_vault(settings))
 
 
-def radius_secret(settings: Settings, vault: Vault | None) -> bytes:
+def radius_secret(settings: Settings, vault: SecretStore | None) -> bytes:
     """The RADIUS shared secret: from the vault when switched on, else the config."""
     cs = crypt_settings_from(settings)
     if cs.radius_secret_in_vault:

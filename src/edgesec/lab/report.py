@@ -8,10 +8,14 @@ device, and rendering those rows as a rich table. Parsing is pure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edgesec.device_status import DeviceStatus
 from edgesec.lab.state import LabState
 from edgesec.supervisor.protocol import DeviceLine, parse_device_line
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STATUS_WORDS = {DeviceStatus.UNKNOWN: "", DeviceStatus.CONNECTED: "yes",
                 DeviceStatus.DISCONNECTED: "no"}
@@ -66,7 +70,7 @@ def rows(state: LabState, all_reply: str, bridges_reply: str) -> list[Row]:
             row.ip = "\n".join(ip for ip in (f.primary_ip, f.secondary_ip) if ip)
             row.vlan, row.nat = f.vlanid, f.nat == "1"
             status = int(f.status) if f.status.isdigit() else 0
-            row.connected = STATUS_WORDS.get(status, "")
+            row.connected = STATUS_WORDS[DeviceStatus(status)]
         elif dev is not None:
             row.vlan, row.ip = str(dev.vlan or ""), dev.ip
         if not row.connected and dev is not None:
@@ -80,7 +84,7 @@ def rows(state: LabState, all_reply: str, bridges_reply: str) -> list[Row]:
     return out
 
 
-def table(title: str, data: list[Row]):  # -> rich.table.Table
+def table(title: str, data: list[Row]) -> Table:
     from rich.table import Table
     from rich.text import Text
 

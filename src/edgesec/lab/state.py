@@ -15,6 +15,7 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from edgesec.atomic import write_atomic
 
@@ -54,7 +55,7 @@ class DeviceState:
     agent_pid: int | None = None
 
     @classmethod
-    def from_dict(cls, data: dict) -> DeviceState:
+    def from_dict(cls, data: dict[str, Any]) -> DeviceState:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

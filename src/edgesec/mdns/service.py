@@ -29,7 +29,9 @@ import ipaddress
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgesec.events import Event
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
@@ -48,6 +50,9 @@ from edgesec.supervisor.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from edgesec.config import Settings
+    from edgesec.net.nftbackend import NftBackend
+    from edgesec.registry import Registry
+    from edgesec.supervisor.commands import CommandTable
 
 __all__ = ["MdnsService", "build_mdns_service"]
 
@@ -62,7 +67,8 @@ class MdnsService:
 
     name = "mdns"
 
-    def __init__(self, settings: Settings, registry: Any, mdns: MdnsSettings | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry,
+                 mdns: MdnsSettings | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.mdns = mdns or MdnsSettings.from_settings(settings)
@@ -96,18 +102,16 @@ class MdnsService:
         self.refusals: dict[str, int] = {}  # bridge refusals by Decision.code
         self.conflict_log = RateLimitedLog(log, "mDNS name conflicts")
         self.refusal_log = RateLimitedLog(log, "refused auto-bridges", level=logging.INFO)
-        self._lease_path = settings.dhcp.dhcp_leasefile_path
+        self._lease_path: Path | None = settings.dhcp.dhcp_leasefile_path
         self._lease_stamp: tuple[int, int] | None = None
         self._identities_dirty = True
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     # -- service protocol -----------------------------------------------------
     async def start(self) -> None:
         """Open sockets, install the detection table and NFLOG reader."""
         self._loop = asyncio.get_running_loop()
-        bus = getattr(self.registry, "bus", None)
-        if bus is not None:
-            self._unsubscribe = bus.subscribe(self._on_registry_event)
+        self._unsubscribe = self.registry.bus.subscribe(self._on_registry_event)
         self.refresh_identities()
         self.reflector.start()
         if self.mdns.auto_bridge:
@@ -274,8 +278,7 @@ class MdnsService:
                     hosts = lease_hostnames(f.read(MAX_LEASE_BYTES))
             except OSError as exc:
                 log.warning("mdns: cannot read DHCP leases: %s", exc)
-        devices = getattr(self.registry, "devices", None)
-        labels = [(d.mac, d.label) for d in devices() if d.label] if devices else []
+        labels = [(d.mac, d.label) for d in self.registry.devices() if d.label]
         self.names.set_identities(labels, hosts)
 
     def _vet(self, msg: Message, src: ipaddress.IPv4Address | ipaddress.IPv6Address,
@@ -336,9 +339,7 @@ class MdnsService:
                 log.warning("mdns: cannot update announced set: %s", exc)
 
     def _publish(self, event: Event) -> None:
-        bus = getattr(self.registry, "bus", None)
-        if bus is not None:
-            bus.publish(event)
+        self.registry.bus.publish(event)
 
     # -- automatic bridging ---------------------------------------------------
     def _on_nflog(self) -> None:
@@ -389,18 +390,18 @@ class MdnsService:
                          f"{int(a.expires - now)}\n")
         return "".join(lines) if lines else "FAIL\n"
 
-    def register_commands(self, table: Any) -> None:
+    def register_commands(self, table: CommandTable) -> None:
         """Register ``MDNS_NAMES`` on the supervisor's command table."""
         table.register("MDNS_NAMES", lambda req: self.handle_mdns_names(tuple(req.args)), (0, 1))
 
 
-def _backend(settings: Any) -> Any:
+def _backend(settings: Settings) -> NftBackend:
     from edgesec.net.nftbackend import backend_for
 
     return backend_for(settings)
 
 
-def build_mdns_service(settings: Any, registry: Any) -> MdnsService:
+def build_mdns_service(settings: Settings, registry: Registry) -> MdnsService:
     """Factory used by the gateway (``exec_mdns_forward``)."""
     return MdnsService(settings, registry)
 

@@ -26,10 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pyroute2 import AsyncIPRoute
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.events import Event
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,7 @@ class SubnetService:
 
     name = "subnets"
 
-    def __init__(self, settings: Any, registry: Any) -> None:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
         ifs = settings.interfaces
@@ -100,7 +106,7 @@ class SubnetService:
         self.ignore_errors = bool(settings.system.ignore_error_on_if_create)
         self.ensured: set[str] = set()
         self.errors: dict[str, str] = {}
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -126,7 +132,7 @@ class SubnetService:
         return {d.vlanid for d in self.registry.devices()
                 if d.allow and d.vlanid in self.pool_vlans}
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: Event) -> None:
         if event.kind != "device":
             return
         dev = event.data.get("device") or self.registry.get(event.mac)
@@ -158,7 +164,7 @@ class SubnetService:
                     if found:
                         await ipr.link("set", index=found[0], state="down")
 
-    async def reload(self, settings: Any = None) -> None:
+    async def reload(self, settings: Settings | None = None) -> None:
         """SIGHUP: take the new ``[interfaces]``; create new bridges, delete dropped ones.
 
         A subnet whose bridge name or addressing changed is a dropped one plus a
@@ -201,6 +207,6 @@ class SubnetService:
         return text
 
 
-def build_subnet_service(settings: Any, registry: Any) -> SubnetService:
+def build_subnet_service(settings: Settings, registry: Registry) -> SubnetService:
     """Factory for the gateway: the subnet/bridge service."""
     return SubnetService(settings, registry)

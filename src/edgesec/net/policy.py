@@ -56,7 +56,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 LEASES = "leases"
 BRIDGES = "bridges"
@@ -94,12 +97,17 @@ Rows = dict[str, set[Row]]
 
 
 class DeviceLike(Protocol):
-    """The fields of ``edgesec.registry.Device`` the policy reads."""
+    """The fields of ``edgesec.registry.Device`` the policy reads (read-only, so the
+    frozen dataclass matches)."""
 
-    mac: str
-    allow: bool
-    vlanid: int
-    nat: bool
+    @property
+    def mac(self) -> str: ...
+    @property
+    def allow(self) -> bool: ...
+    @property
+    def vlanid(self) -> int: ...
+    @property
+    def nat(self) -> bool: ...
 
     @property
     def ips(self) -> tuple[str, ...]: ...
@@ -111,12 +119,17 @@ def is_quarantined(dev: DeviceLike) -> bool:
 
 
 class AccessLike(Protocol):
-    """The fields of ``edgesec.groups.Access`` the policy reads."""
+    """The fields of ``edgesec.groups.Access`` the policy reads (read-only, so the
+    frozen dataclass matches)."""
 
-    src: str
-    dst: str
-    proto: str  # "" = any protocol
-    port: int
+    @property
+    def src(self) -> str: ...
+    @property
+    def dst(self) -> str: ...
+    @property
+    def proto(self) -> str: ...  # "" = any protocol
+    @property
+    def port(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,7 @@ class PolicyConfig:
         return self._by_vlan.get(vlan)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PolicyConfig:
+    def from_settings(cls, settings: Settings) -> PolicyConfig:
         subs = tuple(PolicySubnet(s.vlan, s.bridge, s.network)
                      for s in settings.interfaces.subnets)
         table = settings.firewall.table_name or "edgesec"

@@ -20,8 +20,9 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # kept out of the import path of light clients (the lease hook)
     from edgesec.registry import Bridge, Device
@@ -110,7 +111,7 @@ def format_bridges(bridges: list[Bridge] | list[tuple[str, str]]) -> str:
     return "".join(lines) or OK
 
 
-def format_event(kind: str, mac: str, data: dict) -> str | None:
+def format_event(kind: str, mac: str, data: Mapping[str, Any]) -> str | None:
     """An event datagram: the original's ``IP``/``AP`` lines plus documented extensions."""
     if kind == "ip":
         if data["type"] not in (1, 2):

@@ -27,7 +27,7 @@ from typing import Any
 from edgesec.events import Event, EventBus
 from edgesec.supervisor import protocol as proto
 from edgesec.supervisor.audit import CMSG_CREDS_SPACE, Audit, Peer, unix_credentials
-from edgesec.supervisor.commands import Channel, CommandTable, Request
+from edgesec.supervisor.commands import Address, Channel, CommandTable, Request
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class SupervisorServer:
             self.udp_off_reason = "no key"
             udp_port = 0
         self.udp_port = udp_port
-        self.subscribers: collections.OrderedDict[tuple[str, Any], int] = \
+        self.subscribers: collections.OrderedDict[tuple[Channel, Address], int] = \
             collections.OrderedDict()
         self.bad = RateLimitedLog(log, "malformed datagrams")
         self.malformed = 0
@@ -249,7 +249,7 @@ class SupervisorServer:
 
     # -- events ------------------------------------------------------------------
     def _subscribe(self, q: Request) -> str:
-        channel, addr = q.peer  # type: ignore[misc]
+        channel, addr = q.peer if q.peer is not None else (q.channel, None)
         if not addr:
             return proto.FAIL  # an unbound UNIX client cannot receive events
         key = (channel, addr)
@@ -261,7 +261,9 @@ class SupervisorServer:
         return proto.OK
 
     def _unsubscribe_peer(self, q: Request) -> str:
-        self.subscribers.pop(q.peer, None)  # type: ignore[arg-type]
+        channel, addr = q.peer if q.peer is not None else (q.channel, None)
+        if addr:
+            self.subscribers.pop((channel, addr), None)
         return proto.OK
 
     def _on_event(self, event: Event) -> None:
