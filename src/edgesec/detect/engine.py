@@ -38,6 +38,8 @@ from edgesec.detect.model import DetectConfig, DeviceView, World
 from edgesec.detect.profile import MAX_PROFILES, Profile, parent_domain
 from edgesec.detect.window import DistinctWindow, Sum
 
+Row = tuple[Any, ...]  # one decoded header row (edgesec.capture.decode)
+Rows = dict[str, Row]
 US = 1_000_000
 GATEWAY_SERVICES = {(17, 53), (6, 53), (17, 67)}
 RATE_LIMIT_S = 60.0  # one alert per device and kind per minute; repeats are aggregated
@@ -135,7 +137,7 @@ class Engine:
 
     # -- input -------------------------------------------------------------------
     def feed(self, ifname: str, packets: list[tuple[int, int, bytes]],
-             frames: list[dict[str, tuple]]) -> list[Alert]:
+             frames: list[Rows]) -> list[Alert]:
         """Process one decoded batch; returns the alerts raised (rate-limited)."""
         out: list[Alert] = []
         try:
@@ -151,7 +153,7 @@ class Engine:
         self.flows.expire()
         return out
 
-    def _frame(self, ifname: str, ts: int, length: int, data: bytes, rows: dict[str, tuple],
+    def _frame(self, ifname: str, ts: int, length: int, data: bytes, rows: Rows,
                flow: Any, out: list[Alert]) -> None:
         eth = rows.get("eth")
         if eth is None:
@@ -241,7 +243,7 @@ class Engine:
     # -- detectors ---------------------------------------------------------------
     def _target(self, ctx: _Ctx, st: _DevState, prof: Profile, dev: DeviceView | None,
                 mac: str, now: float, ts: int, proto: int, dst: str, dport: int,
-                external: bool, ip4: tuple) -> None:
+                external: bool, ip4: Row) -> None:
         """A new connection attempt: scan, lateral probing, new destination."""
         cfg, w = self.cfg, self.world
         key = (proto, dport)
@@ -277,7 +279,7 @@ class Engine:
                               ip4)
 
     def _upload(self, ctx: _Ctx, st: _DevState, prof: Profile, mac: str, now: float,
-                ip4: tuple) -> None:
+                ip4: Row) -> None:
         cfg = self.cfg
         total = st.upload.total
         if prof.learning(now, cfg.learning_window):
@@ -295,7 +297,7 @@ class Engine:
             st.upload.clear()
 
     def _dns_query(self, ctx: _Ctx, st: _DevState, prof: Profile, mac: str, now: float,
-                   dns: tuple, data: bytes, rows: dict[str, tuple], ip4: tuple) -> None:
+                   dns: Row, data: bytes, rows: Rows, ip4: Row) -> None:
         cfg = self.cfg
         qname = dns[7] or ""
         payload = dns_payload(data, rows)
@@ -326,7 +328,7 @@ class Engine:
                       f"{st.nx.events()} NXDOMAIN answers in {self.cfg.dns_window}s",
                       {"names": [k[0] for k in st.nx.keys(5)]})
 
-    def _arp(self, ctx: _Ctx, src_mac: str, arp: tuple) -> None:
+    def _arp(self, ctx: _Ctx, src_mac: str, arp: Row) -> None:
         w = self.world
         op, sha, spa = arp[5], (arp[6] or "").lower(), arp[7]
         if op not in (1, 2) or not spa or spa == "0.0.0.0":
@@ -340,7 +342,7 @@ class Engine:
             ctx.alert(src_mac, "arp_spoof", 3, f"ARP from {sha} claims {spa} of {owner}",
                       {"sha": sha, "spa": spa, "owner": owner})
 
-    def _spoof(self, ctx: _Ctx, st: _DevState, mac: str, src_ip: str, ip4: tuple) -> None:
+    def _spoof(self, ctx: _Ctx, st: _DevState, mac: str, src_ip: str, ip4: Row) -> None:
         """A packet with another source address than the device's leases.
 
         An address of its own subnet that nobody holds is most likely a fresh
@@ -395,7 +397,7 @@ class Engine:
         return alert
 
 
-def _dns_of(data: bytes, rows: dict[str, tuple]) -> tuple | None:
+def _dns_of(data: bytes, rows: Rows) -> Row | None:
     """The ``dns`` row of a DNS message on a port the decoder does not know."""
     msg = dns_payload(data, rows)
     if not msg or len(msg) < 12:
@@ -418,7 +420,7 @@ class _Ctx:
         self.engine, self.ifname, self.ts, self.flow, self.out = engine, ifname, ts, flow, out
 
     def alert(self, mac: str, kind: str, severity: int, message: str,
-              evidence: dict[str, Any] | None = None, ip4: tuple | None = None,
+              evidence: dict[str, Any] | None = None, ip4: Row | None = None,
               rate_key: str = "") -> None:
         flow = self.flow
         a = Alert(

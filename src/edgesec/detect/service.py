@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesec.detect.alerts import Alert, AlertStore
-from edgesec.detect.engine import DetectConfig
+from edgesec.detect.model import DetectConfig
 from edgesec.events import Event
 from edgesec.registry import RegistryError, normalise_mac
 
@@ -67,7 +67,7 @@ class Containment:
     """Per-device decision: record only, or quarantine at ``severity``."""
 
     def __init__(self, d: Any) -> None:
-        self.default = d.containment
+        self.default: str = str(d.containment)
         self.threshold = d.quarantine_severity
         self.ttl = max(0, d.quarantine_seconds)
         self.quarantine_macs = _macs(d.quarantine_devices)
@@ -199,7 +199,7 @@ class DetectService:
             line = await asyncio.wait_for(proc.stdout.readline(), 30)
         except TimeoutError:
             line = b""
-        msg = {}
+        msg: dict[str, Any] = {}
         with contextlib.suppress(ValueError):
             msg = json.loads(line) if line.strip() else {}
         if not msg.get("ready"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Hashable
+from typing import Any
 
 
 class DistinctWindow:
@@ -54,7 +55,7 @@ class DistinctWindow:
     def events(self) -> int:
         return len(self._items)
 
-    def keys(self, limit: int = 16) -> list[Hashable]:
+    def keys(self, limit: int = 16) -> list[Any]:
         return list(self._count)[:limit]
 
     def clear(self) -> None:

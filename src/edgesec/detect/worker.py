@@ -32,7 +32,8 @@ from typing import Any
 
 from edgesec.capture.decode import decode
 from edgesec.capture.ring import CaptureError, Ring
-from edgesec.detect.engine import DetectConfig, DeviceView, Engine, World
+from edgesec.detect.engine import Engine
+from edgesec.detect.model import DetectConfig, DeviceView, World
 from edgesec.detect.profile import Profile
 
 log = logging.getLogger("edgesec.detect.worker")

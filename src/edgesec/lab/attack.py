@@ -28,6 +28,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 import dns.message
 import dns.rdatatype
@@ -114,7 +115,7 @@ def _arp_reply(mac: bytes, claimed_ip: str, target_ip: str) -> bytes:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF
@@ -165,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wan", default="")
     ap.add_argument("--bytes", type=int, default=96 * 1024 * 1024)
     args = ap.parse_args(argv)
-    fn = {"scan": scan, "lateral": lateral, "exfil": exfil, "dnstunnel": dnstunnel,
-          "spoof": spoof, "beacon": beacon}[args.kind]
+    kinds: dict[str, Callable[..., int]] = {
+        "scan": scan, "lateral": lateral, "exfil": exfil, "dnstunnel": dnstunnel,
+        "spoof": spoof, "beacon": beacon}
+    fn = kinds[args.kind]
     done = fn(gateway=args.gateway, peers=args.peer, wan=args.wan, size=args.bytes)
     print(json.dumps({"kind": args.kind, "sent": done}), flush=True)
     return 0
