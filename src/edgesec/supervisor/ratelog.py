@@ -43,3 +43,12 @@ class RateLimitedLog:
             self.logger.log(self.level, msg, *args, extra=extra)
         else:
             self.suppressed += 1
+
+    def saturated(self) -> bool:
+        """True when the next line would not be logged; it is then counted as
+        suppressed.  A hot path asks first and skips building a line (its
+        arguments, its structured fields) that would be dropped anyway."""
+        if self.clock() - self.window_start > self.window or self.count < self.burst:
+            return False
+        self.suppressed += 1
+        return True
