@@ -105,7 +105,7 @@ def lab(tmp: Path, settle: float, devices: int, api: bool) -> tuple[float, float
 
 
 def span(values: list[float]) -> str:
-    return f"{min(values):6.1f}-{max(values):<6.1f}" if len(values) > 1 else f"{values[0]:6.1f}"
+    return f"{min(values):.1f}-{max(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
 def main() -> int:
