@@ -3,6 +3,8 @@
     .venv/bin/python bench/capture.py                 # ~200k-packet pcap (about 2 min)
     .venv/bin/python bench/capture.py --packets 1000000
     .venv/bin/python bench/capture.py --no-live       # skip the veth part (needs root)
+    .venv/bin/python bench/capture.py --flash         # bytes written per captured packet
+    .venv/bin/python bench/capture.py --footprint     # worker RSS idle and under load
 
 Recap: packets/s of ``edgesec recap -t`` into the header tables, side by
 side with ``tshark -T fields`` extracting the same header fields to
@@ -10,6 +12,10 @@ side with ``tshark -T fields`` extracting the same header fields to
 each (and of recap on a quarter-size file, to show memory stays bounded).
 Live: the highest offered rate on a veth (in namespaces created here) that
 our capture worker stores without loss, next to tcpdump's on the same link.
+Flash: bytes the worker writes to storage (``/proc/PID/io`` write_bytes) per
+captured packet at 10, 1,000 and 50,000 pkts/s, with time-based commits (the
+default) next to a commit per batch (``commitInterval = 0``, as before).
+Footprint: the worker's RSS idle and under load on 1 and 10 interfaces.
 """
 
 from __future__ import annotations
@@ -175,7 +181,9 @@ def trial_ours(cap_ns: str, snd_ns: str, rate: float, seconds: float, tmp: Path,
     from edgesec.capture.options import CaptureOptions
 
     d = tmp / f"live-{secrets.token_hex(3)}"
-    opts = CaptureOptions(capture_db_path=d / "c.sqlite", middlewares=middlewares)
+    # a ring as large as tcpdump's -B 16384 (the default is sized from captureRate)
+    opts = CaptureOptions(capture_db_path=d / "c.sqlite", middlewares=middlewares,
+                          buffer_size=16 * 1024 * 1024)
     w = subprocess.Popen(["ip", "netns", "exec", cap_ns, PY, "-m", "edgesec.capture.worker",
                           "--options", opts.to_json(), "--interface", "veth0"],
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -270,14 +278,143 @@ def bench_live(tmp: Path, seconds: float) -> None:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+class LiveWorker:
+    """A capture worker in ``ns`` whose status lines are read by a thread."""
+
+    def __init__(self, ns: str, ifnames: list[str], opts) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, PY, "-m", "edgesec.capture.worker",
+             "--options", opts.to_json(), *[a for i in ifnames for a in ("--interface", i)]],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.proc.stdout is not None
+        json.loads(self.proc.stdout.readline())
+        self.last: dict = {}
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.last = json.loads(line)
+
+    def proc_field(self, name: str, field: str) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/{name}").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> dict:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.wait()
+        self.thread.join(5)
+        return self.last
+
+
+def veth_pair(p: str) -> tuple[str, str]:
+    cap, snd = p + "c", p + "s"
+    for ns in (cap, snd):
+        ip("netns", "add", ns)
+    ip("-n", snd, "link", "add", "veth1", "type", "veth", "peer", "name", "veth0", "netns", cap)
+    ip("-n", snd, "addr", "add", "10.90.0.1/24", "dev", "veth1")
+    ip("-n", cap, "addr", "add", "10.90.0.2/24", "dev", "veth0")
+    ip("-n", snd, "link", "set", "veth1", "up")
+    ip("-n", cap, "link", "set", "veth0", "up")
+    send(snd, 1000, 0.3)
+    return cap, snd
+
+
+def bench_flash(tmp: Path, rates: list[int], intervals: list[float]) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from edgesec.capture.options import CaptureOptions
+
+    p = "cf" + secrets.token_hex(3)
+    try:
+        cap, snd = veth_pair(p)
+        print("\nbytes written to storage per captured packet (/proc/PID/io write_bytes of "
+              "the worker; 74-byte frames):")
+        for mws in (("header", "cleaner"), ("header", "flows", "eve", "pcap", "cleaner")):
+            for rate in rates:
+                seconds = 30.0 if rate < 100 else 10.0 if rate < 10_000 else 5.0
+                out = []
+                for interval in (0.0, *intervals):
+                    d = tmp / f"flash-{secrets.token_hex(3)}"
+                    opts = CaptureOptions(capture_db_path=d / "c.sqlite", middlewares=mws,
+                                          commit_interval=interval,
+                                          buffer_size=16 * 1024 * 1024)
+                    w = LiveWorker(cap, ["veth0"], opts)
+                    time.sleep(1.0)
+                    io0 = w.proc_field("io", "write_bytes")
+                    send(snd, rate, seconds)
+                    time.sleep(interval + 1.5)  # the last commit
+                    io1 = w.proc_field("io", "write_bytes")
+                    last = w.stop()
+                    pkts = max(1, last.get("packets", 0))
+                    rows = (d / "c.sqlite").stat().st_size / pkts
+                    out.append(((io1 - io0) / pkts, rows))
+                    subprocess.run(["rm", "-rf", str(d)], check=False)
+                (before, _), *after = out
+                timed = ", ".join(f"commit every {i:g} s {a:>6,.0f} B/pkt (DB file {r:,.0f} "
+                                  f"B/pkt, {before / max(a, 1):.1f}x less)"
+                                  for i, (a, r) in zip(intervals, after, strict=True))
+                print(f"  {','.join(mws):30s} {rate:>6,} pkts/s: per-batch commits "
+                      f"{before:>7,.0f} B/pkt; {timed}")
+    finally:
+        for ns in (p + "c", p + "s"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def bench_footprint(tmp: Path) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from edgesec.capture.options import CaptureOptions
+
+    p = "cr" + secrets.token_hex(3)
+    try:
+        cap, snd = veth_pair(p)
+        for i in range(9):  # nine more idle bridges beside the veth
+            ip("-n", cap, "link", "add", f"brf{i}", "type", "bridge")
+            ip("-n", cap, "link", "set", f"brf{i}", "up")
+        print("\ncapture worker RSS (VmRSS; default ring sized from captureRate = 5000):")
+        for ifs in (["veth0"], ["veth0", *[f"brf{i}" for i in range(9)]]):
+            for label, extra in (("default ring", {}),
+                                 ("16 MiB ring (old default)", {"buffer_size": 16 << 20})):
+                d = tmp / f"rss-{secrets.token_hex(3)}"
+                opts = CaptureOptions(capture_db_path=d / "c.sqlite", **extra)
+                w = LiveWorker(cap, ifs, opts)
+                time.sleep(2.0)
+                idle = w.proc_field("status", "VmRSS")
+                send(snd, 20_000, 5.0)
+                time.sleep(3.0)
+                loaded = max(idle, w.proc_field("status", "VmHWM"))
+                w.stop()
+                print(f"  {len(ifs):2d} interface(s), {label:26s} idle {idle / 1024:5.1f} MiB, "
+                      f"peak under 20k pkts/s {loaded / 1024:5.1f} MiB")
+    finally:
+        for ns in (p + "c", p + "s"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--no-live", action="store_true")
     ap.add_argument("--no-recap", action="store_true")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each live trial")
+    ap.add_argument("--flash", action="store_true", help="only the bytes-written bench")
+    ap.add_argument("--rates", default="10,1000,50000", help="--flash: packets/s to try")
+    ap.add_argument("--intervals", default="2", help="--flash: commitInterval values to try")
+    ap.add_argument("--footprint", action="store_true", help="only the RSS bench")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="edgesec-bench-") as d:
+    # on disk, not tmpfs: write_bytes counts only writes to a block device
+    with tempfile.TemporaryDirectory(prefix="edgesec-bench-", dir=ROOT / "bench") as d:
+        if args.flash or args.footprint:
+            if args.flash:
+                bench_flash(Path(d), [int(r) for r in args.rates.split(",")],
+                            [float(i) for i in args.intervals.split(",")])
+            if args.footprint:
+                bench_footprint(Path(d))
+            return
         if not args.no_recap:
             bench_recap(args.packets, Path(d))
         if not args.no_live:

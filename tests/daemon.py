@@ -83,14 +83,18 @@ class Daemon:
         self.verbosity = verbosity
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "edgesec.log"
+        self._socket_path: Path | None = None
 
     @property
     def socket_path(self) -> Path:
-        from edgesec.config import load_settings
+        """From the config as first read (a reload never moves the socket; a test may
+        break the file on purpose)."""
+        if self._socket_path is None:
+            from edgesec.config import load_settings
 
-        path = load_settings(self.config).supervisor.supervisor_control_path
-        assert path is not None
-        return path
+            self._socket_path = load_settings(self.config).supervisor.supervisor_control_path
+        assert self._socket_path is not None
+        return self._socket_path
 
     def start(self, timeout: float = 20.0) -> Daemon:
         argv = [*EDGESEC, "run", "-c", str(self.config)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -47,6 +48,9 @@ def setup_logging(verbosity: int, log_format: str = "text") -> None:
 
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
     _setup(level, log_format)
+    from edgesec.ratelog import install
+
+    install()  # nothing a device or client repeats can flood the log
 
 
 def _version(value: bool) -> None:
@@ -94,11 +98,15 @@ def ctl(
     udp: Annotated[str | None, typer.Option("--udp", help="HOST:PORT")] = None,
     config: Annotated[Path | None, typer.Option("-c", "--config")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the reply")] = 5.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="print {command, ok, lines} (events: one object per line)")] = False,
 ) -> None:
     """Send one supervisor command and print the reply (exit 1 on FAIL).
 
     `edgesec ctl watch` subscribes to events and prints them as they come.
     """
+    import json
+
     from edgesec.supervisor.client import ClientError, SupervisorClient, default_socket
 
     key = b""
@@ -117,7 +125,9 @@ def ctl(
         with client:
             if words == ["watch"]:
                 for line in client.events():
-                    typer.echo(line)
+                    kind, _, rest = line.partition(" ")
+                    typer.echo(json.dumps({"event": kind, "args": rest.split()})
+                               if as_json else line)
                 return
             reply = client.request(" ".join(words))
     except ClientError as exc:
@@ -125,8 +135,17 @@ def ctl(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-    typer.echo(reply, nl=False)
-    if reply == "FAIL\n":
+    failed = reply == "FAIL\n"
+    if as_json:
+        typer.echo(json.dumps({"command": words[0] if words else "", "ok": not failed,
+                               "lines": reply.splitlines()}))
+    else:
+        typer.echo(reply, nl=False)
+    if failed:
+        # The text protocol has no room for a reason (the original's clients
+        # parse FAIL alone); the daemon logs why, and the API answers with it.
+        typer.echo("edgesec: the gateway refused the command; the daemon log says why "
+                   "(the management API returns the reason: docs/api.md)", err=True)
         raise typer.Exit(1)
 
 
@@ -194,6 +213,12 @@ def _mount_sub_apps(argv: list[str]) -> None:
 
 
 def main() -> None:
+    if os.environ.get("_EDGESEC_COMPLETE"):
+        # Shell completion (`_EDGESEC_COMPLETE=source_bash edgesec` prints the script
+        # `make install` installs; the script calls back with complete_bash).
+        from typer.completion import completion_init
+
+        completion_init()
     _mount_sub_apps(sys.argv[1:])
     app()
 

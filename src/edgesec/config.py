@@ -110,6 +110,17 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def parse_reserve(text: str) -> str:
+    """Free space to keep: bytes (``67108864``) or a share of the filesystem (``10%``)."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) if t.endswith("%") else parse_int(t)
+    except ValueError:
+        raise ValueError("expected bytes or a percentage such as 10%") from None
+    if not 0 <= value < (100 if t.endswith("%") else float("inf")):  # also rejects nan
+        raise ValueError("expected bytes or a percentage below 100%")
+    return t
+
 SERVICE_NAMES = ("subnets", "firewall", "radius", "hostapd", "dhcp", "mdns", "capture")
 
 
@@ -251,15 +262,22 @@ class CaptureSettings:
     buffer_timeout: int = key("bufferTimeout", parse_int, 10)
     immediate: bool = key("immediate", parse_bool, False)
     middleware_params: str = key("middlewareParams", parse_str, "")
-    middlewares: tuple[str, ...] = key("middlewares", parse_list, ("header",))
+    middlewares: tuple[str, ...] = key("middlewares", parse_list, ("header", "cleaner"))
     capture_interfaces: tuple[str, ...] = key("captureInterfaces", parse_list, ())
-    pcap_dir_path: Path | None = path_key("pcapDirPath", "pcap")
+    pcap_dir_path: Path | None = path_key("pcapDirPath", "")
     pcap_rotate_size: int = key("pcapRotateSize", parse_int, 16 * 1024 * 1024)
     pcap_store_size: int = key("pcapStoreSize", parse_int, 256 * 1024 * 1024)
     pcap_rotate_seconds: int = key("pcapRotateSeconds", parse_int, 60)
     flow_timeout: int = key("flowTimeout", parse_int, 120)
     eve_path: Path | None = path_key("evePath", "")
-    buffer_size: int = key("bufferSize", parse_int, 16 * 1024 * 1024)
+    buffer_size: int = key("bufferSize", parse_int, 0)
+    # bounds and write batching (docs/capture.md "Storage bounds")
+    capture_rate: int = key("captureRate", parse_int, 5000)
+    capture_db_size: int = key("captureDbSize", parse_int, 64 * 1024 * 1024)
+    capture_max_age: int = key("captureMaxAge", parse_int, 7 * 24 * 3600)
+    capture_reserve: str = key("captureReserve", parse_reserve, "10%")
+    commit_interval: int = key("commitInterval", parse_int, 5)
+    eve_rotate_size: int = key("eveRotateSize", parse_int, 8 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -269,6 +287,7 @@ class SupervisorSettings:
     supervisor_control_address: str = key("supervisorControlAddress", parse_ipv4, "127.0.0.1")
     supervisor_control_key: str = key("supervisorControlKey", parse_str, "")
     supervisor_control_key_file: Path | None = path_key("supervisorControlKeyFile", "")
+    allow_unauthenticated_udp: bool = key("allowUnauthenticatedUdp", parse_bool, False)
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,17 @@ import contextlib
 import fcntl
 import gc
 import importlib
+import inspect
 import logging
 import os
 import signal
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgesec import statelock
 from edgesec.config import Settings
 from edgesec.events import EventBus
 from edgesec.failclosed import (
@@ -35,6 +38,7 @@ from edgesec.failclosed import (
     required_services,
 )
 from edgesec.registry import Registry
+from edgesec.sdnotify import Notifier
 from edgesec.store import Store
 from edgesec.supervisor import protocol as proto
 from edgesec.supervisor.commands import CommandTable, NetworkCommands, Request
@@ -47,6 +51,15 @@ BRIDGE_EXPIRY_TICKS = 5  # bridges are checked for expiry every 5 s
 
 
 class Service(Protocol):
+    """What the gateway runs.  Two optional hooks are looked up with ``getattr``:
+
+    * ``def health(self) -> tuple[str, str]``: ``(state, why)`` with state
+      ``"ok"``, ``"degraded"`` or ``"failed"`` (absent: always ok), shown by STATUS;
+    * ``def reload(self, settings: Settings) -> None | Awaitable[None]``: apply a
+      re-read configuration live (SIGHUP); a hook without the parameter is
+      called without it (re-check only).
+    """
+
     name: str
 
     async def start(self) -> None: ...
@@ -54,6 +67,22 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
     def status(self) -> str: ...
+
+
+HEALTH_STATES = ("ok", "degraded", "failed")
+STOP_BUDGET_S = 1.8  # SIGTERM -> exit within 2 s, whatever state the services are in
+
+
+def service_health(service: Any) -> tuple[str, str]:
+    """``service.health()`` or ``("ok", "")``; a broken hook is reported as failed."""
+    health = getattr(service, "health", None)
+    if health is None:
+        return "ok", ""
+    try:
+        state, why = health()
+    except Exception as exc:
+        return "failed", f"health check raised {exc!r}"
+    return (state if state in HEALTH_STATES else "failed"), str(why)
 
 
 @dataclass(frozen=True)
@@ -94,6 +123,18 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Before anything is opened: state files are private, and the state is ours alone.
+        os.umask(statelock.STATE_UMASK)
+        self._pidfile: Any = None
+        self._lock_pidfile()
+        try:
+            self._state_locks = statelock.acquire(statelock.state_paths(settings))
+            self.store = Store(settings.system.connection_db_path)  # refuses a corrupt DB
+        except Exception:
+            self._release_pidfile()
+            raise
+        statelock.warn_open_directories(
+            p for label, p in statelock.state_paths(settings) if "Db" in label)
         self.bus = EventBus()
         self.table = CommandTable()
         self.vault: Any = None
@@ -101,18 +142,19 @@ class Gateway:
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self._install_crypt()
-        self.store = Store(settings.system.connection_db_path)
         self.registry = Registry(settings, self.store, self.bus, vault=self.vault)
         NetworkCommands(self.registry).install(self.table)
         self.table.register("STATUS", self._status_command, (0,))
         sup = settings.supervisor
         self.supervisor = SupervisorServer(
             self.table, self.bus, sup.supervisor_control_path, sup.supervisor_control_address,
-            sup.supervisor_control_port, _control_key(settings))
+            sup.supervisor_control_port, _control_key(settings),
+            allow_plain_udp=sup.allow_unauthenticated_udp)
         self._stop = asyncio.Event()
-        self._pidfile: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_by_us = False
+        self._reload_lock = asyncio.Lock()
+        self.notifier = Notifier(unset_environment=True)
 
     # -- building ----------------------------------------------------------------
     def _install_crypt(self) -> None:
@@ -149,6 +191,10 @@ class Gateway:
             attach(self.status_lines, self.service_counters)
         try:
             await service.start()
+        except asyncio.CancelledError:  # SIGTERM during start-up: undo what it began
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(service.stop()), 1.0)
+            raise
         except Exception as exc:
             log.error("%s service failed to start: %s", service.name, exc)
             self.failed[service.name] = f"failed to start: {exc}"
@@ -192,10 +238,13 @@ class Gateway:
                 if ticks % BRIDGE_EXPIRY_TICKS == 0:
                     self.registry.expire_bridges()
                     self.registry.reclaim_pool_vlans(self.settings.interfaces.vlan_pool_lifetime)
+            except sqlite3.OperationalError as exc:  # disk full: one line, rate-limited
+                log.error("registry housekeeping failed: %s", exc)
             except Exception:
                 log.exception("registry housekeeping failed")
 
     async def stop(self) -> None:
+        """Stop services in reverse order within :data:`STOP_BUDGET_S` in total."""
         if self._forwarding_by_us:  # before the firewall table goes away
             from edgesec.net.links import set_ip_forward
 
@@ -204,9 +253,15 @@ class Gateway:
             self._forwarding_by_us = False
         for task in self._tasks:
             task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET_S
         for service in reversed(self.services):
+            # every service gets a share of what is left, at least 0.2 s
+            left = max(0.2, (deadline - loop.time()) / 2)
             try:
-                await asyncio.wait_for(service.stop(), 15)
+                await asyncio.wait_for(service.stop(), left)
+            except TimeoutError:
+                log.error("%s service did not stop within %.1fs; abandoned", service.name, left)
             except Exception as exc:
                 log.error("%s service did not stop cleanly: %s", service.name, exc)
         self.services.clear()
@@ -215,42 +270,153 @@ class Gateway:
             self._crypt_commands.close()
         self.store.close()
         self._release_pidfile()
+        self._state_locks.release()
+        log.info("stopped")
 
     async def reload(self) -> None:
-        """SIGHUP: every service that can reconcile or reload does so."""
-        for service in self.services:
-            reload = getattr(service, "reload", None)
-            if reload is not None:
-                try:
-                    result = reload()
-                    if asyncio.iscoroutine(result):
-                        await result
-                except Exception:
-                    log.exception("%s reload failed", service.name)
-        log.info("reloaded")
+        """SIGHUP: re-read the config; apply what can change live, name what cannot.
+
+        A config that does not load (or a service that rejects it) leaves the
+        running configuration in place.
+        """
+        async with self._reload_lock:
+            self.notifier.send(reloading=1, status="reloading the configuration")
+            try:
+                await self._reload()
+            finally:
+                self.notifier.send(ready=1, status=self.summary())
+
+    async def _reload(self) -> None:
+        from edgesec.config import ConfigError, load_settings
+        from edgesec.reload import affected, changed_keys, restart_needed, takes_settings, validate
+
+        path = self.settings.path
+        if path is None:
+            log.warning("reload: no config file to re-read; services re-check only")
+            new = self.settings
+        else:
+            try:
+                new = load_settings(path)
+                validate(new)
+            except (ConfigError, ValueError) as exc:
+                log.error("reload refused, keeping the running configuration: %s", exc)
+                return
+        changes = changed_keys(self.settings, new)
+        for what in restart_needed(changes):
+            log.warning("reload: %s changed: not applied, needs a restart of edgesec", what)
+        self.settings = new
+        update = getattr(self.registry, "update_settings", None)
+        if update is not None:
+            update(new)
+        touched = affected(changes)
+        for service in list(self.services):
+            hook = getattr(service, "reload", None)
+            try:
+                if hook is not None and takes_settings(hook):
+                    result = hook(new)
+                elif service.name in touched:
+                    result = self._restart_service(service)
+                else:
+                    result = hook() if hook is not None else None
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                log.error("reload: %s could not apply the new configuration: %s",
+                          service.name, exc)
+        applied = ", ".join(f"[{s}]" for s in changes) or "no changes"
+        log.info("reloaded %s (%s)", path, applied)
+
+    async def _restart_service(self, old: Service) -> None:
+        """Rebuild ``old`` from the new settings and swap it in (same stop position)."""
+        spec = next((s for s in OPTIONAL_SERVICES if s.name == old.name), None)
+        if spec is None:
+            return
+        log.info("reload: restarting the %s service on the new configuration", old.name)
+        index = self.services.index(old)
+        try:
+            await asyncio.wait_for(old.stop(), 5)
+        finally:
+            self.services.remove(old)
+        self.failed.pop(old.name, None)
+        new = self._build(spec)
+        if new is None:
+            return
+        await self._start_service(new)
+        if new in self.services:
+            self.services.remove(new)
+            self.services.insert(index, new)
 
     async def run(self) -> None:
-        """Start, wait for SIGTERM/SIGINT (SIGHUP reloads), stop."""
+        """Start, wait for SIGTERM/SIGINT (SIGHUP reloads), stop.
+
+        Start-up runs as a task so that a SIGTERM during it stops at once; with
+        ``$NOTIFY_SOCKET`` (systemd ``Type=notify``) READY=1 is sent once the
+        services are up and the control socket answers.
+        """
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        starting = asyncio.ensure_future(self.start())
         try:
-            await self.start()
-            # Everything built at start-up lives as long as the daemon: keep it out of
-            # the collector's scans so pauses stay short on the control path.
-            gc.freeze()
-            await self._stop.wait()
+            self.notifier.send(status="starting")
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start-up raises here
+                # Everything built at start-up lives as long as the daemon: keep it out of
+                # the collector's scans so pauses stay short on the control path.
+                gc.freeze()
+                self.notifier.send(ready=1, status=self.summary())
+                self._start_watchdog()
+                await stopping
         finally:
             log.info("stopping")
+            self.notifier.send(stopping=1, status="stopping")
+            for fut in (starting, stopping):
+                if not fut.done():
+                    fut.cancel()
+                    with contextlib.suppress(BaseException):
+                        await fut
             await self.stop()
+            self.notifier.close()
+
+    def _start_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+
+        async def ping() -> None:
+            while True:
+                self.notifier.send(watchdog=1)
+                await asyncio.sleep(interval)
+
+        self._tasks.append(asyncio.create_task(ping(), name="watchdog"))
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: how many services are ok, degraded, failed."""
+        named = [(s.name, service_health(s)[0]) for s in self.services]
+        named += [(name, "failed") for name in self.failed]
+        parts = []
+        for state in HEALTH_STATES:
+            names = [n for n, st in named if st == state]
+            if names:
+                parts.append(f"{len(names)} {state}" if state == "ok"
+                             else f"{len(names)} {state} ({' '.join(names)})")
+        return "running: " + ", ".join(parts)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     # -- status ---------------------------------------------------------------------
     def status_lines(self) -> list[str]:
-        lines = [f"{s.name} ok {s.status()}" for s in self.services]
+        lines = []
+        for s in self.services:
+            state, why = service_health(s)
+            if state == "ok":  # the original form: clients parse "<name> ok <status>"
+                lines.append(f"{s.name} ok {s.status()}")
+            else:
+                lines.append(f"{s.name} {state} {why}; {s.status()}")
         lines += [f"{name} failed {why}" for name, why in self.failed.items()]
         return lines
 
@@ -269,7 +435,7 @@ class Gateway:
     # -- pid file ---------------------------------------------------------------------
     def _lock_pidfile(self) -> None:
         path = self.settings.system.pid_file_path
-        if path is None:
+        if path is None or self._pidfile is not None:  # taken in __init__, before start()
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime

@@ -62,7 +62,10 @@ def test_ping_latency_stays_low_while_capture_takes_a_burst(bed, tmp_path):  # n
     config = write_config(tmp_path, {
         "system": {"execCapture": True},
         "capture": {"captureDbPath": "capture.sqlite", "captureInterfaces": "br1,br2",
-                    "middlewares": "header,flows", "bufferTimeout": 10},
+                    "middlewares": "header,flows", "bufferTimeout": 10,
+                    # a 60k-packet burst in well under a second: a ring sized for it
+                    # (the default is sized from captureRate for one second)
+                    "bufferSize": 16 * 1024 * 1024},
     })
     with NetnsDaemon(config, netns=bed.g) as daemon:
         deadline = time.monotonic() + 10

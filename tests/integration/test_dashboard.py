@@ -72,7 +72,7 @@ def test_log_in_see_devices_switch_nat_and_follow_events(
             expect(row.locator("td.id").first).to_have_text(cam.mac)  # whole, not wrapped
             row.locator("input.nat").check()
             assert wait_for(lambda: topo.tcp_ok(cam.ns, topo.WAN_IP, 7), 15), iso.daemon.log()
-            assert iso.ctl(f"GET_MAP {cam.mac}").split(",")[4] == "1"
+            assert iso.ctl(f"GET_MAP {cam.mac}").split(",")[5] == "1"
             # a change made elsewhere shows up live, without a reload
             iso.ok(f"ADD_BRIDGE {cam.mac} {topo.devices['hub'].mac}")
             expect(page.locator("#event-list")).to_contain_text("bridge_added", timeout=15_000)

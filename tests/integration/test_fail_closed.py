@@ -189,7 +189,9 @@ def test_forwarding_left_on_by_a_crash_is_held_off_until_the_firewall_is_in(
         run(topo.gateway, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])  # as a kill -9 leaves it
         lab.start()
         try:
-            log = lab.daemon.log()
+            # the control socket answers before the last services start
+            log = wait_for(lambda: "gateway running" in lab.daemon.log() and lab.daemon.log(),
+                           30) or lab.daemon.log()
             held = log.index("IPv4 forwarding held off")
             table = log.index("firewall table inet edgesec in place")
             enabled = log.index("IPv4 forwarding enabled")

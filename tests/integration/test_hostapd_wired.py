@@ -123,7 +123,9 @@ def test_hostapd_supervised_events_policy_and_heal(bed: dict[str, str], tmp_path
         try:
             await svc.start()
             assert svc.process is not None and svc.process.pid
+            assert await svc.wait_attached(15), svc.attach_error  # attaching is in the background
             assert svc.mon is not None and svc.mon.attached
+            assert svc.health() == ("ok", "")
             conf = Path(settings.ap.ap_file_path).read_text()
             assert f"interface={bed['if_ap']}\n" in conf and "driver=wired\n" in conf
             assert (Path(settings.ap.ap_file_path).stat().st_mode & 0o077) == 0
@@ -197,6 +199,7 @@ def test_psk_file_backend_with_real_hostapd(bed: dict[str, str], tmp_path: Path)
                              ping_interval=0.3)
         try:
             await svc.start()
+            assert await svc.wait_attached(15), svc.attach_error
             assert svc.mon is not None and svc.mon.attached
             conf = Path(settings.ap.ap_file_path).read_text()
             assert "auth_server_addr" not in conf and "wpa_psk_radius" not in conf

@@ -40,6 +40,8 @@ def pcap_bytes(pkts, start=1_700_000_000_000_000, step=1000) -> bytes:
 
 def test_builtins_are_registered_as_entry_points():
     assert set(middleware.available()) >= BUILTINS
+    # the fast path's table is exactly the entry points of pyproject.toml
+    assert {n: middleware.available()[n] for n in middleware.BUILTINS} == middleware.BUILTINS
     for name in BUILTINS:
         assert middleware.load(name).name == name
 
@@ -166,7 +168,7 @@ def test_pcap_store_rotates_and_keeps_every_packet(tmp_path):
     opts = CaptureOptions(capture_db_path=tmp_path / "db" / "c.sqlite", pcap_rotate_size=8192,
                           batch_size=64)
     recap(src.open("rb"), opts, ifname="br0", middlewares=["pcap"])
-    store = tmp_path / "db" / "capture"
+    store = tmp_path / "db" / "pcap"
     assert oct(store.stat().st_mode & 0o777) == "0o770"
     con = sqlite3.connect(opts.capture_db_path)
     rows = con.execute("SELECT name, packets, size, timestamp, end_timestamp, caplen "
@@ -272,7 +274,7 @@ def test_options_from_settings_like_object():
     o = CaptureOptions.from_settings(Section())
     assert o.middlewares == ("header", "pcap", "cleaner") and o.buffer_timeout == 25
     assert CaptureOptions.from_json(o.to_json()) == o
-    assert o.store_dir == Path("/x/capture") and o.eve_file == Path("/x/eve.json")
+    assert o.store_dir == Path("/x/pcap") and o.eve_file == Path("/x/eve.json")
 
 
 def test_options_from_the_real_config(tmp_path):

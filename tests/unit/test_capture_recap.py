@@ -183,3 +183,92 @@ def test_recap_from_memory_stream_in_one_transaction(tmp_path):
     db = tmp_path / "m.sqlite"
     res = recap(io.BytesIO(data), CaptureOptions(capture_db_path=db), transaction=True)
     assert (res.packets, res.rows, res.bytes_read) == (78, 268, 29773)
+
+
+def test_long_option_names_beside_the_letters(tmp_path):
+    db = tmp_path / "l.sqlite"
+    pcap = DATA / "original-middleware-test.pcap"
+    res = CliRunner().invoke(app, ["--pcap", str(pcap), "--db", str(db), "--ifname", "br7",
+                                   "--transaction"])
+    assert res.exit_code == 0, res.output
+    assert counts(db) == PARITY["original-middleware-test.pcap"]
+
+
+def test_help_shows_no_phantom_command():
+    res = CliRunner().invoke(app, ["--help"])
+    assert res.exit_code == 0 and "COMMAND" not in res.output and "--append" in res.output
+
+
+def test_a_non_empty_db_is_refused_unless_append(tmp_path):
+    db = tmp_path / "a.sqlite"
+    pcap = str(DATA / "original-test.pcap")
+    assert CliRunner().invoke(app, ["-p", pcap, "-f", str(db)]).exit_code == 0
+    res = CliRunner().invoke(app, ["-p", pcap, "-f", str(db)])
+    assert res.exit_code == 2 and "--append" in res.output
+    assert counts(db) == PARITY["original-test.pcap"]  # nothing duplicated
+    res = CliRunner().invoke(app, ["-p", pcap, "-f", str(db), "--append"])
+    assert res.exit_code == 0, res.output
+    assert counts(db) == {t: 2 * n for t, n in PARITY["original-test.pcap"].items()}
+
+
+def test_no_db_is_created_when_the_input_cannot_be_read(tmp_path):
+    db = tmp_path / "n.sqlite"
+    res = CliRunner().invoke(app, ["-p", str(tmp_path / "missing.pcap"), "-f", str(db)])
+    assert res.exit_code == 1 and "cannot open" in res.output
+    bad = tmp_path / "x.pcap"
+    bad.write_bytes(b"not a pcap at all, really not")
+    res = CliRunner().invoke(app, ["-p", str(bad), "-f", str(db)])
+    assert res.exit_code == 1 and "bad magic" in res.output
+    assert not db.exists()
+
+
+def test_progress_line_with_d(tmp_path):
+    argv = [sys.executable, "-m", "edgesec.capture.cli", "-p", str(DATA / "original-test.pcap")]
+    quiet = subprocess.run([*argv, "-f", str(tmp_path / "q.sqlite")], capture_output=True,
+                           text=True, timeout=60)
+    loud = subprocess.run([*argv, "-f", str(tmp_path / "d.sqlite"), "-d"], capture_output=True,
+                          text=True, timeout=60)
+    assert quiet.returncode == loud.returncode == 0
+    assert "pkts/s" not in quiet.stderr
+    assert "recap: 78 packets" in loud.stderr and "pkts/s" in loud.stderr
+    assert "100% ETA 0 s" in loud.stderr
+
+
+RSS_PROBE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def random_frames_pcap(path: Path, size: int) -> None:
+    import os
+    import random
+    import struct
+
+    rnd = random.Random(7)
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        n = 0
+        while n < size:
+            ln = rnd.randint(60, 1514)
+            fh.write(struct.pack("<IIII", 1_700_000_000 + n // 10**6, n % 10**6, ln, ln))
+            fh.write(os.urandom(ln))
+            n += 16 + ln
+
+
+def test_recap_memory_does_not_grow_with_the_input(tmp_path):
+    peaks = {}
+    for mb in (60, 180):  # both past the point where SQLite's page cache is full
+        pcap = tmp_path / f"r{mb}.pcap"
+        random_frames_pcap(pcap, mb * 10**6)
+        out = subprocess.run(
+            [sys.executable, "-c", RSS_PROBE, sys.executable, "-m", "edgesec.capture.cli",
+             "-p", str(pcap), "-f", str(tmp_path / f"r{mb}.sqlite")],
+            capture_output=True, text=True, timeout=300, check=True)
+        peaks[mb] = int(out.stdout) / 1024
+        pcap.unlink()
+    print(f"recap peak RSS: {peaks}")
+    # was 243 MiB for 100 MB: the reader kept the whole input in one growing buffer
+    assert peaks[180] <= peaks[60] + 15
+    assert peaks[180] <= 100

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -33,6 +34,9 @@ from edgesec.process import SupervisedProcess
 log = logging.getLogger(__name__)
 
 STATUS_CONNECTED, STATUS_DISCONNECTED = 1, 2
+ATTACH_MIN_BACKOFF_S = 0.2
+ATTACH_MAX_BACKOFF_S = 5.0
+ATTACH_WARN_EVERY_S = 300.0  # an absent hostapd is logged once, then every 5 minutes
 
 
 def _write(path: Path, text: str, mode: int = 0o600) -> None:
@@ -51,7 +55,7 @@ class HostapdService:
     name = "hostapd"
 
     def __init__(self, settings: Any, registry: Any, *, extra: Mapping[str, str] | None = None,
-                 ping_interval: float = 1.0, attach_timeout: float = 15.0,
+                 ping_interval: float = 1.0,
                  argv_prefix: list[str] | None = None) -> None:
         self.settings = settings
         self.registry = registry
@@ -65,7 +69,6 @@ class HostapdService:
             self.extra = {**parse_extra_config(Path(extra_file).read_text()), **self.extra}
         self.ctrl_path = Path(ap.ctrl_interface) / ap.interface
         self.ping_interval = ping_interval
-        self.attach_timeout = attach_timeout
         self.argv_prefix = list(argv_prefix or [])  # e.g. ["ip", "netns", "exec", ns]
         self.process: SupervisedProcess | None = None
         self.cmd: WpaCtrl | None = None
@@ -79,6 +82,10 @@ class HostapdService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._psk_text = ""
         self._tickets_seen: frozenset[str] = frozenset()
+        self._attached = asyncio.Event()
+        self.attach_error = "not tried yet"
+        self._attach_failures = 0
+        self._next_warning = 0.0
 
     # -- files -------------------------------------------------------------------------
     def _psk_entries(self) -> list[psk_file.PskEntry]:
@@ -121,13 +128,22 @@ class HostapdService:
             if ap.ap_log_path:
                 argv += ["-f", str(ap.ap_log_path)]
             argv.append(str(ap.ap_file_path))
-            self.process = SupervisedProcess(argv, "hostapd", on_started=self._on_started)
+            self.process = SupervisedProcess(argv, "hostapd", on_started=self._on_started,
+                                             stop_timeout=1.0)
+            # our own child needs a moment to open its control socket: no warning for that
+            self._next_warning = time.monotonic() + 5.0
             await self.process.start()
+        # Attaching happens in the background (keep-alive task) so an absent or slow
+        # hostapd never holds up the services after it (DHCP, mDNS, ...).
         self._task = asyncio.create_task(self._keepalive(), name="hostapd-ctrl")
+
+    async def wait_attached(self, timeout: float) -> bool:
+        """Wait until the control interface is attached; False after ``timeout``."""
         try:
-            await self._attach(deadline=time.monotonic() + self.attach_timeout)
-        except CtrlError as exc:
-            log.warning("hostapd: not attached yet (%s); retrying in the background", exc)
+            await asyncio.wait_for(self._attached.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -142,6 +158,34 @@ class HostapdService:
         if self.process is not None:
             await self.process.stop()
             self.process = None
+
+    async def reload(self, settings: Any) -> None:
+        """SIGHUP: take the new ``[interfaces]`` (the VLAN file maps VLANs to bridges).
+
+        Other sections (``[ap]``, ``[radius]``) need a restart and are kept.  When
+        the files change, our child gets SIGHUP (hostapd re-reads its config);
+        an external hostapd is asked to ``RELOAD``.
+        """
+        before = self.render()
+        self.settings = dataclasses.replace(self.settings, interfaces=settings.interfaces)
+        if self.render() == before:
+            return
+        self.write_files()
+        if self.process is not None and self.process.send_signal(signal.SIGHUP):
+            log.info("hostapd: VLAN file rewritten; hostapd reloads it (SIGHUP)")
+        elif self.cmd is not None:
+            with contextlib.suppress(CtrlError):
+                await self.cmd.request("RELOAD")
+            log.info("hostapd: VLAN file rewritten; asked hostapd to RELOAD")
+
+    def health(self) -> tuple[str, str]:
+        """Our hostapd child's crash loop: failed; not attached: degraded (stations are
+        neither followed nor dropped)."""
+        if self.process is not None and (child := self.process.health())[0] == "failed":
+            return child
+        if self.mon is not None and self.mon.attached:
+            return "ok", ""
+        return "degraded", f"not attached to {self.ctrl_path}: {self.attach_error}"
 
     def status(self) -> str:
         proc = self.process.status() if self.process else "external"
@@ -158,29 +202,48 @@ class HostapdService:
             if c is not None:
                 c.close()
         self.cmd = self.mon = None
+        self._attached.clear()
 
-    async def _attach(self, deadline: float) -> None:
-        """Open both connections, ATTACH, then re-sync statuses and the deny list."""
-        while True:
-            cmd, mon = WpaCtrl(self.ctrl_path), WpaCtrl(self.ctrl_path, on_event=self._on_event)
-            try:
-                await cmd.open()
-                await mon.open()
-                if not await cmd.ping():
-                    raise CtrlError("no PONG")
-                await mon.attach()
-                break
-            except CtrlError:
-                cmd.close()
-                mon.close()
-                if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.2)
+    async def _attach(self) -> None:
+        """One attempt: open both connections, ATTACH, then re-sync statuses and deny list."""
+        cmd, mon = WpaCtrl(self.ctrl_path), WpaCtrl(self.ctrl_path, on_event=self._on_event)
+        try:
+            await cmd.open()
+            await mon.open()
+            if not await cmd.ping():
+                raise CtrlError("no PONG")
+            await mon.attach()
+        except BaseException:
+            cmd.close()
+            mon.close()
+            raise
         self._close_ctrl()  # the old connections (if any) only now: no window without one
         self.cmd, self.mon = cmd, mon
         self.attaches += 1
-        log.info("hostapd: attached to %s", self.ctrl_path)
+        if self._attach_failures:
+            log.info("hostapd: attached to %s after %d failed attempts", self.ctrl_path,
+                     self._attach_failures)
+        else:
+            log.info("hostapd: attached to %s", self.ctrl_path)
+        self._attach_failures = 0
+        self._next_warning = 0.0
+        self.attach_error = ""
+        self._attached.set()
         await self._resync()
+
+    def _attach_failed(self, exc: Exception) -> None:
+        """Record a failed attempt; warn on the first, then at most every few minutes."""
+        self._close_ctrl()
+        self.attach_error = str(exc)
+        self._attach_failures += 1
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + ATTACH_WARN_EVERY_S
+            log.warning("hostapd: not attached to %s (%s); retrying in the background "
+                        "(%d attempts so far; next warning in %.0f s at the earliest)",
+                        self.ctrl_path, exc, self._attach_failures, ATTACH_WARN_EVERY_S)
+        else:
+            log.debug("hostapd: attach attempt %d failed: %s", self._attach_failures, exc)
 
     async def _resync(self) -> None:
         """After (re)attaching: denied devices onto the deny list, statuses from STA list."""
@@ -197,23 +260,30 @@ class HostapdService:
                 self.registry.set_status(dev.mac, STATUS_DISCONNECTED)
 
     async def _keepalive(self) -> None:
-        """PING the attached connection; re-attach when hostapd went away or restarted."""
+        """Attach (with back-off while hostapd is absent), then PING the attached
+        connection and re-attach when hostapd went away or restarted."""
+        backoff = ATTACH_MIN_BACKOFF_S
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reattach.wait(), self.ping_interval)
-            # woken early by a restart of our child, or by the interval; a restarted
-            # hostapd has a new socket, so the PING on the old connection fails
-            self._reattach.clear()
             try:
-                alive = self.mon is not None and await self.mon.ping()
+                alive = self.mon is not None and self.mon.attached and await self.mon.ping()
                 if not alive:
-                    await self._attach(deadline=time.monotonic() + self.attach_timeout)
+                    await self._attach()
+                    backoff = ATTACH_MIN_BACKOFF_S
                 elif self.backend == "file":
                     await self._refresh_psk_file()
             except CtrlError as exc:
-                log.warning("hostapd: control interface unavailable: %s", exc)
+                self._attach_failed(exc)
+                backoff = min(backoff * 2, ATTACH_MAX_BACKOFF_S)
             except Exception:
                 log.exception("hostapd: keep-alive failed")
+            attached = self.mon is not None and self.mon.attached
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reattach.wait(),
+                                       self.ping_interval if attached else backoff)
+            if self._reattach.is_set():
+                # a restart of our child: its new socket appears within moments
+                self._reattach.clear()
+                backoff = ATTACH_MIN_BACKOFF_S
 
     def _on_event(self, text: str) -> None:
         ev = parse_event(text)

@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -108,6 +109,10 @@ class RadiusServer(asyncio.DatagramProtocol):
         # cannot fill the log.
         self.decisions = RateLimitedLog(audit_log, "RADIUS decisions", logging.INFO,
                                         DECISION_BURST, DECISION_WINDOW_S, clock)
+        # A flood of unknown MACs is expected to hit the new-device limit: a few
+        # lines a window and a count, not one audit line per refused stranger.
+        self.rate_limited_log = RateLimitedLog(audit_log, "new devices over newDeviceRate",
+                                               logging.INFO, 10, DECISION_WINDOW_S, clock)
         self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
                                          logging.WARNING, 1, BAD_SECRET_WINDOW_S, clock)
 
@@ -199,15 +204,21 @@ class RadiusServer(asyncio.DatagramProtocol):
         if new and not limiter.available():
             c.rate_limited += 1
             c.rejects += 1
-            self._log_reject(mac, f"new devices over newDeviceRate; {c.rate_limited} "
-                             "rate-limited so far", addr)
+            self.rate_limited_log.log(
+                "radius: reject %s (new devices over newDeviceRate; %d rate-limited so far) "
+                "from %s", mac, c.rate_limited, _client(addr),
+                extra={"audit": {"event": "radius-reject", "mac": mac,
+                                 "reason": "newDeviceRate", "client": _client(addr)}})
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         try:
             adm = self.policy.admit(mac, passphrase)
-        except Exception:  # the registry refused or failed: never crash, never accept
+        except Exception as exc:  # the registry refused or failed: never crash, never accept
             c.policy_errors += 1
             c.rejects += 1
-            log.exception("radius: admission of %s failed", mac)
+            if isinstance(exc, (ValueError, sqlite3.OperationalError)):  # pool full, disk full
+                log.warning("radius: admission of %s failed: %s", mac, exc)
+            else:
+                log.exception("radius: admission of %s failed", mac)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1

@@ -37,8 +37,10 @@ from edgesec.api.views import (
 )
 from edgesec.config import Settings
 from edgesec.events import Event
+from edgesec.net import drops
 from edgesec.net.policy import PolicyConfig
 from edgesec.registry import Registry, RegistryError
+from edgesec.supervisor.audit import Audit, Peer
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,13 @@ class ApiContext:
     started: float = field(default_factory=time.time)
     sse_clients: int = 0
     sse_dropped: int = 0
+    audit: Audit | None = None
+    # (registry generation, bridges, JSON body) of the last device list
+    devices_cache: tuple[int, list[tuple[str, str]], bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.audit is None:
+            self.audit = Audit(self.registry.bus)
 
 
 CTX = web.AppKey("ctx", ApiContext)
@@ -137,9 +146,13 @@ def _mac(request: web.Request, name: str = "mac") -> str:
     return parse_mac(request.match_info[name], name)
 
 
-def _audit(request: web.Request, what: str) -> None:
+def _audit(request: web.Request, command: str, *args: str) -> None:
+    """The same audit line and POLICY event as the supervisor command would give."""
     who = request.get(WHO)
-    log.info("api: %s by %s", what, who.describe() if who else "?")
+    peer = who.peer() if who is not None else Peer("api")
+    audit = request.app[CTX].audit
+    assert audit is not None
+    audit.record(command, tuple(args), peer, "OK\n")
 
 
 # -- devices -----------------------------------------------------------------------
@@ -152,12 +165,20 @@ def _device(ctx: ApiContext, mac: str) -> dict[str, Any]:
 
 @scope("read")
 async def list_devices(request: web.Request) -> web.Response:
-    reg = request.app[CTX].registry
-    partners: dict[str, list[str]] = {}
-    for a, b in reg.bridges():
-        partners.setdefault(a, []).append(b)
-        partners.setdefault(b, []).append(a)
-    return web.json_response([device_json(d, partners.get(d.mac, [])) for d in reg.devices()])
+    """Every device; the body is rebuilt only after the registry changed."""
+    ctx = request.app[CTX]
+    reg = ctx.registry
+    generation, bridges = reg.generation, reg.bridges()
+    cached = ctx.devices_cache
+    if cached is None or cached[0] != generation or cached[1] != bridges:
+        partners: dict[str, list[str]] = {}
+        for a, b in bridges:
+            partners.setdefault(a, []).append(b)
+            partners.setdefault(b, []).append(a)
+        body = json.dumps([device_json(d, partners.get(d.mac, []))
+                           for d in reg.devices()]).encode()
+        cached = ctx.devices_cache = (generation, bridges, body)
+    return web.Response(body=cached[2], content_type="application/json")
 
 
 @scope("read")
@@ -181,18 +202,23 @@ async def patch_device(request: web.Request) -> web.Response:
     reg = ctx.registry
     if changes.get("allowed") is False:
         reg.deny_mac(mac)
+        _audit(request, "DENY_MAC", mac)
     if changes.get("allowed") is True or ("vlan" in changes and vlan != dev.vlanid):
         reg.accept_mac(mac, vlan)
+        _audit(request, "ACCEPT_MAC", mac, str(vlan))
     if "nat" in changes:
         reg.set_nat(mac, changes["nat"])
+        _audit(request, "ADD_NAT" if changes["nat"] else "REMOVE_NAT", mac)
     if "label" in changes:
         reg.set_label(mac, changes["label"])
+        _audit(request, "SET_LABEL", mac, changes["label"])
     if "psk" in changes:
         if changes["psk"]:
             reg.assign_psk(mac, changes["psk"])
+            _audit(request, "ASSIGN_PSK", mac, changes["psk"])
         else:
             reg.clear_psk(mac)
-    _audit(request, f"PATCH device {mac} {sorted(changes)}")
+            _audit(request, "CLEAR_PSK", mac)
     return web.json_response(_device(ctx, mac))
 
 
@@ -208,7 +234,7 @@ async def create_device(request: web.Request) -> web.Response:
     if ctx.registry.get(mac) is not None:
         return error(409, "conflict", f"device {mac} exists; PATCH it instead")
     ctx.registry.accept_mac(mac, vlan)
-    _audit(request, f"create device {mac} vlan {vlan}")
+    _audit(request, "ACCEPT_MAC", mac, str(vlan))
     return web.json_response(_device(ctx, mac), status=201)
 
 
@@ -233,7 +259,7 @@ async def add_bridge(request: web.Request) -> web.Response:
     if ctx.registry.has_bridge(a, b):
         return error(409, "conflict", f"bridge {a} {b} exists")
     ctx.registry.add_bridge(a, b)
-    _audit(request, f"add bridge {a} {b}")
+    _audit(request, "ADD_BRIDGE", a, b)
     return web.json_response({"a": min(a, b), "b": max(a, b)}, status=201)
 
 
@@ -244,7 +270,7 @@ async def remove_bridge(request: web.Request) -> web.Response:
     if not ctx.registry.has_bridge(a, b):
         raise web.HTTPNotFound(reason="not found", text=f"no bridge {a} {b}")
     ctx.registry.remove_bridge(a, b)
-    _audit(request, f"remove bridge {a} {b}")
+    _audit(request, "REMOVE_BRIDGE", a, b)
     return web.Response(status=204)
 
 
@@ -262,7 +288,7 @@ async def create_ticket(request: web.Request) -> web.Response:
     issuer = parse_mac(issuer if isinstance(issuer, str) else "", "issuer")
     ticket = ctx.registry.register_ticket(issuer, label, vlan)
     ssid = ctx.settings.ap.ssid
-    _audit(request, f"ticket for {label!r} on VLAN {vlan}")
+    _audit(request, "REGISTER_TICKET", issuer, label, str(vlan))
     return web.json_response({
         "passphrase": ticket.passphrase, "label": ticket.label, "vlan": ticket.vlanid,
         "expires": iso(ticket.expires), "ssid": ssid,
@@ -356,7 +382,19 @@ async def explain_route(request: web.Request) -> web.Response:
         raise BadRequest("give src (a device MAC) and dst (a MAC or an IPv4 address)")
     src = parse_mac(src, "src")
     cfg = PolicyConfig.from_settings(ctx.settings)
-    return web.json_response(explain(cfg, ctx.registry, src, dst).as_json())
+    return web.json_response(explain(cfg, ctx.registry, src, dst, _drops(ctx, cfg)).as_json())
+
+
+def _drops(ctx: ApiContext, cfg: PolicyConfig) -> drops.Counts:
+    """What the kernel dropped per path (nothing when the firewall is not ours to read)."""
+    if not ctx.settings.system.exec_firewall:
+        return {}
+    try:
+        from edgesec.net.nftbackend import backend_for
+
+        return drops.read(backend_for(ctx.settings), cfg.table)
+    except Exception:  # no nftables here: explain from policy alone
+        return {}
 
 
 @scope("read")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from edgesec.api.tokens import TokenStore, scope_allows
+from edgesec.supervisor.audit import Peer
 
 __all__ = ["Sessions", "TokenStore", "Who", "csrf_ok", "identify", "scope_allows",
            "security_headers"]
@@ -37,11 +38,19 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 class Who:
     scope: str
     via: str  # "token", "session" or "peer"
-    name: str  # token id, or uid/pid of the UNIX peer
+    name: str  # token id, or "uid <uid> pid <pid>" of the UNIX peer
     csrf: str = ""
+    creds: tuple[int, int, int] | None = None  # (pid, uid, gid) of a UNIX peer
 
     def describe(self) -> str:
         return f"{self.via} {self.name} ({self.scope})"
+
+    def peer(self) -> Peer:
+        """The audit trail's source: the UNIX peer's credentials, or the token's id."""
+        if self.creds is not None:
+            pid, uid, gid = self.creds
+            return Peer("unix", pid=pid, uid=uid, gid=gid)
+        return Peer("api", addr=f"{self.via}={self.name}")
 
 
 class Sessions:
@@ -93,7 +102,8 @@ def identify(request: web.Request, tokens: TokenStore, sessions: Sessions) -> Wh
     peer = peer_credentials(request)
     if peer is not None:
         pid, uid, _gid = peer
-        return Who("admin" if uid == 0 else "operator", "peer", f"uid {uid} pid {pid}")
+        return Who("admin" if uid == 0 else "operator", "peer", f"uid {uid} pid {pid}",
+                   creds=peer)
     return None
 
 

@@ -88,6 +88,49 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="the id from 'toke
         raise _fail(f"no token with id {token_id}", 1)
 
 
+CA_KEY, CA_CERT = "api-ca-key", "api-ca-cert"  # vault entries of the gateway's CA
+
+
+@app.command("cert")
+def cert(
+    host: Annotated[list[str], typer.Option(
+        "--host", help="a name or IP address the API is reached by (repeat)")],
+    config: ConfigOpt = None,
+) -> None:
+    """Issue the API's HTTPS certificate from the gateway's own CA (kept in the vault).
+
+    Writes [api] keyFile (0600) and certFile, and the CA certificate beside
+    certFile as api-ca.crt for clients to trust. The CA is made on first use.
+    """
+    import os
+
+    from edgesec.api.cert import issue, new_ca
+    from edgesec.crypt import cli as crypt_cli
+
+    path = config or Path("/etc/edgesec/config.ini")
+    api = _settings(path).api
+    if api.cert_file is None or api.key_file is None:
+        raise _fail("set [api] certFile and keyFile first")
+    with crypt_cli._open(crypt_cli._settings(path, None)) as vault:
+        ca_key, ca_cert = vault.get(CA_KEY), vault.get(CA_CERT)
+        if ca_key is None or ca_cert is None:
+            ca_key, ca_cert = new_ca()
+            vault.put_many([(CA_KEY, ca_key), (CA_CERT, ca_cert)])
+            typer.echo("made the gateway's CA (its key stays in the vault)", err=True)
+        try:
+            key_pem, cert_pem = issue(ca_key, ca_cert, host)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    api.key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(api.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key_pem)
+    api.cert_file.write_bytes(cert_pem + ca_cert)
+    ca_path = api.cert_file.with_name("api-ca.crt")
+    ca_path.write_bytes(ca_cert)
+    typer.echo(f"{api.cert_file} (for {', '.join(host)}); trust {ca_path}")
+
+
 # -- views over the API socket ----------------------------------------------------------
 class _UnixHTTP(http.client.HTTPConnection):
     def __init__(self, path: Path, timeout: float) -> None:

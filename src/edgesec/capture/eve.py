@@ -7,7 +7,10 @@ message (parsed with dnspython; queries and answers in EVE dns v2 shape) and
 shutdown). Common keys follow EVE: ``timestamp``, ``flow_id``,
 ``in_iface``, ``src_ip``/``src_port``/``dest_ip``/``dest_port``, ``proto``,
 ``community_id``, ``ether``; so SIEM tooling that ingests Suricata's EVE
-reads these lines unchanged.
+reads these lines unchanged. The file is bounded: at ``eveRotateSize``
+bytes it is renamed to ``eve.json.1`` (replacing the previous one) and a
+new one is started, so the two never hold more than twice that. Lines are
+flushed when the pipeline commits, not per batch.
 """
 
 from __future__ import annotations
@@ -113,11 +116,21 @@ class EveMiddleware:
         """Open the output file (append) and a flow tracker."""
         path = ctx.options.eve_file
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._limit = max(ctx.options.eve_rotate_size, 4096)
         self._out: IO[str] = path.open("a", encoding="utf-8")
         self.tracker = FlowTracker(ctx.options.flow_timeout)
 
     def _write(self, ev: dict[str, Any]) -> None:
         self._out.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        if self._out.tell() >= self._limit:
+            self._out.close()
+            self._path.replace(self._path.with_name(self._path.name + ".1"))
+            self._out = self._path.open("a", encoding="utf-8")
+
+    def on_commit(self) -> None:
+        """Flush the lines written since the last commit."""
+        self._out.flush()
 
     def process(self, batch: Batch) -> None:
         """DNS events for this batch, flow events for flows that ended."""
@@ -138,7 +151,6 @@ class EveMiddleware:
             self._write(ev)
         for flow in self.tracker.expire():
             self._write(flow_event(flow, "timeout"))
-        self._out.flush()
 
     def close(self) -> None:
         """Emit the remaining flows and close the file."""

@@ -1,9 +1,10 @@
 """Capture options: the ``[capture]`` settings the capture code reads.
 
 :class:`CaptureOptions` is a frozen snapshot built from
-``settings.capture`` (attribute names are the INI keys in snake_case; keys
-the config does not carry fall back to the defaults below). It serialises
-to JSON so the capture worker process gets exactly what the service saw.
+``settings.capture`` (attribute names are the INI keys in snake_case). Every
+INI key is declared once, in ``config.CaptureSettings``; the defaults here
+are taken from there, so the two cannot disagree. It serialises to JSON so
+the capture worker process gets exactly what the service saw.
 """
 
 from __future__ import annotations
@@ -13,40 +14,85 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MIDDLEWARES = ("header",)
+from edgesec.config import CaptureSettings
+
+_SETTINGS = {f.name: f.default for f in fields(CaptureSettings)}
+DEFAULT_MIDDLEWARES: tuple[str, ...] = _SETTINGS["middlewares"]
+BLOCK_SIZE = 1 << 17  # TPACKET_V3 block (ring.py): fits a 64 KiB frame
+RING_SLOT = 256  # ring bytes per small packet: 48-byte header + frame, 16-aligned
+RING_HOLD_S = 1.0  # how long the ring must absorb the configured rate unread
+MIN_RING_BLOCKS = 4
+
+
+def _d(name: str) -> Any:
+    """Default of the INI key ``name`` as declared in config.CaptureSettings."""
+    return field(default=_SETTINGS[name])
+
+
+def ring_size(rate: int) -> int:
+    """Ring bytes per interface for ``rate`` packets/s (bufferSize = 0).
+
+    ``rate x RING_SLOT x RING_HOLD_S`` rounded up to whole 128 KiB blocks,
+    at least 4 blocks (512 KiB) and at most 16 MiB.
+    """
+    want = int(max(rate, 0) * RING_SLOT * RING_HOLD_S)
+    blocks = min(max(-(-want // BLOCK_SIZE), MIN_RING_BLOCKS), 128)
+    return blocks * BLOCK_SIZE
+
+
+def reserve_bytes(reserve: str, fs_size: int) -> int:
+    """``captureReserve`` (bytes or ``N%``) in bytes for a filesystem of ``fs_size``."""
+    text = str(reserve).strip()
+    if text.endswith("%"):
+        return int(fs_size * float(text[:-1]) / 100)
+    try:
+        return int(text, 10)
+    except ValueError:
+        return int(text, 0)  # 0x/0o/0b, as config.parse_int
 
 
 @dataclass(frozen=True, slots=True)
 class CaptureOptions:
     """Everything capture needs; see docs/capture.md for each key."""
 
-    capture_db_path: Path = Path("capture.sqlite")
-    filter: str = ""
-    promiscuous: bool = False
-    immediate: bool = False
-    buffer_timeout: int = 10
-    middleware_params: str = ""
-    middlewares: tuple[str, ...] = DEFAULT_MIDDLEWARES
-    capture_interfaces: tuple[str, ...] = ()
-    pcap_dir_path: Path | None = None
-    pcap_rotate_size: int = 16 * 1024 * 1024
-    pcap_rotate_seconds: int = 60
-    pcap_store_size: int = 256 * 1024 * 1024
-    flow_timeout: int = 120
-    eve_path: Path | None = None
-    buffer_size: int = 16 * 1024 * 1024
+    capture_db_path: Path = _d("capture_db_path")
+    filter: str = _d("filter")
+    promiscuous: bool = _d("promiscuous")
+    immediate: bool = _d("immediate")
+    buffer_timeout: int = _d("buffer_timeout")
+    middleware_params: str = _d("middleware_params")
+    middlewares: tuple[str, ...] = _d("middlewares")
+    capture_interfaces: tuple[str, ...] = _d("capture_interfaces")
+    pcap_dir_path: Path | None = _d("pcap_dir_path")
+    pcap_rotate_size: int = _d("pcap_rotate_size")
+    pcap_rotate_seconds: int = _d("pcap_rotate_seconds")
+    pcap_store_size: int = _d("pcap_store_size")
+    flow_timeout: int = _d("flow_timeout")
+    eve_path: Path | None = _d("eve_path")
+    buffer_size: int = _d("buffer_size")
+    capture_rate: int = _d("capture_rate")
+    capture_db_size: int = _d("capture_db_size")
+    capture_max_age: int = _d("capture_max_age")
+    capture_reserve: str = _d("capture_reserve")
+    commit_interval: float = _d("commit_interval")
+    eve_rotate_size: int = _d("eve_rotate_size")
     batch_size: int = 2048
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def store_dir(self) -> Path:
-        """Folder for pcap files: ``pcapDirPath``, else ``<dirname(captureDbPath)>/capture``."""
-        return self.pcap_dir_path or self.capture_db_path.parent / "capture"
+        """Folder for pcap files: ``pcapDirPath``, else ``<dirname(captureDbPath)>/pcap``."""
+        return self.pcap_dir_path or self.capture_db_path.parent / "pcap"
 
     @property
     def eve_file(self) -> Path:
         """EVE JSON-lines output file."""
         return self.eve_path or self.capture_db_path.parent / "eve.json"
+
+    @property
+    def ring_bytes(self) -> int:
+        """Kernel ring per interface: ``bufferSize``, else sized from ``captureRate``."""
+        return self.buffer_size or ring_size(self.capture_rate)
 
     @classmethod
     def from_settings(cls, section: Any, **overrides: Any) -> CaptureOptions:
@@ -83,9 +129,14 @@ class CaptureOptions:
         elif mws is not None:
             v["middlewares"] = tuple(mws)
         for name in ("buffer_timeout", "pcap_rotate_size", "pcap_rotate_seconds",
-                     "pcap_store_size", "flow_timeout", "buffer_size", "batch_size"):
+                     "pcap_store_size", "flow_timeout", "buffer_size", "batch_size",
+                     "capture_rate", "capture_db_size", "capture_max_age", "eve_rotate_size"):
             if name in v:
                 v[name] = int(v[name])
+        if "commit_interval" in v:
+            v["commit_interval"] = float(v["commit_interval"])
+        if "capture_reserve" in v:
+            v["capture_reserve"] = str(v["capture_reserve"])
         for name in ("promiscuous", "immediate"):
             if isinstance(v.get(name), str):
                 v[name] = v[name].strip().lower() in ("1", "true", "yes", "on")

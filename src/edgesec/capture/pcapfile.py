@@ -99,6 +99,12 @@ class PcapReader:
                     f"bad record at offset {self.bytes_read} (packet {self.packets + 1}): "
                     f"caplen {caplen} > wire length {length}")
             end = pos + 16 + caplen
+            if len(buf) < end and pos:
+                # drop what was consumed before reading on: the buffer holds at most
+                # one chunk plus one record, whatever the size of the input
+                buf = buf[pos:]
+                end -= pos
+                pos = 0
             while len(buf) < end and not eof:
                 more = self._stream.read(max(_CHUNK, end - len(buf)))
                 if not more:

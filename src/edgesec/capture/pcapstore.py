@@ -1,7 +1,7 @@
 """Pcap middleware: raw frames into rotating pcap files plus an SQLite index.
 
-Files live in ``<dirname(captureDbPath)>/capture`` (mode 0770, as the
-original). Unlike the original — one pcap file per frame — frames go into
+Files live in ``pcapDirPath``, by default ``<dirname(captureDbPath)>/pcap``
+(mode 0770, as the original). Unlike the original — one pcap file per frame — frames go into
 one open file per interface, rotated at ``pcap_rotate_size`` bytes or
 ``pcap_rotate_seconds``; each file is a standard pcap readable by tcpdump.
 Table ``pcap`` keeps the original's columns (``timestamp`` first frame µs,

@@ -1,56 +1,108 @@
 """The capture pipeline: decode batches and run them through the middlewares.
 
 Shared by live capture (the worker process) and ``edgesec recap``. Owns the
-capture-DB connection (WAL, one transaction per batch, or one for the whole
-run in single-transaction mode) and the middleware instances, in order.
-A middleware that raises is logged and counted, never stops the others.
+capture-DB connection and the middleware instances, in order. Transactions:
+live capture commits by time (``commitInterval`` seconds, or sooner after
+``COMMIT_PACKETS`` packets), so an idle or slow gateway writes a few pages
+every few seconds instead of per batch; recap commits per batch, or once
+for the whole run in single-transaction mode. Live capture also asks a
+:class:`~edgesec.capture.guard.StorageGuard` before every batch and drops
+(and counts) batches while it refuses. A middleware that raises is logged
+and counted, never stops the others.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from edgesec.capture.decode import decode, new_ids
+from edgesec.capture.guard import MIB, StorageGuard
 from edgesec.capture.middleware import Batch, Context, Middleware, load
 from edgesec.capture.options import CaptureOptions
 from edgesec.capture.pcapfile import Packet
 
 log = logging.getLogger(__name__)
 
+# A live transaction is committed after this many packets at the latest: it bounds
+# what one commit (pages spilled into the WAL) and the checkpoint after it (the
+# same pages copied into the DB) can add to the disk between two guard checks
+# (rows are well under 1 KiB per frame).
+COMMIT_PACKETS = 8192
+TXN_BYTES = 8 * MIB
+LIVE_CACHE = 4 * MIB  # live page cache: tables grow at their end, the working set is small
+BULK_CACHE = 16 * MIB
+WAL_CHECKPOINT_PAGES = 1024  # 1 MiB of the live DB's 1 KiB pages (4 MiB of 4 KiB)
+WAL_SIZE_LIMIT = 4 * MIB  # the WAL is truncated to this after a checkpoint
 
-def open_db(path: Path) -> sqlite3.Connection:
-    """Open the capture DB: WAL, synchronous=NORMAL, 5 s busy timeout.
+
+LIVE_PAGE_SIZE = 1024  # a new live DB: each commit rewrites the tail page of every tree it touches
+
+
+def open_db(path: Path, cache: int = BULK_CACHE, page_size: int = 0) -> sqlite3.Connection:
+    """Open the capture DB: WAL, synchronous=NORMAL, 5 s busy timeout, bounded WAL.
 
     Capture data is telemetry: NORMAL keeps every committed batch across a
-    process crash and loses at most the last batches on power loss, at a
-    fraction of FULL's fsync cost.
+    process crash and loses at most the last commit on power loss, at a
+    fraction of FULL's fsync cost. The WAL is checkpointed every 1 MiB and
+    truncated to 4 MiB (``journal_size_limit``), so it cannot grow far
+    beyond one transaction next to the DB. ``page_size`` applies to a new
+    file only (live capture uses 1 KiB: a commit of a few packets rewrites
+    the last page of each table and index it touched, so smaller pages mean
+    fewer bytes written per packet on a quiet gateway).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
+    if page_size:
+        db.execute(f"PRAGMA page_size={page_size}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA cache_size=-32768")
-    db.execute("PRAGMA wal_autocheckpoint=16384")
+    db.execute(f"PRAGMA cache_size=-{cache // 1024}")
+    db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     return db
+
+
+def storage_guard(options: CaptureOptions, db: sqlite3.Connection,
+                  middlewares: Sequence[str]) -> StorageGuard:
+    """The live guard over every place the configured middlewares write to."""
+    paths = [options.capture_db_path.parent]
+    if "pcap" in middlewares:
+        paths.append(options.store_dir)
+    if "eve" in middlewares:
+        paths.append(options.eve_file.parent)
+    return StorageGuard(db, paths, reserve=options.capture_reserve,
+                        db_limit=options.capture_db_size, margin=2 * LIVE_CACHE + TXN_BYTES + MIB)
 
 
 class Pipeline:
     """Decode packets and hand them to the middlewares in order."""
 
     def __init__(self, options: CaptureOptions, middlewares: Sequence[str | Middleware],
-                 *, transaction: bool = False, linktype: int = 1, bulk: bool = False) -> None:
+                 *, transaction: bool = False, linktype: int = 1, bulk: bool = False,
+                 live: bool = False) -> None:
         self.options = options
-        self.db = open_db(options.capture_db_path)
+        self.db = (open_db(options.capture_db_path, LIVE_CACHE, LIVE_PAGE_SIZE) if live
+                   else open_db(options.capture_db_path, BULK_CACHE))
         self.ctx = Context(db=self.db, options=options, linktype=linktype,
                            transaction=transaction, bulk=bulk)
         self.middlewares: list[Middleware] = []
         self.packets = 0
         self.rows = 0
         self.errors = 0
+        self.storage_drops = 0
+        self.commit_interval = options.commit_interval if live else 0.0
+        self.pending = 0  # packets in the open transaction (live/per-batch mode)
+        self._txn_since: float | None = None
+        names = [m if isinstance(m, str) else m.name for m in middlewares]
+        self.guard = storage_guard(options, self.db, names) if live else None
+        if live and "pcap" in names and "cleaner" not in names:
+            log.warning("capture: middleware pcap runs without cleaner; the pcap store is "
+                        "bounded only by the free-space reserve (captureReserve)")
         try:
             for mw in middlewares:
                 inst = load(mw) if isinstance(mw, str) else mw
@@ -67,8 +119,17 @@ class Pipeline:
         # with ``needs_decode = False``)
         self.decoding = any(getattr(m, "needs_decode", True) for m in self.middlewares)
 
-    def feed(self, ifname: str, packets: list[Packet]) -> Batch:
-        """Decode ``packets`` (captured on ``ifname``) and process them."""
+    def feed(self, ifname: str, packets: list[Packet]) -> Batch | None:
+        """Decode ``packets`` (captured on ``ifname``) and process them.
+
+        Returns None (the batch dropped and counted in :attr:`storage_drops`)
+        while the storage guard refuses writing.
+        """
+        if self.check_storage():
+            if self._txn_since is not None:
+                self.commit()
+            self.storage_drops += len(packets)
+            return None
         frames = []
         if self.decoding:
             ids = new_ids(len(packets))
@@ -80,11 +141,25 @@ class Pipeline:
         self.process(batch)
         return batch
 
+    def check_storage(self) -> str:
+        """Ask the guard (live only); logs once when capture pauses and when it resumes."""
+        if self.guard is None:
+            return ""
+        before = self.guard.reason
+        if self.guard.check() != before:
+            if self.guard.reason:
+                log.warning("%s", self.guard.reason)
+            else:
+                log.warning("capture resumed: storage is within its bounds again "
+                            "(%d packets were not stored so far)", self.storage_drops)
+        return self.guard.reason
+
     def process(self, batch: Batch) -> None:
-        """Run one decoded batch through every middleware."""
+        """Run one decoded batch through every middleware; commit when due."""
         own_txn = not self.ctx.transaction
-        if own_txn:
+        if own_txn and self._txn_since is None:
             self.db.execute("BEGIN IMMEDIATE")
+            self._txn_since = time.monotonic()
         try:
             for mw in self.middlewares:
                 try:
@@ -94,11 +169,47 @@ class Pipeline:
                     log.exception("capture middleware %s failed on a batch", mw.name)
         finally:
             if own_txn:
-                self.db.execute("COMMIT")
+                self.pending += len(batch.packets)
+                due = self.due()
+                if due is not None and due <= 0:
+                    self.commit()
+
+    def due(self) -> float | None:
+        """Seconds until the open transaction must be committed (None: none open)."""
+        if self._txn_since is None:
+            return None
+        if self.pending >= COMMIT_PACKETS:
+            return 0.0
+        return self._txn_since + self.commit_interval - time.monotonic()
+
+    def commit(self) -> None:
+        """Let middlewares flush (``on_commit``), then commit the open transaction."""
+        if self._txn_since is None:
+            return
+        for mw in self.middlewares:
+            hook = getattr(mw, "on_commit", None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    self.errors += 1
+                    log.exception("capture middleware %s failed to flush", mw.name)
+        self._txn_since = None
+        self.pending = 0
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> int:
+        """Abandon the open transaction after a storage error; returns packets lost."""
+        lost = self.pending
+        self._txn_since = None
+        self.pending = 0
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        return lost
 
     def close(self) -> None:
         """Close every middleware (reverse order) and commit."""
-        if not self.ctx.transaction:
+        if not self.ctx.transaction and self._txn_since is None:
             self.db.execute("BEGIN IMMEDIATE")
         for mw in reversed(self.middlewares):
             try:

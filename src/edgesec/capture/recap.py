@@ -3,7 +3,10 @@
 ``recap(stream, options, ...)`` reads packets in batches, feeds them to a
 :class:`~edgesec.capture.pipeline.Pipeline` and returns a
 :class:`RecapResult`. A damaged pcap keeps every packet read before the
-damage (committed) and reports the error in the result.
+damage (committed) and reports the error in the result; an input that is
+not a readable pcap (bad header, unsupported link type) creates no DB.
+Memory does not grow with the input: the reader keeps one chunk, the
+pipeline one batch, SQLite a bounded page cache.
 """
 
 from __future__ import annotations
@@ -44,28 +47,29 @@ def recap(stream: BinaryIO, options: CaptureOptions, *, ifname: str = "ifname",
     if reader and linktype != 1:
         error = f"unsupported link type {linktype} (only Ethernet, 1, is decoded)"
         reader = None
+    if reader is None:
+        return RecapResult(packets=0, rows=0, bytes_read=0, error=error)
     pipe = Pipeline(options, middlewares or ("header",),
                     transaction=transaction, linktype=linktype, bulk=True)
+    size = options.batch_size
+    batch: list[Packet] = []
     try:
-        if reader is not None:
-            size = options.batch_size
-            batch: list[Packet] = []
-            try:
-                for pkt in reader:
-                    batch.append(pkt)
-                    if len(batch) >= size:
-                        pipe.feed(ifname, batch)
-                        batch = []
-                        if progress:
-                            progress(pipe.packets, reader.bytes_read)
-            except PcapError as exc:
-                error = str(exc)
-            if batch:
-                pipe.feed(ifname, batch)
-            if progress:
-                progress(pipe.packets, reader.bytes_read)
+        try:
+            for pkt in reader:
+                batch.append(pkt)
+                if len(batch) >= size:
+                    pipe.feed(ifname, batch)
+                    batch = []
+                    if progress:
+                        progress(pipe.packets, reader.bytes_read)
+        except PcapError as exc:
+            error = str(exc)
+        if batch:
+            pipe.feed(ifname, batch)
+        if progress:
+            progress(pipe.packets, reader.bytes_read)
     finally:
         pipe.close()
     return RecapResult(packets=pipe.packets, rows=pipe.rows,
-                       bytes_read=reader.bytes_read if reader else 0,
+                       bytes_read=reader.bytes_read,
                        error=error, middleware_errors=pipe.errors)

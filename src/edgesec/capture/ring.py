@@ -13,10 +13,11 @@ membership), ``buffer_timeout`` (block retire timeout, ms), ``immediate``
 from __future__ import annotations
 
 import mmap
+import os
 import socket
 import struct
 
-from edgesec.capture.bpf import attach
+from edgesec.capture.options import BLOCK_SIZE
 from edgesec.capture.pcapfile import Packet
 
 SOL_PACKET = 263
@@ -28,7 +29,6 @@ TPACKET_V3 = 2
 PACKET_MR_PROMISC = 1
 ETH_P_ALL = 0x0003
 TP_STATUS_USER = 1
-BLOCK_SIZE = 1 << 17  # 128 KiB: fits a 64 KiB frame; small blocks waste little on timeouts
 FRAME_SIZE = 2048
 
 _BLOCK_HDR = struct.Struct("=III").unpack_from  # block_status, num_pkts, offset_to_first_pkt
@@ -65,8 +65,12 @@ class Ring:
             s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self.map = mmap.mmap(s.fileno(), BLOCK_SIZE * self.nblocks, mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
-            if filter_expr:
-                attach(s, filter_expr)
+            if filter_expr:  # ctypes and libpcap only when a filter is configured
+                from edgesec.capture.bpf import BpfError, attach
+                try:
+                    attach(s, filter_expr)
+                except BpfError as exc:
+                    raise CaptureError(str(exc)) from exc
             if promiscuous:
                 s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
                              struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b""))
@@ -99,6 +103,15 @@ class Ring:
             _STATUS.pack_into(mm, base + 8, 0)
             self.block = (self.block + 1) % self.nblocks
         return out
+
+    def take_error(self) -> str:
+        """Read and clear the socket's pending error (what makes poll() say POLLERR).
+
+        The kernel sets it when the interface goes down (ENETDOWN) and keeps
+        POLLERR raised until it is read; unread, every poll() returns at once.
+        """
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return os.strerror(err) if err else ""
 
     def stats(self) -> tuple[int, int]:
         """(packets, drops) seen by the kernel since the ring was opened."""

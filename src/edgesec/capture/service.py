@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from edgesec.capture.options import CaptureOptions
 log = logging.getLogger(__name__)
 
 BRIDGE_POLL_S = 2.0
+RECENT_ERROR_S = 60.0  # a socket error this recent makes capture "degraded"
 
 
 class CaptureError(RuntimeError):
@@ -191,17 +193,37 @@ class CaptureService:
                 await asyncio.wait_for(self._reader, 5)
             self._reader = None
 
+    def health(self) -> tuple[str, str]:
+        """``(state, why)`` for STATUS: failed when the worker is down with an error,
+        degraded while storage is refused or after a recent socket error."""
+        s = self._last
+        if self.pid is None:
+            if self._error and not self._stopping:
+                return "failed", self._error
+            return "ok", ""
+        if s.get("storage"):
+            return "degraded", s["storage"]
+        age = time.time() - float(s.get("last_error_at") or 0)
+        if s.get("last_error") and age < RECENT_ERROR_S:
+            return "degraded", f"socket error {s['last_error']} {age:.0f} s ago"
+        return "ok", ""
+
     def counters(self) -> dict[str, float]:
         """Captured packets and drops, the kernel's and our own (for metrics)."""
         s = self._last
         return {"packets": s.get("packets", 0), "dropped|by=kernel": s.get("kernel_drops", 0),
-                "dropped|by=edgesec": s.get("own_drops", 0)}
+                "dropped|by=edgesec": s.get("own_drops", 0),
+                "dropped|by=storage": s.get("storage_drops", 0)}
 
     def status(self) -> str:
-        """One line: state, pid, packets and drops."""
+        """One line: state, pid, packets and drops (and storage/socket trouble)."""
         s = self._last
         counters = (f"packets {s.get('packets', 0)} kernel_drops {s.get('kernel_drops', 0)} "
                     f"own_drops {s.get('own_drops', 0)}")
+        if s.get("storage_drops"):
+            counters += f" storage_drops {s['storage_drops']}"
+        if s.get("errors"):
+            counters += f" socket_errors {s['errors']} (last {s.get('last_error', '')})"
         if self.pid is not None:
             extra = f" restarts {self._restarts}" if self._restarts else ""
             return f"running pid {self.pid} on {','.join(self.interfaces)} {counters}{extra}"

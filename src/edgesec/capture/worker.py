@@ -3,9 +3,13 @@
 Run as ``python -m edgesec.capture.worker --options JSON --interface IF ...``
 (the :class:`~edgesec.capture.service.CaptureService` does this). It opens
 one TPACKET_V3 ring per interface, polls them, feeds every batch to the
-middleware pipeline and prints one JSON status line per second (and a
-``{"ready": true}`` line once capturing, or ``{"error": ...}`` and exit 2).
-SIGTERM/SIGINT stop it cleanly: the last batches are stored and the
+middleware pipeline and prints a JSON status line when its counters changed,
+at most once a second (and a ``{"ready": true}`` line once capturing, or
+``{"error": ...}`` and exit 2). Idle, it sleeps in poll() until a ring block
+is ready, a transaction is due or a signal arrives (signal wake-up fd): no
+periodic wake-ups. A socket error (POLLERR, e.g. the bridge went down) is
+read and cleared (SO_ERROR), counted and reported, so it cannot spin the
+loop. SIGTERM/SIGINT stop it cleanly: the last batches are stored and the
 middlewares closed. A batch the pipeline fails to store is dropped and
 counted as an own drop; the capture keeps running.
 """
@@ -23,12 +27,14 @@ import sys
 import time
 from typing import Any
 
-from edgesec.capture.bpf import BpfError
 from edgesec.capture.options import CaptureOptions
 from edgesec.capture.pipeline import Pipeline
 from edgesec.capture.ring import CaptureError, Ring
+from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger("edgesec.capture.worker")
+STATUS_EVERY_S = 1.0  # at most one status line per second, and only on change
+PAUSED_RECHECK_S = 5.0  # while storage is refused, look again this often
 
 
 class Worker:
@@ -42,8 +48,8 @@ class Worker:
                 self.rings.append(Ring(
                     ifname, filter_expr=options.filter, promiscuous=options.promiscuous,
                     immediate=options.immediate, buffer_timeout=options.buffer_timeout,
-                    buffer_size=options.buffer_size))
-            self.pipeline = Pipeline(options, options.middlewares)
+                    buffer_size=options.ring_bytes))
+            self.pipeline = Pipeline(options, options.middlewares, live=True)
         except BaseException:
             self.close_rings()
             raise
@@ -51,6 +57,11 @@ class Worker:
         self.packets = 0
         self.own_drops = 0
         self.batches = 0
+        self.errors: dict[str, int] = {r.ifname: 0 for r in self.rings}
+        self.last_error = ""
+        self.last_error_at = 0.0  # wall clock, for "N s ago"
+        self._drop_log = RateLimitedLog(log, "dropped-batch errors", level=logging.ERROR)
+        self._err_log = RateLimitedLog(log, "socket errors")
 
     def close_rings(self) -> None:
         """Close every ring."""
@@ -65,46 +76,102 @@ class Worker:
             kp, kd = ring.stats()
             kernel_packets += kp
             kernel_drops += kd
-            per_if[ring.ifname] = {"kernel_packets": kp, "kernel_drops": kd}
+            per_if[ring.ifname] = {"kernel_packets": kp, "kernel_drops": kd,
+                                   "errors": self.errors[ring.ifname]}
+        pipe = self.pipeline
         return {"pid": os.getpid(), "packets": self.packets, "kernel_packets": kernel_packets,
                 "kernel_drops": kernel_drops, "own_drops": self.own_drops,
-                "batches": self.batches, "middleware_errors": self.pipeline.errors,
-                "interfaces": per_if, **self.pipeline.ctx.stats}
+                "storage_drops": pipe.storage_drops,
+                "storage": pipe.guard.reason if pipe.guard else "",
+                "errors": sum(self.errors.values()), "last_error": self.last_error,
+                "last_error_at": self.last_error_at,
+                "batches": self.batches, "middleware_errors": pipe.errors,
+                "interfaces": per_if, **pipe.ctx.stats}
 
     def _feed(self, ring: Ring, packets: list) -> None:
         size = self.options.batch_size
         for i in range(0, len(packets), size):
             chunk = packets[i:i + size]
             try:
-                self.pipeline.feed(ring.ifname, chunk)
-                self.packets += len(chunk)
-                self.batches += 1
-            except Exception:
-                self.own_drops += len(chunk)
-                log.exception("dropping a batch of %d packets", len(chunk))
-                with contextlib.suppress(Exception):  # no transaction open
-                    self.pipeline.db.execute("ROLLBACK")
+                if self.pipeline.feed(ring.ifname, chunk) is not None:
+                    self.packets += len(chunk)
+                    self.batches += 1
+            except Exception as exc:
+                self._lose(len(chunk), exc)
 
-    def run(self, emit) -> None:
-        """Capture until :attr:`stop`; ``emit(dict)`` writes a status line."""
+    def _lose(self, count: int, exc: Exception) -> None:
+        """A storage error: the open transaction and this chunk are lost, counted."""
+        try:
+            lost = self.pipeline.rollback()
+        except Exception:
+            lost = 0
+        self.own_drops += count + lost
+        self.packets -= lost
+        self._drop_log.log("dropping %d packets: %s", count + lost, exc)
+
+    def _commit(self) -> None:
+        try:
+            self.pipeline.commit()
+        except Exception as exc:
+            self._lose(0, exc)
+
+    def _socket_error(self, ring: Ring) -> None:
+        why = ring.take_error()
+        if why:
+            self.errors[ring.ifname] += 1
+            self.last_error = f"{ring.ifname}: {why}"
+            self.last_error_at = time.time()
+            self._err_log.log("capture socket error on %s: %s", ring.ifname, why)
+
+    def run(self, emit, wakeup_fd: int | None = None) -> None:
+        """Capture until :attr:`stop`; ``emit(dict)`` writes a status line.
+
+        ``wakeup_fd`` (the read end of the signal wake-up pipe) ends a poll()
+        when a signal arrives, so the loop can sleep without a timeout.
+        """
         poller = select.poll()
-        for ring in self.rings:
-            poller.register(ring.fileno(), select.POLLIN | select.POLLERR)
-        next_status = time.monotonic() + 1.0
+        by_fd = {ring.fileno(): ring for ring in self.rings}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN | select.POLLERR)
+        if wakeup_fd is not None:
+            poller.register(wakeup_fd, select.POLLIN)
+        dirty = True  # counters changed since the last status line
+        next_status = recheck = 0.0
         while not self.stop:
             busy = False
             for ring in self.rings:  # round robin: one burst per ring per turn
                 packets = ring.read(4)
                 if packets:
-                    busy = True
+                    busy = dirty = True
                     self._feed(ring, packets)
+            due = self.pipeline.due()
+            if due is not None and due <= 0:
+                self._commit()
+                due = None
             now = time.monotonic()
-            if now >= next_status:
+            if dirty and now >= next_status:
                 emit(self.status())
-                next_status = now + 1.0
-            if not busy:
-                with contextlib.suppress(InterruptedError):
-                    poller.poll(100)
+                dirty = False
+                next_status = now + STATUS_EVERY_S
+            if busy:
+                continue
+            guard = self.pipeline.guard
+            if guard is not None and guard.reason and now >= recheck:
+                self.pipeline.check_storage()  # paused: notice space coming back, even idle
+                dirty = True
+                recheck = now + PAUSED_RECHECK_S
+            waits = [d for d in (due, next_status - now if dirty else None,
+                                 recheck - now if guard is not None and guard.reason else None)
+                     if d is not None]
+            timeout = max(0, int(min(waits) * 1000) + 1) if waits else None
+            with contextlib.suppress(InterruptedError):
+                for fd, ev in poller.poll(timeout):
+                    if fd == wakeup_fd:
+                        with contextlib.suppress(OSError):
+                            os.read(fd, 512)
+                    elif ev & (select.POLLERR | select.POLLHUP) and fd in by_fd:
+                        self._socket_error(by_fd[fd])
+                        dirty = True
         for ring in self.rings:
             self._feed(ring, ring.read(ring.nblocks))
 
@@ -134,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(5)
     try:
         worker = Worker(CaptureOptions.from_json(args.options), args.interface)
-    except (CaptureError, BpfError, OSError) as exc:
+    except (CaptureError, OSError) as exc:
         emit({"error": str(exc)})
         return 2
 
@@ -143,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wfd)
     emit({"ready": True, "pid": os.getpid(), "interfaces": args.interface})
     try:
-        worker.run(emit)
+        worker.run(emit, rfd)
     finally:
         status = worker.status()
         worker.close()

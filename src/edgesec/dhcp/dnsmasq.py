@@ -17,7 +17,8 @@ adds, after them:
 * ``no-ping``: dnsmasq otherwise waits ~3 s per new lease pinging the address;
   the firewall's anti-spoofing already makes an address unusable to anyone but
   its lease holder;
-* ``pid-file=`` (none: we track dnsmasq by the pid we started).
+* ``pid-file=`` (none: we track dnsmasq by the pid we started; it dies with
+  the daemon through ``PR_SET_PDEATHSIG``, see :mod:`edgesec.process`).
 
 With ``[dns] localOnlyWithoutNat = true`` (the default) the ``server=`` lines
 are left out: this instance answers local names only, and devices with NAT
@@ -197,7 +198,7 @@ class DhcpService:
         if not self.run:
             return
         self.proc = SupervisedProcess(dnsmasq_argv(self.settings), "dnsmasq",
-                                      min_backoff=0.2, max_backoff=5.0)
+                                      min_backoff=0.2, max_backoff=5.0, stop_timeout=1.0)
         await self.proc.start()
         if dnsfwd.forwarder_port(self.settings):
             self.forwarder = SupervisedProcess(dnsfwd.forwarder_argv(self.settings),
@@ -220,10 +221,31 @@ class DhcpService:
         if self.proc is not None:
             await self.proc.stop()
 
-    async def reload(self) -> None:
-        """Regenerate the files and restart dnsmasq (it does not re-read -C on SIGHUP)."""
+    async def reload(self, settings: Any = None) -> bool:
+        """SIGHUP: regenerate the files from ``settings``; restart dnsmasq if they changed.
+
+        dnsmasq does not re-read ``-C`` on SIGHUP, hence the restart (leases
+        survive in the lease file).  Settings that cannot be rendered raise
+        :class:`DhcpConfigError` before anything is touched.  True if restarted.
+        """
+        new = settings if settings is not None else self.settings
+        render_config(new)  # validate before changing anything
+        d = new.dhcp
+        before = _read(Path(self.settings.dhcp.dhcp_config_path))
+        self.settings = new
+        if not self.run:
+            self.write_files()
+            return False
+        changed = (before != render_config(new) + "\n"
+                   or dnsmasq_argv(new) != (self.proc.argv if self.proc else None)
+                   or _read(Path(d.dhcp_script_path)) != render_hook_script(
+                       new.supervisor.supervisor_control_path))
+        if not changed and self.proc is not None:
+            return False
         await self.stop()
         await self.start()
+        log.info("dnsmasq restarted on the new configuration")
+        return True
 
     @property
     def pid(self) -> int | None:
@@ -234,6 +256,17 @@ class DhcpService:
             return "config written (dnsmasq not run)"
         fwd = f"; forwarder {self.forwarder.status()}" if self.forwarder is not None else ""
         return f"dnsmasq {self.proc.status()}{fwd}"
+
+    def health(self) -> tuple[str, str]:
+        """``failed`` while dnsmasq crash-loops (STATUS must not say ok then)."""
+        return self.proc.health() if self.proc is not None else ("ok", "")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def ranges_for(settings: Any) -> Iterable[RangeLine]:

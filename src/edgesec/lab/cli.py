@@ -64,13 +64,15 @@ def up(
     _print_status(lab)
     with contextlib.suppress(ClientError, OSError):
         for line in lab.ctl("STATUS").splitlines():
-            if " failed " in line:
+            if " failed " in line or " degraded " in line:
                 console.print(f"service {line}", style="yellow")
     failed = [d for d in lab.state.devices if d.state != "joined"]
     console.print(
         f"lab {prefix} is up: {len(lab.state.devices) - len(failed)} "
         f"devices joined; state in {lab.dir}"
     )
+    if lab.state.api_url:
+        typer.echo(f"dashboard and API: {lab.state.api_url}  (token: {lab.state.api_token})")
     for d in failed:
         console.print(f"{d.name}: {d.state} {d.error}", style="yellow")
     if failed:

@@ -25,6 +25,7 @@ POOL_FIRST_VLAN = 100
 OPEN_VLAN = 1
 OPEN_SUBNET = ipaddress.IPv4Network("10.0.1.0/24")
 MIN_POOL = 16
+API_PORT = 8080  # the management API on the gateway namespace's loopback
 SLACK = 4  # spare pool subnets beyond the requested devices
 
 
@@ -100,7 +101,7 @@ def sections(
         "capture": {
             "captureDbPath": "capture.sqlite",
             "pcapDirPath": "pcap",
-            "middlewares": "header",
+            "middlewares": "header,cleaner",
             "immediate": True,
             "promiscuous": True,
         },
@@ -127,6 +128,7 @@ def sections(
             f"dhcpRange{OPEN_VLAN}": f"{OPEN_VLAN},{gw + 1},{OPEN_SUBNET.broadcast_address - 1},"
             f"{OPEN_SUBNET.netmask},24h",
         },
+        "api": {"socketPath": "api.sock", "port": API_PORT, "tokenFile": "api-tokens.json"},
         "interfaces": {
             "bridgePrefix": "br",
             "interfacePrefix": "br",

@@ -39,6 +39,7 @@ from edgesec.lab.state import DEFAULT_PREFIX, DeviceState, LabState, check_prefi
 
 AGENT_MARKER = "edgesec.lab.agent"
 DAEMON_MARKER = "edgesec.cli run"
+FORWARD_MARKER = "edgesec.lab.forward"
 BRIDGE_WAIT_S = 5.0
 
 
@@ -171,6 +172,37 @@ class Lab:
         st.save()
         self._precreate_bridges(settings, devices)
         self.start_daemon()
+        if settings.api.port and settings.api.token_file is not None:
+            self._forward_api(settings.api.port, settings.api.token_file)
+
+    def _forward_api(self, port: int, token_file: Path) -> None:
+        """An admin token and the API/dashboard on the host's loopback (first free port)."""
+        from edgesec.api.tokens import TokenStore
+
+        st = self.state
+        st.api_token, _ = TokenStore(token_file).create("admin", "lab")
+        host_port = _free_port(port)
+        assert self.topo is not None
+        proc = self.topo.popen(
+            None, [sys.executable, "-m", FORWARD_MARKER, "--listen", str(host_port),
+                   "--netns", st.gateway_ns, "--to", str(port)], ready="ready")
+        st.forwarder_pid = proc.pid
+        st.api_url = f"http://127.0.0.1:{host_port}/"
+        st.save()
+
+    def api(self, method: str, path: str, body: object = None) -> object:
+        """Call the lab gateway's management API with the lab's token; JSON in and out."""
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(
+            self.state.api_url.rstrip("/") + path, method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.state.api_token}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as res:
+            raw = res.read()
+        return json.loads(raw) if raw else None
 
     def _precreate_bridges(self, settings: object, devices: int) -> None:
         """Create (down, without address) the pool bridges the devices will get.
@@ -421,6 +453,8 @@ def down(prefix: str = DEFAULT_PREFIX, root: Path | None = None) -> list[str]:
                 removed.append(f"agent of {dev.name} (pid {dev.agent_pid})")
         if daemon.terminate(state.daemon_pid, DAEMON_MARKER, grace=20.0, group=True):
             removed.append(f"edgesec daemon (pid {state.daemon_pid})")
+        if daemon.terminate(state.forwarder_pid, FORWARD_MARKER, grace=2.0):
+            removed.append(f"API forwarder (pid {state.forwarder_pid})")
     removed += [f"namespace {n}" for n in tb.down(prefix)]
     # the test bed's tempfile.mkdtemp(prefix="<prefix>-"): exactly 8 random characters
     workdirs = {
@@ -438,3 +472,17 @@ def down(prefix: str = DEFAULT_PREFIX, root: Path | None = None) -> list[str]:
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(f"directory {directory}")
     return removed
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` if nothing on the host's loopback holds it, else any free port."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise LabError("no free port on 127.0.0.1 for the API forwarder")

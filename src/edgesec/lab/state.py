@@ -74,6 +74,9 @@ class LabState:
     crypt_passphrase: str = ""
     capture_db: str = ""
     pids: list[int] = field(default_factory=list)  # other processes the lab started
+    api_url: str = ""  # the dashboard/API, forwarded to the host's loopback
+    api_token: str = ""  # an admin token for the lab's API (the lab's own secret)
+    forwarder_pid: int | None = None
     devices: list[DeviceState] = field(default_factory=list)
 
     @property

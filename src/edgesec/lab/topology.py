@@ -127,9 +127,9 @@ def down(prefix: str) -> list[str]:
     return names
 
 
-def ns_cmd(ns: str, argv: Sequence[str]) -> list[str]:
-    """The argv that runs ``argv`` inside network namespace ``ns``."""
-    return ["ip", "netns", "exec", ns, *argv]
+def ns_cmd(ns: str | None, argv: Sequence[str]) -> list[str]:
+    """The argv that runs ``argv`` inside network namespace ``ns`` (None: the host's)."""
+    return list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
 
 
 def run(
@@ -307,7 +307,7 @@ class Topology:
             ipr.link("set", index=ipr.link_lookup(ifname="eth0")[0], address=mac)
 
     # -- processes -----------------------------------------------------------
-    def popen(self, ns: str, argv: Sequence[str], *, ready: str | None = None,
+    def popen(self, ns: str | None, argv: Sequence[str], *, ready: str | None = None,
               ready_timeout: float = 10, **kw: object) -> subprocess.Popen[str]:
         """Start ``argv`` in ``ns``; tracked and killed by pid on close.
 

@@ -167,7 +167,19 @@ class SubnetService:
                     if found:
                         await ipr.link("set", index=found[0], state="down")
 
-    async def reload(self) -> None:
+    async def reload(self, settings: Any = None) -> None:
+        """SIGHUP: take the new ``[interfaces]``; create new bridges, delete dropped ones.
+
+        A subnet whose bridge name or addressing changed is a dropped one plus a
+        new one (its devices' ports leave the old bridge: fail closed).
+        """
+        if settings is not None:
+            new = {s.vlan: s for s in settings.interfaces.subnets}
+            gone = [sub for vlan, sub in self.subnets.items() if new.get(vlan) != sub]
+            self.settings = settings
+            self.subnets = new
+            self.pool_vlans = frozenset(getattr(settings.interfaces, "pool_vlans", frozenset()))
+            await self._delete_bridges([s.bridge for s in gone if s.bridge in self.ensured])
         await self.ensure_vlans(set(self.subnets) - self.pool_vlans | self._used_pool_vlans())
 
     def health(self) -> tuple[str, str]:
@@ -175,6 +187,21 @@ class SubnetService:
         if self.errors:
             return "degraded", "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
         return "ok", ""
+
+    async def _delete_bridges(self, names: list[str]) -> None:
+        if not names:
+            return
+        async with self._lock, AsyncIPRoute() as ipr:
+            for name in names:
+                self.ensured.discard(name)
+                self.errors.pop(name, None)
+                try:
+                    found = await ipr.link_lookup(ifname=name)
+                    if found:
+                        await ipr.link("del", index=found[0])
+                    log.info("bridge %s deleted (no longer configured)", name)
+                except Exception as exc:
+                    log.error("bridge %s: cannot delete: %s", name, exc)
 
     def status(self) -> str:
         text = f"{len(self.ensured)} bridges up"
