@@ -8,7 +8,8 @@ the process has been idle for ``--settle`` seconds):
 * minimal: every service off (tests/daemon.py's base config, no management API);
 * lab: the lab's gateway config (``edgesec.lab.gwconfig``) minus capture, inside
   its own network namespaces (subnets, firewall, RADIUS, dnsmasq, mDNS, vault),
-  once without and once with the management API (``[api]`` on a socket);
+  once with the management API as the lab configures it (socket and TCP port)
+  and once with ``[api]`` off;
 * the minimal and the lab daemon again after 1,000 devices were added with
   ``ACCEPT_MAC`` (per-device state must stay bounded).
 
@@ -96,12 +97,31 @@ def lab(tmp: Path, settle: float, devices: int, api: bool) -> tuple[float, float
         lab_secrets = gwconfig.LabSecrets.generate()
         text = gwconfig.render(16, lab_secrets).replace(
             "execCapture = true", "execCapture = false")
-        text += f'\n[api]\nsocketPath = "{tmp / "api.sock" if api else ""}"\n'
+        if not api:  # the lab's own [api] section (socket and port) replaced by "off"
+            text = replace_section(text, "api", 'socketPath = ""\nport = 0\n')
         config = tmp / "config.ini"
         config.write_text(text)
         daemon = Daemon(config, netns=topo.gateway, verbosity=0,
                         env={"EDGESEC_CRYPT_PASSPHRASE": lab_secrets.crypt_passphrase})
         return daemon_rss(daemon, settle, devices, [gwconfig.OPEN_VLAN])
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` (INI) with the keys of section ``[name]`` replaced by ``body``."""
+    out: list[str] = []
+    skipping = found = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            skipping = line.strip() == f"[{name}]"
+            if skipping:
+                found = True
+                out.append(line + body + "\n")
+                continue
+        if not skipping:
+            out.append(line)
+    if not found:
+        out.append(f"\n[{name}]\n{body}")
+    return "".join(out)
 
 
 def span(values: list[float]) -> str:

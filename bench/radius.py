@@ -442,7 +442,11 @@ def main() -> None:
                         runs[label][c].append(load(port, c, args.seconds))
                 finally:
                     proc.terminate()
-                    proc.wait(10)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:  # a loaded machine: do not leave it
+                        proc.kill()
+                        proc.wait(10)
     results = {label: {c: median_result(rs) for c, rs in per.items()}
                for label, per in runs.items()}
     print(f"median of {args.rounds} rounds")
