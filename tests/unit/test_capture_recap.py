@@ -257,6 +257,7 @@ def random_frames_pcap(path: Path, size: int) -> None:
             n += 16 + ln
 
 
+@pytest.mark.slow  # recaps two large generated captures in child processes
 def test_recap_memory_does_not_grow_with_the_input(tmp_path):
     peaks = {}
     for mb in (60, 180):  # both past the point where SQLite's page cache is full

@@ -9,6 +9,7 @@ the end of a bulk import, which is cheaper than maintaining them row by row).
 
 from __future__ import annotations
 
+from edgesec.capture.decode import Row
 from edgesec.capture.middleware import Batch, Context
 from edgesec.capture.schema import INDEXES, TABLE_NAMES, create_statement, insert_statement
 
@@ -31,7 +32,7 @@ class HeaderMiddleware:
 
     def process(self, batch: Batch) -> None:
         """Insert the batch's rows, one executemany per table."""
-        lists: dict[str, list[tuple]] = {t: [] for t in TABLE_NAMES}
+        lists: dict[str, list[Row]] = {t: [] for t in TABLE_NAMES}
         appends = {t: lst.append for t, lst in lists.items()}
         for rows in batch.frames:
             for table, row in rows.items():

@@ -25,9 +25,11 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edgesec.capture.options import CaptureOptions
+from edgesec.capture.pcapfile import Packet
 from edgesec.capture.pipeline import Pipeline
 from edgesec.capture.ring import CaptureError, Ring
 from edgesec.supervisor.ratelog import RateLimitedLog
@@ -88,7 +90,7 @@ class Worker:
                 "batches": self.batches, "middleware_errors": pipe.errors,
                 "interfaces": per_if, **pipe.ctx.stats}
 
-    def _feed(self, ring: Ring, packets: list) -> None:
+    def _feed(self, ring: Ring, packets: list[Packet]) -> None:
         size = self.options.batch_size
         for i in range(0, len(packets), size):
             chunk = packets[i:i + size]
@@ -123,7 +125,7 @@ class Worker:
             self.last_error_at = time.time()
             self._err_log.log("capture socket error on %s: %s", ring.ifname, why)
 
-    def run(self, emit, wakeup_fd: int | None = None) -> None:
+    def run(self, emit: Callable[[dict[str, Any]], None], wakeup_fd: int | None = None) -> None:
         """Capture until :attr:`stop`; ``emit(dict)`` writes a status line.
 
         ``wakeup_fd`` (the read end of the signal wake-up pipe) ends a poll()

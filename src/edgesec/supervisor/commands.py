@@ -23,6 +23,7 @@ from edgesec.supervisor.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 Channel = Literal["unix", "udp", "udp-auth"]
+Address = str | tuple[str, int]  # where replies go: a UNIX socket path or (ip, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class Request:
     name: str
     args: tuple[str, ...]
     channel: Channel = "unix"
-    peer: object = None
+    peer: tuple[Channel, Address | None] | None = None  # None: an unbound UNIX client
 
 
 Handler = Callable[[Request], str]
@@ -78,8 +79,11 @@ class CommandTable:
     def register_family(self, names: frozenset[str], handle: Callable[[str, tuple[str, ...]], str],
                         secret: frozenset[str] = frozenset()) -> None:
         """Register commands served by one ``handle(name, args) -> reply`` function."""
+        def handler(r: Request) -> str:
+            return handle(r.name, r.args)
+
         for name in names:
-            self.register(name, lambda r, _h=handle: _h(r.name, r.args), None, name in secret)
+            self.register(name, handler, None, name in secret)
 
     def dispatch(self, request: Request) -> str:
         reply = self._dispatch(request)

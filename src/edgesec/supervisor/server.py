@@ -33,7 +33,7 @@ from edgesec.supervisor.audit import (
     Peer,
     unix_credentials,
 )
-from edgesec.supervisor.commands import Channel, CommandTable, Request
+from edgesec.supervisor.commands import Address, Channel, CommandTable, Request
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class SupervisorServer:
             self.udp_off_reason = "no key"
             udp_port = 0
         self.udp_port = udp_port
-        self.subscribers: collections.OrderedDict[tuple[str, Any], int] = \
+        self.subscribers: collections.OrderedDict[tuple[Channel, Address], int] = \
             collections.OrderedDict()
         self.bad = RateLimitedLog(log, "malformed datagrams")
         self.malformed = 0
@@ -275,7 +275,7 @@ class SupervisorServer:
 
     # -- events ------------------------------------------------------------------
     def _subscribe(self, q: Request) -> str:
-        channel, addr = q.peer  # type: ignore[misc]
+        channel, addr = q.peer if q.peer is not None else (q.channel, None)
         if not addr:
             return proto.FAIL  # an unbound UNIX client cannot receive events
         key = (channel, addr)
@@ -287,7 +287,9 @@ class SupervisorServer:
         return proto.OK
 
     def _unsubscribe_peer(self, q: Request) -> str:
-        self.subscribers.pop(q.peer, None)  # type: ignore[arg-type]
+        channel, addr = q.peer if q.peer is not None else (q.channel, None)
+        if addr:
+            self.subscribers.pop((channel, addr), None)
         return proto.OK
 
     def _on_event(self, event: Event) -> None:
