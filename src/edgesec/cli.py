@@ -14,7 +14,8 @@ if __name__ == "__main__" and sys.argv[1:2] == ["run"]:
     # which would stay resident for its whole life (edgesec.runcmd).
     from edgesec.runcmd import main as _run_main
 
-    sys.exit(_run_main())
+    _run_main()  # exits with the daemon's status
+    sys.exit(0)
 
 import typer
 

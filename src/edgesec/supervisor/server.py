@@ -115,6 +115,7 @@ class _Endpoint:
                 log.debug("%s socket error: %s", channel, exc)
                 return
             constant = constants.get(data)
+            reply: bytes | None
             if constant is not None:
                 reply, key = constant
                 results[key] += 1
