@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
+
+if __name__ == "__main__" and sys.argv[1:2] == ["run"]:
+    # The daemon (`python -m edgesec.cli run`): started without typer/rich/pydantic,
+    # which would stay resident for its whole life (edgesec.runcmd).
+    from edgesec.runcmd import main as _run_main
+
+    _run_main()  # exits with the daemon's status
+    sys.exit(0)
 
 import typer
 
@@ -78,20 +85,11 @@ def run(
         "--log-format", help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads)."""
-    if log_format not in ("text", "json"):
-        typer.echo(f"edgesec: --log-format must be text or json, not {log_format!r}", err=True)
-        raise typer.Exit(2)
-    setup_logging(debug, log_format)
-    settings = _load(config)
-    from edgesec.gateway import Gateway
+    from edgesec.runcmd import run_gateway
 
-    try:
-        gateway = Gateway(settings)
-        asyncio.run(gateway.run())
-    except Exception as exc:
-        logging.getLogger("edgesec").debug("start-up failed", exc_info=True)
-        typer.echo(f"edgesec: {exc}", err=True)
-        raise typer.Exit(1) from None
+    code = run_gateway(config, debug, log_format)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
