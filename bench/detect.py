@@ -123,7 +123,7 @@ def memory() -> None:
           f"packets {size(windows) / 1024:.0f} KiB")
 
 
-def lab(benign: float, rounds: int) -> None:
+def lab(benign: float, rounds: int, devices: int = 5) -> None:
     from edgesec.lab import gwconfig
     from edgesec.lab import lab as lab_mod
     from edgesec.lab.scenario import attack
@@ -140,7 +140,7 @@ def lab(benign: float, rounds: int) -> None:
     prefix = "bdet" + os.urandom(2).hex()
     the_lab = lab_mod.Lab.create(prefix)
     try:
-        the_lab.up(5)
+        the_lab.up(devices)
         t0 = time.time()
         time.sleep(benign)
         db = sqlite3.connect(the_lab.dir / "detect.sqlite")
@@ -151,7 +151,7 @@ def lab(benign: float, rounds: int) -> None:
         held = the_lab.ctl("GET_QUARANTINE").strip()
         print(f"false positives: {len(fps)} alerts of severity >= 2 and "
               f"{0 if held == 'OK' else len(held.splitlines())} quarantines over {benign:.0f} s "
-              f"of benign lab traffic (5 devices with agents, learning window {learning} s; "
+              f"of benign lab traffic ({devices} devices with agents, learning window {learning} s; "
               f"{len(rows) - len(fps)} low-severity alerts) {fps[:5]}")
         names = [d.name for d in the_lab.state.devices]
         lat: dict[str, list[float]] = {k: [] for k in SCENARIOS}
@@ -187,6 +187,7 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=50_000)
     ap.add_argument("--benign", type=float, default=120.0)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--devices", type=int, default=5, help="lab devices for the benign run")
     args = ap.parse_args()
     if args.quick:
         args.packets, args.benign, args.rounds = 10_000, 20.0, 1
@@ -196,7 +197,7 @@ def main() -> int:
         if os.geteuid() != 0:
             print("lab part skipped: needs root", file=sys.stderr)
         else:
-            lab(args.benign, args.rounds)
+            lab(args.benign, args.rounds, args.devices)
     return 0
 
 
