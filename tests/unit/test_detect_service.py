@@ -97,3 +97,14 @@ def test_world_lists_devices_nat_and_bridge_peers(tmp_path: Path) -> None:
     assert devs[A]["nat"] and devs[A]["peers"] == ["10.0.2.10"]
     assert devs[B]["peers"] == ["10.0.1.10"] and devs[C]["peers"] == []
     json.dumps(world)
+
+
+def test_world_counts_group_peers_and_access_openers_as_allowed(tmp_path: Path) -> None:
+    """Traffic a group or an access rule allows is not a blocked attempt (no lateral alert)."""
+    svc, reg, _ = make(tmp_path)
+    reg.groups.add_member("cams", A)
+    reg.groups.add_member("cams", B)
+    reg.groups.add_access(C, A, "tcp", 80)
+    devs = {d["mac"]: d for d in svc.world()["devices"]}
+    assert devs[A]["peers"] == ["10.0.2.10"] and devs[B]["peers"] == ["10.0.1.10"]
+    assert devs[C]["peers"] == ["10.0.1.10"]  # the opener; A only answers C

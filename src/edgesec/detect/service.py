@@ -32,7 +32,8 @@ audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail l
 
 WORLD_DEBOUNCE_S = 0.1
 MAX_PENDING_BYTES = 4 * 1024 * 1024  # unread world snapshots kept for the worker
-WATCHED = ("device", "ip", "bridge_added", "bridge_removed")
+WATCHED = ("device", "ip", "bridge_added", "bridge_removed", "group_changed", "access_added",
+           "access_removed")
 
 
 def eve_path(settings: Any) -> Path:
@@ -126,6 +127,14 @@ class DetectService:
         for a, b in reg.bridges():
             peers.setdefault(a, set()).update(ips.get(b, ()))
             peers.setdefault(b, set()).update(ips.get(a, ()))
+        # groups open both directions; an access rule lets its opener connect (the other
+        # side only answers): neither is a blocked attempt
+        for group, mac in reg.groups.memberships():
+            for other in reg.groups.members(group):
+                if other != mac:
+                    peers.setdefault(mac, set()).update(ips.get(other, ()))
+        for rule in reg.groups.rules():
+            peers.setdefault(rule.src, set()).update(ips.get(rule.dst, ()))
         return {
             "gateway_ips": self.gateway_ips(),
             "gateway_macs": [],
