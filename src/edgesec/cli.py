@@ -49,10 +49,7 @@ def setup_logging(verbosity: int, log_format: str = "text") -> None:
     from edgesec.logsetup import setup_logging as _setup
 
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
-    _setup(level, log_format)
-    from edgesec.ratelog import install
-
-    install()  # nothing a device or client repeats can flood the log
+    _setup(level, log_format)  # also installs the rate limit on repeated lines
 
 
 def _version(value: bool) -> None:
