@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
+
+if __name__ == "__main__" and sys.argv[1:2] == ["run"]:
+    # The daemon (`python -m edgesec.cli run`): started without typer/rich/pydantic,
+    # which would stay resident for its whole life (edgesec.runcmd).
+    from edgesec.runcmd import main as _run_main
+
+    _run_main()  # exits with the daemon's status
+    sys.exit(0)
 
 import typer
 
@@ -27,6 +34,7 @@ SUB_APPS = {
     "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
     "lab": ("edgesec.lab.cli", "app", "Virtual IoT devices in network namespaces."),
+    "alerts": ("edgesec.detect.cli", "app", "Alerts raised by the detectors."),
     "api": ("edgesec.api.cli", "app", "Management API: tokens."),
 }
 # Top-level views served by the management API (defined in edgesec.api.cli).
@@ -41,10 +49,7 @@ def setup_logging(verbosity: int, log_format: str = "text") -> None:
     from edgesec.logsetup import setup_logging as _setup
 
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
-    _setup(level, log_format)
-    from edgesec.ratelog import install
-
-    install()  # nothing a device or client repeats can flood the log
+    _setup(level, log_format)  # also installs the rate limit on repeated lines
 
 
 def _version(value: bool) -> None:
@@ -77,20 +82,11 @@ def run(
         "--log-format", help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads)."""
-    if log_format not in ("text", "json"):
-        typer.echo(f"edgesec: --log-format must be text or json, not {log_format!r}", err=True)
-        raise typer.Exit(2)
-    setup_logging(debug, log_format)
-    settings = _load(config)
-    from edgesec.gateway import Gateway
+    from edgesec.runcmd import run_gateway
 
-    try:
-        gateway = Gateway(settings)
-        asyncio.run(gateway.run())
-    except Exception as exc:
-        logging.getLogger("edgesec").debug("start-up failed", exc_info=True)
-        typer.echo(f"edgesec: {exc}", err=True)
-        raise typer.Exit(1) from None
+    code = run_gateway(config, debug, log_format)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -13,8 +13,6 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
-from edgesec.net.links import set_ip_forward
-
 if TYPE_CHECKING:
     from edgesec.config import Settings
 
@@ -41,6 +39,14 @@ def required_services(settings: Settings, enabled: Collection[str]) -> frozenset
         raise GatewayRefused(f"[system] requireServices names {', '.join(off)}, which the "
                              "config does not enable")
     return frozenset(required | set(listed))
+
+
+def set_ip_forward(on: bool = True) -> bool:
+    """:func:`edgesec.net.links.set_ip_forward`, imported when used: links needs
+    pyroute2 (~12 MB), which a gateway without ``setIpForward`` never loads."""
+    from edgesec.net.links import set_ip_forward as switch
+
+    return switch(on=on)
 
 
 def refuse_if_missing(required: Collection[str], failed: Mapping[str, str],

@@ -18,8 +18,8 @@ from edgesec.capture.options import CaptureOptions
 from edgesec.capture.recap import recap
 from edgesec.capture.schema import TABLE_NAMES, columns
 from edgesec.capture.synth import templates, write_mixed
+from shared_data import DATA
 
-DATA = Path("/work/shared/data")
 # Row counts the original's recap wrote for these files (data/README.md).
 PARITY = {
     "original-test.pcap": dict(eth=78, arp=6, ip4=46, ip6=23, tcp=0, udp=69, icmp4=0,

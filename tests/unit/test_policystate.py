@@ -152,3 +152,35 @@ def test_the_firewall_applies_event_deltas_without_reading_the_registry() -> Non
         assert src.reads == reads  # every change came from the events alone
     finally:
         store.close()
+
+
+def test_quarantine_and_release_reach_the_policy_state() -> None:
+    """The registry's containment publishes device events the state follows."""
+    cfg = settings(range(1, 4))
+    store = Store(":memory:")
+    try:
+        reg = Registry(cfg, store, EventBus())
+        state, nft = PolicyState(P.PolicyConfig.from_settings(cfg)), ModelNft()
+        follow(reg.bus, state, nft)
+        for i, mac in enumerate(MACS[:2]):
+            reg.accept_mac(mac, 1)
+            reg.set_ip("add", mac, f"10.0.1.{20 + i}")
+        reg.add_bridge(MACS[0], MACS[1])
+        reg.quarantine(MACS[0], "scanning")
+        assert nft.sets[P.QUARANTINED] == {MACS[0]} and nft.sets[P.BRIDGES] == set()
+        assert nft.sets == snapshot(reg)
+        reg.release(MACS[0])
+        assert nft.sets[P.QUARANTINED] == set() and len(nft.sets[P.BRIDGES]) == 2
+        assert nft.sets == snapshot(reg)
+    finally:
+        store.close()
+
+
+def test_an_untyped_device_event_is_followed_too() -> None:
+    """A publisher still sending Event("device", mac, {"device": ...}) is not ignored."""
+    state = PolicyState(P.PolicyConfig.from_settings(settings(range(1, 4))))
+    dev = Device(MACS[0], allow=False, vlanid=1)
+    add, delete = state.apply(Event("device", dev.mac, {"device": dev}))
+    assert add[P.DENIED] == {dev.mac} and not any(delete.values())
+    add, delete = state.apply(Event("device", dev.mac, {"device": None, "removed": dev}))
+    assert delete[P.DENIED] == {dev.mac} and not any(add.values())

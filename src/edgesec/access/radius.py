@@ -222,11 +222,14 @@ class RadiusServer:
         if psk:
             attrs += rc.tunnel_password_attribute(psk, secret, req.authenticator)
         c.accepts += 1
-        if audit_log.isEnabledFor(logging.INFO):  # the hot path: no work when not logged
+        # the hot path: no work for a line that is not logged (level off, burst used up)
+        if audit_log.isEnabledFor(logging.INFO) and not self.decisions.saturated():
             self._log_accept(mac, adm, addr)
         return rc.encode_reply(rc.ACCESS_ACCEPT, req, secret, attrs)
 
     def _log_reject(self, mac: str | None, reason: str, addr: Any) -> None:
+        if self.decisions.saturated():  # a flood: counted, nothing built
+            return
         client = _client(addr)
         fields: dict[str, Any] = {"event": "radius-reject", "reason": reason, "client": client}
         if mac is None:

@@ -25,7 +25,6 @@ from aiohttp import web
 
 from edgesec.api import auth, openapi
 from edgesec.api.explain import ExplainError, explain
-from edgesec.api.metrics import render_metrics
 from edgesec.api.traffic import TrafficCache
 from edgesec.api.views import (
     BadRequest,
@@ -520,6 +519,8 @@ async def traffic(request: web.Request) -> web.Response:
 @scope("read")
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
+    from edgesec.api.metrics import render_metrics  # prometheus_client: loaded on first scrape
+
     body = render_metrics(ctx.registry, parse_status(ctx.status_lines()), ctx.counters(),
                           {"sse_clients": ctx.sse_clients, "sse_dropped": ctx.sse_dropped})
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -116,6 +116,11 @@ class PolicyState:
 
         Kinds the policy does not depend on (and untyped events) change nothing.
         """
+        if type(event) is Event and event.kind == "device":
+            # an untyped device event (a publisher not migrated yet): follow it all the
+            # same, so the policy never lags a change it was told about
+            event = DeviceChanged(event.mac, new=event.data.get("device"),
+                                  old=event.data.get("removed"))
         if isinstance(event, DeviceChanged):
             macs = {event.mac} | self.related(event.mac)
             if event.new is None:
