@@ -91,6 +91,57 @@ with open(sys.argv[1], "rb") as fh:
 print(n)
 """
 
+# The "Python floor": the least a Python recap must do. Read the records with
+# struct, parse Ethernet, IPv4/IPv6 and TCP/UDP/ICMP fixed headers and insert
+# one row per layer with executemany, in one transaction, integer ids, no
+# secondary index. Anything recap does beyond this (UUIDs, DNS/DHCP, every
+# column as text/ints, indexes) is its overhead over the floor.
+FLOOR_LOOP = """
+import sqlite3, struct, sys
+db = sqlite3.connect(sys.argv[2], isolation_level=None)
+db.execute("CREATE TABLE eth (ts, id, caplen, len, dst, src, type)")
+db.execute("CREATE TABLE ip (id, ver, proto, src, dst)")
+db.execute("CREATE TABLE l4 (id, proto, sport, dport)")
+db.execute("BEGIN")
+rec = struct.Struct("<IIII").unpack_from
+eth_h = struct.Struct("!6s6sH").unpack_from
+ports = struct.Struct("!HH").unpack_from
+n = 0
+with open(sys.argv[1], "rb") as fh:
+    buf = fh.read()
+pos, end = 24, len(buf)
+eth, ip, l4 = [], [], []
+while pos + 16 <= end:
+    sec, usec, caplen, length = rec(buf, pos)
+    data = buf[pos + 16:pos + 16 + caplen]
+    pos += 16 + caplen
+    n += 1
+    if caplen < 14:
+        continue
+    dst, src, et = eth_h(data, 0)
+    eth.append((sec * 1000000 + usec, n, caplen, length, dst.hex(":"), src.hex(":"), et))
+    if et == 0x800 and caplen >= 34:
+        p, off = data[23], 14 + (data[14] & 15) * 4
+        ip.append((n, 4, p, data[26:30], data[30:34]))
+    elif et == 0x86DD and caplen >= 54:
+        p, off = data[20], 54
+        ip.append((n, 6, p, data[22:38], data[38:54]))
+    else:
+        continue
+    if caplen >= off + 4:
+        l4.append((n, p) + ports(data, off))
+    if len(eth) >= 2048:
+        db.executemany("INSERT INTO eth VALUES (?,?,?,?,?,?,?)", eth)
+        db.executemany("INSERT INTO ip VALUES (?,?,?,?,?)", ip)
+        db.executemany("INSERT INTO l4 VALUES (?,?,?,?)", l4)
+        eth, ip, l4 = [], [], []
+db.executemany("INSERT INTO eth VALUES (?,?,?,?,?,?,?)", eth)
+db.executemany("INSERT INTO ip VALUES (?,?,?,?,?)", ip)
+db.executemany("INSERT INTO l4 VALUES (?,?,?,?)", l4)
+db.execute("COMMIT")
+print(n)
+"""
+
 
 def timed(argv: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, float]:
     """Run ``argv``; returns (wall seconds, peak RSS KiB, CPU seconds)."""
@@ -104,7 +155,7 @@ def timed(argv: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, float
     return elapsed, usage.ru_maxrss, cpu
 
 
-def bench_recap(n: int, tmp: Path) -> None:
+def bench_recap(n: int, tmp: Path, quick: bool = False, repeat: int = 1) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from edgesec.capture.synth import write_mixed
 
@@ -115,6 +166,9 @@ def bench_recap(n: int, tmp: Path) -> None:
     write_mixed(quarter, max(n // 4, 1))
     print(f"generated {n} mixed packets ({pcap.stat().st_size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - t0:.1f}s")
+    if quick:
+        bench_recap_floor(n, pcap, tmp, repeat)
+        return
     results = {}
     db = tmp / "recap.sqlite"
     results["edgesec recap -t (header tables)"] = timed(
@@ -126,6 +180,8 @@ def bench_recap(n: int, tmp: Path) -> None:
         ["tshark", "-n", "-r", str(pcap), "-T", "fields", *fields])
     results["dpkt parse loop"] = timed([PY, "-c", DPKT_LOOP, str(pcap)])
     results["edgesec decoder only"] = timed([PY, "-c", DECODE_LOOP, str(pcap)])
+    results["Python floor (struct + SQLite)"] = timed(
+        [PY, "-c", FLOOR_LOOP, str(pcap), str(tmp / "floor.sqlite")])
     print(f"\nrecap of {n} packets (wall rate; CPU rate = packets per CPU-second, robust on a "
           "shared machine):")
     for name, (sec, rss, cpu) in results.items():
@@ -134,12 +190,34 @@ def bench_recap(n: int, tmp: Path) -> None:
     r = {k: (n / v[0], n / v[2]) for k, v in results.items()}
     ours, tshark = r["edgesec recap -t (header tables)"], r["tshark -T fields (same fields)"]
     dec, dp = r["edgesec decoder only"], r["dpkt parse loop"]
+    floor = r["Python floor (struct + SQLite)"]
+    print(f"  ratio recap / Python floor      = {ours[0] / floor[0]:.2f}x wall, "
+          f"{ours[1] / floor[1]:.2f}x CPU (target >= 0.5x)")
     print(f"  ratio recap / tshark fields     = {ours[0] / tshark[0]:.2f}x wall, "
           f"{ours[1] / tshark[1]:.2f}x CPU (target >= 2x)")
     print(f"  ratio decoder / dpkt parse loop = {dec[0] / dp[0]:.2f}x wall, "
           f"{dec[1] / dp[1]:.2f}x CPU")
     print(f"  peak RSS recap: {q[1] / 1024:.1f} MiB for {n // 4} packets, "
           f"{results['edgesec recap -t (header tables)'][1] / 1024:.1f} MiB for {n}")
+
+
+def bench_recap_floor(n: int, pcap: Path, tmp: Path, repeat: int) -> None:
+    """recap -t and the Python floor back to back, ``repeat`` times (ratio range)."""
+    print(f"\nrecap -t vs the Python floor, {n} packets, {repeat} rounds (wall pkts/s):")
+    ratios = []
+    for i in range(repeat):
+        for f in tmp.glob("rf*.sqlite*"):
+            f.unlink()
+        rec = timed([PY, "-m", "edgesec.capture.cli", "-p", str(pcap), "-f",
+                     str(tmp / "rfr.sqlite"), "-t"])
+        flo = timed([PY, "-c", FLOOR_LOOP, str(pcap), str(tmp / "rff.sqlite")])
+        ratios.append(flo[0] / rec[0])
+        print(f"  round {i + 1}: recap {n / rec[0]:>9,.0f} pkts/s (CPU {n / rec[2]:>9,.0f}, "
+              f"peak RSS {rec[1] / 1024:5.1f} MiB)  floor {n / flo[0]:>9,.0f} pkts/s "
+              f"(CPU {n / flo[2]:>9,.0f})  ratio {ratios[-1]:.2f}x")
+    print(f"  ratio recap / Python floor: {min(ratios):.2f}x - {max(ratios):.2f}x "
+          "(target >= 0.5x)")
+
 
 SENDER = """
 import socket, sys, time
@@ -405,6 +483,9 @@ def main() -> None:
     ap.add_argument("--rates", default="10,1000,50000", help="--flash: packets/s to try")
     ap.add_argument("--intervals", default="2", help="--flash: commitInterval values to try")
     ap.add_argument("--footprint", action="store_true", help="only the RSS bench")
+    ap.add_argument("--floor", action="store_true",
+                    help="recap: only recap -t against the Python floor")
+    ap.add_argument("--repeat", type=int, default=3, help="--floor/live: rounds")
     args = ap.parse_args()
     # on disk, not tmpfs: write_bytes counts only writes to a block device
     with tempfile.TemporaryDirectory(prefix="edgesec-bench-", dir=ROOT / "bench") as d:
@@ -416,7 +497,7 @@ def main() -> None:
                 bench_footprint(Path(d))
             return
         if not args.no_recap:
-            bench_recap(args.packets, Path(d))
+            bench_recap(args.packets, Path(d), args.floor, args.repeat)
         if not args.no_live:
             bench_live(Path(d), args.seconds)
 
