@@ -74,13 +74,20 @@ def new_ids(n: int) -> list[str]:
     ms, start = clock.ms, clock.counter
     clock.counter += n
     rand = memoryview(os.urandom(4 * n)).cast("I")
-    head = (ms << 80) | (0x7 << 76)
-    out = []
-    for i in range(n):
+    # The first 19 characters (ms, version, top 12 counter bits) are the same for
+    # every id that shares the counter's top bits: format them once per run of ids.
+    out: list[str] = []
+    i = 0
+    while i < n:
         c = start + i
-        v = head | ((c >> 30) << 64) | (0b10 << 62) | ((c & 0x3FFFFFFF) << 32) | rand[i]
-        h = f"{v:032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        top = c >> 30
+        head = f"{ms:012x}{0x7000 | top:04x}"
+        prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-"
+        run = min(n - i, ((top + 1) << 30) - c)
+        low = (c & 0x3FFFFFFF) | 0x80000000  # variant 0b10 + the low 30 counter bits
+        out += [f"{prefix}{(low + k) >> 16:04x}-{(low + k) & 0xFFFF:04x}{rand[i + k]:08x}"
+                for k in range(run)]
+        i += run
     return out
 
 
