@@ -46,6 +46,19 @@ _EXT = struct.Struct("!BB").unpack_from
 
 Rows = dict[str, tuple]
 
+_NTOA_CACHE: dict[bytes, str] = {}
+NTOA_CACHE_SIZE = 4096  # addresses are few on a gateway; a flood of new ones just clears it
+
+
+def _ntoa(raw: bytes) -> str:
+    """Dotted IPv4 text of 4 bytes, memoised (a gateway sees few distinct addresses)."""
+    text = _NTOA_CACHE.get(raw)
+    if text is None:
+        if len(_NTOA_CACHE) >= NTOA_CACHE_SIZE:
+            _NTOA_CACHE.clear()
+        text = _NTOA_CACHE[raw] = inet_ntoa(raw)
+    return text
+
 
 class _IdClock:
     """State of the UUIDv7 generator: the last millisecond and a counter within it."""
@@ -199,8 +212,9 @@ def decode(data: bytes, ts_us: int, length: int, ifname: str, uid: str) -> Rows:
             vhl, tos, tlen, ipid, ipoff, ttl, proto, csum, s, d = _IP4(data, 14)
             ver = vhl >> 4
             ihl = vhl & 0x0F
+            get = _NTOA_CACHE.get
             rows["ip4"] = (uid, ihl, ver, tos, tlen, ipid, ipoff, ttl, proto, csum,
-                           inet_ntoa(s), inet_ntoa(d))
+                           get(s) or _ntoa(s), get(d) or _ntoa(d))
             if ver == 4 and ihl >= 5 and not ipoff & 0x1FFF:
                 _transport(rows, uid, data, 14 + ihl * 4, proto, False)
         elif etype == ETHERTYPE_IPV6:

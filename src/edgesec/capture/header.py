@@ -5,12 +5,25 @@ batch with one prepared ``executemany`` per table inside the pipeline's
 transaction (the original prepared one INSERT per row and autocommitted),
 and indexes on time and MAC make per-device queries cheap (built once at
 the end of a bulk import, which is cheaper than maintaining them row by row).
+
+The inserts run on a writer thread: SQLite releases the GIL while it
+executes a statement, so the B-tree work of one batch overlaps the decoding
+of the next on a second core. The hand-over queue holds two batches (so
+memory stays bounded and a slow disk slows the decoder down instead of
+piling up rows); ``on_commit``/``close`` wait until every queued batch is
+in, so a commit holds exactly the rows processed before it, and a failed
+insert is raised again on the pipeline's thread (where it is counted).
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+
 from edgesec.capture.middleware import Batch, Context
 from edgesec.capture.schema import INDEXES, TABLE_NAMES, create_statement, insert_statement
+
+QUEUE_BATCHES = 2
 
 
 class HeaderMiddleware:
@@ -19,7 +32,7 @@ class HeaderMiddleware:
     name = "header"
 
     def init(self, ctx: Context) -> None:
-        """Create the tables and indexes if absent."""
+        """Create the tables and indexes if absent; start the writer thread."""
         self._db = ctx.db
         for table in TABLE_NAMES:
             ctx.db.execute(create_statement(table))
@@ -27,22 +40,60 @@ class HeaderMiddleware:
         if not ctx.bulk:
             for stmt in INDEXES:
                 ctx.db.execute(stmt)
-        self._inserts = {t: insert_statement(t) for t in TABLE_NAMES}
+        self._inserts = [(t, insert_statement(t)) for t in TABLE_NAMES]
+        self._queue: queue.Queue[dict[str, list[tuple]] | None] = queue.Queue(QUEUE_BATCHES)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="capture-header",
+                                        daemon=True)
+        self._thread.start()
+
+    def _write_loop(self) -> None:
+        execmany = self._db.executemany
+        while True:
+            lists = self._queue.get()
+            try:
+                if lists is None:
+                    return
+                if self._error is None:
+                    for table, sql in self._inserts:
+                        lst = lists[table]
+                        if lst:
+                            execmany(sql, lst)
+            except BaseException as exc:  # raised again on the pipeline's thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_error(self) -> None:
+        exc, self._error = self._error, None
+        if exc is not None:
+            raise exc
 
     def process(self, batch: Batch) -> None:
-        """Insert the batch's rows, one executemany per table."""
+        """Group the batch's rows per table and queue them for the writer."""
+        self._raise_error()
         lists: dict[str, list[tuple]] = {t: [] for t in TABLE_NAMES}
         appends = {t: lst.append for t, lst in lists.items()}
         for rows in batch.frames:
             for table, row in rows.items():
                 appends[table](row)
-        execmany = self._db.executemany
-        for table, lst in lists.items():
-            if lst:
-                execmany(self._inserts[table], lst)
+        self._queue.put(lists)
+
+    def on_commit(self) -> None:
+        """Wait until every queued row is inserted (the commit follows)."""
+        self._queue.join()
+        self._raise_error()
+
+    def drain(self) -> None:
+        """Wait for the writer and forget its error (before a rollback)."""
+        self._queue.join()
+        self._error = None
 
     def close(self) -> None:
-        """Build the secondary indexes after a bulk import."""
+        """Stop the writer; build the secondary indexes after a bulk import."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
         if self._bulk:
             # the sort behind CREATE INDEX takes up to the page cache again: keep it small
             self._db.execute("PRAGMA cache_size=-4096")

@@ -249,6 +249,10 @@ class Pipeline:
         lost = self.pending
         self._txn_since = None
         self.pending = 0
+        for mw in self.middlewares:  # no statement may still run on another thread
+            drain = getattr(mw, "drain", None)
+            if drain is not None:
+                drain()
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         return lost
