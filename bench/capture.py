@@ -260,8 +260,9 @@ def trial_ours(cap_ns: str, snd_ns: str, rate: float, seconds: float, tmp: Path,
 
     d = tmp / f"live-{secrets.token_hex(3)}"
     # a ring as large as tcpdump's -B 16384 (the default is sized from captureRate)
+    # the DB bound (captureDbSize, 64 MiB by default) would pause a long header trial
     opts = CaptureOptions(capture_db_path=d / "c.sqlite", middlewares=middlewares,
-                          buffer_size=16 * 1024 * 1024)
+                          buffer_size=16 * 1024 * 1024, capture_db_size=4 << 30)
     w = subprocess.Popen(["ip", "netns", "exec", cap_ns, PY, "-m", "edgesec.capture.worker",
                           "--options", opts.to_json(), "--interface", "veth0"],
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -279,7 +280,10 @@ def trial_ours(cap_ns: str, snd_ns: str, rate: float, seconds: float, tmp: Path,
     lost = max(0, rx - last["packets"])
     if lost:
         print(f"    (received {rx}, stored {last['packets']}, kernel drops "
-              f"{last['kernel_drops']}, own drops {last['own_drops']})")
+              f"{last['kernel_drops']}, own drops {last['own_drops']}, storage drops "
+              f"{last.get('storage_drops', 0)}, backlog peak "
+              f"{last.get('backlog_peak_bytes', 0) / 2**20:.0f} MiB)")
+    subprocess.run(["rm", "-rf", str(d)], check=False)  # keep the disk free for the next trial
     return rx, lost
 
 
