@@ -42,6 +42,9 @@ def setup_logging(verbosity: int, log_format: str = "text") -> None:
 
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
     _setup(level, log_format)
+    from edgesec.ratelog import install
+
+    install()  # nothing a device or client repeats can flood the log
 
 
 def _version(value: bool) -> None:

@@ -287,6 +287,7 @@ class SupervisorSettings:
     supervisor_control_address: str = key("supervisorControlAddress", parse_ipv4, "127.0.0.1")
     supervisor_control_key: str = key("supervisorControlKey", parse_str, "")
     supervisor_control_key_file: Path | None = path_key("supervisorControlKeyFile", "")
+    allow_unauthenticated_udp: bool = key("allowUnauthenticatedUdp", parse_bool, False)
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,13 @@ import inspect
 import logging
 import os
 import signal
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgesec import statelock
 from edgesec.config import Settings
 from edgesec.events import EventBus
 from edgesec.failclosed import (
@@ -121,6 +123,18 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Before anything is opened: state files are private, and the state is ours alone.
+        os.umask(statelock.STATE_UMASK)
+        self._pidfile: Any = None
+        self._lock_pidfile()
+        try:
+            self._state_locks = statelock.acquire(statelock.state_paths(settings))
+            self.store = Store(settings.system.connection_db_path)  # refuses a corrupt DB
+        except Exception:
+            self._release_pidfile()
+            raise
+        statelock.warn_open_directories(
+            p for label, p in statelock.state_paths(settings) if "Db" in label)
         self.bus = EventBus()
         self.table = CommandTable()
         self.vault: Any = None
@@ -128,16 +142,15 @@ class Gateway:
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self._install_crypt()
-        self.store = Store(settings.system.connection_db_path)
         self.registry = Registry(settings, self.store, self.bus, vault=self.vault)
         NetworkCommands(self.registry).install(self.table)
         self.table.register("STATUS", self._status_command, (0,))
         sup = settings.supervisor
         self.supervisor = SupervisorServer(
             self.table, self.bus, sup.supervisor_control_path, sup.supervisor_control_address,
-            sup.supervisor_control_port, _control_key(settings))
+            sup.supervisor_control_port, _control_key(settings),
+            allow_plain_udp=sup.allow_unauthenticated_udp)
         self._stop = asyncio.Event()
-        self._pidfile: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_by_us = False
         self._reload_lock = asyncio.Lock()
@@ -225,6 +238,8 @@ class Gateway:
                 if ticks % BRIDGE_EXPIRY_TICKS == 0:
                     self.registry.expire_bridges()
                     self.registry.reclaim_pool_vlans(self.settings.interfaces.vlan_pool_lifetime)
+            except sqlite3.OperationalError as exc:  # disk full: one line, rate-limited
+                log.error("registry housekeeping failed: %s", exc)
             except Exception:
                 log.exception("registry housekeeping failed")
 
@@ -255,6 +270,7 @@ class Gateway:
             self._crypt_commands.close()
         self.store.close()
         self._release_pidfile()
+        self._state_locks.release()
         log.info("stopped")
 
     async def reload(self) -> None:
@@ -419,7 +435,7 @@ class Gateway:
     # -- pid file ---------------------------------------------------------------------
     def _lock_pidfile(self) -> None:
         path = self.settings.system.pid_file_path
-        if path is None:
+        if path is None or self._pidfile is not None:  # taken in __init__, before start()
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime

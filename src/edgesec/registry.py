@@ -1,6 +1,7 @@
 """The device registry: the gateway's only state, and every policy decision on it.
 
-Devices, bridges and tickets live here; every mutation is committed to the
+Devices, bridges and tickets live here (groups and one-way access rules in
+``registry.groups``, :mod:`edgesec.groups`); every mutation is committed to the
 :class:`~edgesec.store.Store` before it returns and is then published on the
 :class:`~edgesec.events.EventBus`, from which the enforcing services (firewall,
 dnsmasq, hostapd, supervisor events) reconcile.  The admission decision used
@@ -178,6 +179,10 @@ class Registry:
         # MAC -> unix time of its last lease report (not persisted: after a
         # restart the join time and a held address stand in for it).
         self._lease_seen: dict[str, float] = {}
+        # Groups and one-way access rules (edgesec.groups imports this module,
+        # hence the import here); _remove_devices deletes a device's too.
+        from edgesec.groups import GroupPolicy
+        self.groups = GroupPolicy(store, self.bus, self._devices.__contains__, clock)
         self._load()
 
     # -- loading -------------------------------------------------------------
@@ -680,7 +685,8 @@ class Registry:
         return removed
 
     def _remove_devices(self, macs: Iterable[str], reason: str) -> list[Device]:
-        """Delete records, their bridges and ticket bindings in one transaction, then publish.
+        """Delete records, their bridges, ticket bindings, group memberships and access
+        rules in one transaction, then publish.
 
         The one place a device is deleted (``REMOVE_DEVICE`` and the pool
         reclaim both come here): anything else a device owns is deleted here too.
@@ -693,6 +699,8 @@ class Registry:
             self.store.delete_devices(gone)
             self.store.delete_bridges(pairs)
             self.store.delete_tickets_used_by(gone)
+            for m in gone:  # group memberships and access rules (edgesec.groups)
+                self.store.delete_memberships_of(m)
         if self._psk_in_vault:
             for d in olds:
                 if d.psk:
@@ -712,6 +720,8 @@ class Registry:
             del self._bridges[pair]
             self.bus.publish(Event("bridge_removed", pair[0], {"peer": pair[1],
                                                                "reason": reason}))
+        for d in olds:
+            self.groups.forgotten(d.mac, reason)
         for d in olds:
             self.bus.publish(Event("device", d.mac, {"device": None, "removed": d,
                                                      "reason": reason}))

@@ -3,21 +3,35 @@
 The connection DB keeps the original's ``instance`` table (same name and
 columns, so an original database opens unchanged) and adds what the original
 lost on restart: IP addresses (already columns of ``instance``), ``bridges``
-and ``tickets``.  The schema is versioned with ``PRAGMA user_version`` and
-migrated forward on open.  Every write is one transaction committed with WAL
+and ``tickets``, and (version 3) ``group_members`` and ``access_rules``.
+The schema is versioned with ``PRAGMA user_version`` and migrated forward on
+open.  Every write is one transaction committed with WAL
 and ``synchronous=FULL`` before the call returns, so an acknowledged change
 survives ``kill -9`` and power loss.
+
+The DB and its ``-wal``/``-shm`` are the daemon's own (mode 0600: they hold
+passphrases), and a DB that fails ``PRAGMA quick_check`` is refused at open
+rather than failing every write later.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+PRIVATE_MODE = 0o600
+QUICK_CHECK_ROWS = 5  # problems quoted in the error
+
+
+class StoreError(RuntimeError):
+    """The connection DB cannot be used (corrupt, not a database, unreadable)."""
 
 # Version 1 is the original edgesec's table; later versions are ours.
 MIGRATIONS: dict[int, str] = {
@@ -38,7 +52,33 @@ MIGRATIONS: dict[int, str] = {
         vlanid INTEGER NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL,
         used_by TEXT NOT NULL DEFAULT '');
     """,
+    # Groups and one-way access (docs/network.md). proto '' and port 0 mean "any".
+    3: """
+    CREATE TABLE IF NOT EXISTS group_members (
+        grp TEXT NOT NULL, mac TEXT NOT NULL, created INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (grp, mac));
+    CREATE INDEX IF NOT EXISTS group_members_mac ON group_members (mac);
+    CREATE TABLE IF NOT EXISTS access_rules (
+        mac_from TEXT NOT NULL, mac_to TEXT NOT NULL, proto TEXT NOT NULL DEFAULT '',
+        port INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (mac_from, mac_to, proto, port), CHECK (mac_from <> mac_to));
+    """,
 }
+
+
+def make_private(path: Path) -> None:
+    """Create ``path`` 0600 if absent; tighten it and its ``-wal``/``-shm`` if open to others.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the main file's mode, so the
+    main file's mode is the one that matters.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         PRIVATE_MODE))
+    for p in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(p.stat().st_mode) & 0o077:
+                os.chmod(p, PRIVATE_MODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +116,22 @@ class TicketRow:
     used_by: str = ""  # the MAC the ticket was bound to by its first use
 
 
+@dataclass(frozen=True, slots=True)
+class MembershipRow:
+    group: str
+    mac: str
+    created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRow:
+    mac_from: str
+    mac_to: str
+    proto: str = ""  # "" (any protocol), "tcp" or "udp"
+    port: int = 0  # 0 = any port (only with proto "")
+    created: int = 0
+
+
 class Store:
     """One SQLite connection to the connection DB; methods are transactions."""
 
@@ -83,12 +139,30 @@ class Store:
         target = ":memory:" if path in (None, "", ":memory:") else str(path)
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            make_private(Path(target))
         self.path = target
         self.db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            self._quick_check()
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:  # includes "database disk image is malformed"
+            self.db.close()
+            raise StoreError(f"connection DB '{target}' cannot be used: {exc}; restore it "
+                             "from a backup or move it away to start empty") from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _quick_check(self) -> None:
+        """``PRAGMA quick_check`` (pages, indexes' order, NOT NULL; O(size), ms for 10k rows)."""
+        rows = [r[0] for r in self.db.execute(
+            f"PRAGMA quick_check({QUICK_CHECK_ROWS})").fetchall()]
+        if rows != ["ok"]:
+            found = "; ".join(r.replace("\n", " ") for r in rows)
+            raise sqlite3.DatabaseError(f"corrupt (PRAGMA quick_check: {found})")
 
     def close(self) -> None:
         self.db.close()
@@ -156,6 +230,15 @@ class Store:
         )
         return [TicketRow(*r) for r in rows]
 
+    def load_memberships(self) -> list[MembershipRow]:
+        rows = self.db.execute("SELECT grp, mac, created FROM group_members ORDER BY rowid")
+        return [MembershipRow(*r) for r in rows]
+
+    def load_access(self) -> list[AccessRow]:
+        rows = self.db.execute(
+            "SELECT mac_from, mac_to, proto, port, created FROM access_rules ORDER BY rowid")
+        return [AccessRow(*r) for r in rows]
+
     # -- writes (call inside transaction()) ---------------------------------
     def put_device(self, row: DeviceRow) -> None:
         self.db.execute(
@@ -192,6 +275,27 @@ class Store:
 
     def delete_tickets(self, passphrases: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM tickets WHERE passphrase=?", [(p,) for p in passphrases])
+
+    def put_membership(self, row: MembershipRow) -> None:
+        self.db.execute("INSERT OR REPLACE INTO group_members (grp, mac, created) VALUES (?,?,?)",
+                        (row.group, row.mac, row.created))
+
+    def delete_membership(self, group: str, mac: str) -> None:
+        self.db.execute("DELETE FROM group_members WHERE grp=? AND mac=?", (group, mac))
+
+    def put_access(self, row: AccessRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO access_rules (mac_from, mac_to, proto, port, created)"
+            " VALUES (?,?,?,?,?)", (row.mac_from, row.mac_to, row.proto, row.port, row.created))
+
+    def delete_access(self, mac_from: str, mac_to: str, proto: str, port: int) -> None:
+        self.db.execute("DELETE FROM access_rules WHERE mac_from=? AND mac_to=? AND proto=?"
+                        " AND port=?", (mac_from, mac_to, proto, port))
+
+    def delete_memberships_of(self, mac: str) -> None:
+        """Every group membership and access rule naming ``mac`` (device removal)."""
+        self.db.execute("DELETE FROM group_members WHERE mac=?", (mac,))
+        self.db.execute("DELETE FROM access_rules WHERE mac_from=? OR mac_to=?", (mac, mac))
 
     def delete_tickets_used_by(self, macs: Iterable[str]) -> None:
         """Forget which tickets these devices used (removing a device removes its binding)."""

@@ -162,3 +162,18 @@ def test_metrics_of_the_running_gateway_parse(bed: Bed) -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
     _, st = bed.unix("GET", "/api/v1/status")
     assert {s["name"] for s in st["services"]} >= {"firewall", "dhcp", "supervisor", "api"}
+
+
+def test_explain_reports_what_the_kernel_dropped(bed: Bed) -> None:
+    for _ in range(3):  # blocked: no bridge, no NAT
+        assert not bed.topo.tcp_ok(bed.a.ns, bed.lab.mapped_ip(bed.b), 7, timeout=0.3)
+        assert not bed.topo.tcp_ok(bed.a.ns, bed.topo.WAN_IP, 7, timeout=0.3)
+    _, why = bed.unix("GET", f"/api/v1/explain?src={bed.a.mac}&dst={bed.b.mac}")
+    assert why["allowed"] is False and why["dropped"]["packets"] >= 3, why
+    assert any("the firewall dropped" in r for r in why["reasons"]), why
+    _, out = bed.unix("GET", f"/api/v1/explain?src={bed.a.mac}&dst=internet")
+    assert out["dropped"]["packets"] >= 3, out
+    listing = json.loads(run(bed.topo.gateway, ["nft", "-j", "list", "set", "inet", "edgesec",
+                                                "drops"]).stdout)
+    (table_set,) = [o["set"] for o in listing["nftables"] if "set" in o]
+    assert table_set["size"] == 65536 and table_set["timeout"] == 3600

@@ -102,7 +102,8 @@ def test_wrong_passphrase_answers_fail(tmp_path: Path, monkeypatch: pytest.Monke
 def test_secret_commands_refused_over_plain_udp(tmp_path: Path, passphrase: str) -> None:
     port = free_udp_port()
     cfg = write_config(tmp_path, {"supervisor": {
-        "supervisorControlPort": port, "supervisorControlAddress": "127.0.0.1"}})
+        "supervisorControlPort": port, "supervisorControlAddress": "127.0.0.1",
+        "allowUnauthenticatedUdp": True}})
     with Daemon(cfg) as d:
         d.ctl("GEN_RANDKEY key 32")
         d.ctl("GEN_RANDKEY iv 16")

@@ -54,14 +54,14 @@ def _policy(lab: Lab) -> tuple[dict[str, tuple[str, ...]], set[tuple[str, str]]]
     return devices, bridges  # type: ignore[return-value]
 
 
-def test_fifty_devices_join_and_get_leases_within_60s(prefix: str) -> None:
+def test_fifty_devices_join_and_get_leases(prefix: str) -> None:
+    """Behaviour only: the time it takes is bench/lab.py's figure, not an assertion."""
     lab = _lab(prefix, 50, agents=False, workers=16)
     try:
         devs = lab.state.devices
         assert [d.state for d in devs] == ["joined"] * 50, [
             (d.name, d.error) for d in devs if d.state != "joined"
         ]
-        assert lab.timings["join"] < 60, lab.timings
         # every device has its own VLAN and an address inside that VLAN's subnet
         assert len({d.vlan for d in devs}) == 50
         assert len({d.ip for d in devs}) == 50

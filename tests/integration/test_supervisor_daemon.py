@@ -100,7 +100,8 @@ def test_unix_socket_with_nc_and_socat(tmp_path: Path, daemons) -> None:
 
 def test_udp_on_loopback_and_cli(tmp_path: Path, daemons) -> None:
     port = free_udp_port()
-    config = write_config(tmp_path, {"supervisor": {"supervisorControlPort": port}})
+    config = write_config(tmp_path, {"supervisor": {"supervisorControlPort": port,
+                                                    "allowUnauthenticatedUdp": True}})
     d = daemons(config)
     with SupervisorClient(udp=("127.0.0.1", port), timeout=5) as udp:
         assert udp.request("PING_SUPERVISOR") == "PONG\n"
@@ -117,7 +118,8 @@ def test_udp_on_loopback_and_cli(tmp_path: Path, daemons) -> None:
 
 def test_udp_is_not_bound_beyond_loopback_by_default(tmp_path: Path, daemons) -> None:
     port = free_udp_port()
-    d = daemons(write_config(tmp_path, {"supervisor": {"supervisorControlPort": port}}))
+    d = daemons(write_config(tmp_path, {"supervisor": {"supervisorControlPort": port,
+                                                       "allowUnauthenticatedUdp": True}}))
     assert d.proc is not None
     out = subprocess.run(["ss", "-H", "-u", "-l", "-n", "-p"], capture_output=True, text=True,
                          timeout=20).stdout

@@ -237,6 +237,31 @@ def test_explain_names_the_missing_bridge_and_nat(tmp_path: Path) -> None:
     run(t, tmp_path)
 
 
+def test_explain_names_the_group_or_access_rule(tmp_path: Path) -> None:
+    async def t(api: Api) -> None:
+        reg = api.ctx.registry
+        for mac, vlan in ((A, 1), (B, 2)):
+            reg.accept_mac(mac, vlan)
+            reg.set_ip("add", mac, f"10.0.{vlan}.5")
+        reg.groups.add_member("cams", A)
+        _, body = await api.call("GET", f"/api/v1/explain?src={B}&dst={A}", "read")
+        assert body["allowed"] is False
+        assert f"ADD_GROUP_MEMBER cams {B}" in body["remedies"]
+        assert any("group cams would allow it" in r for r in body["reasons"]), body
+        reg.groups.add_access(A, B, "tcp", 80)
+        _, body = await api.call("GET", f"/api/v1/explain?src={A}&dst={B}", "read")
+        assert body["allowed"] is True and body["rule"] == "edgesec:from_device:access"
+        assert f"allowed by access rule {A} -> {B} tcp/80" in body["reasons"]
+        _, body = await api.call("GET", f"/api/v1/explain?src={B}&dst={A}", "read")
+        assert body["allowed"] is False
+        assert any("one-way" in r for r in body["reasons"]), body
+        reg.groups.add_member("cams", B)
+        _, body = await api.call("GET", f"/api/v1/explain?src={B}&dst={A}", "read")
+        assert body["allowed"] is True and body["rule"] == "edgesec:from_device:group"
+        assert "allowed by group cams (both are members)" in body["reasons"]
+    run(t, tmp_path)
+
+
 def test_events_stream_registry_changes_without_secrets(tmp_path: Path) -> None:
     async def t(api: Api) -> None:
         headers = {"Authorization": f"Bearer {api.tokens['read']}"}
@@ -333,3 +358,25 @@ def test_the_device_list_follows_bridges_and_devices(tmp_path: Path) -> None:
         third = {d["mac"]: d for d in (await api.call("GET", "/api/v1/devices"))[1]}
         assert third[B]["nat"] is True
     run(t, tmp_path)
+
+
+def test_drop_counters_are_parsed_and_summed_per_path() -> None:
+    from edgesec.api.explain import dropped_on_path
+    from edgesec.net import drops
+    from edgesec.net.policy import PolicyConfig
+
+    listing = {"nftables": [{"metainfo": {}}, {"set": {"name": "drops", "elem": [
+        {"elem": {"val": {"concat": ["10.0.1.5", "10.0.2.5"]}, "expires": 3590,
+                  "counter": {"packets": 47, "bytes": 2820}}},
+        {"elem": {"val": {"concat": ["10.0.1.5", "198.51.100.7"]},
+                  "counter": {"packets": 3, "bytes": 180}}},
+        {"elem": {"val": {"concat": ["10.0.1.5", "203.0.113.9"]},
+                  "counter": {"packets": 2, "bytes": 120}}},
+        {"elem": {"val": "not-a-pair"}}, "junk"]}}]}
+    counts = drops.parse(listing)
+    assert counts[("10.0.1.5", "10.0.2.5")] == (47, 2820) and len(counts) == 3
+    cfg = PolicyConfig.from_settings(parse_settings(CONFIG, "t.ini"))
+    assert dropped_on_path(cfg, counts, ["10.0.1.5"], "10.0.2.5", False) == (47, 2820)
+    assert dropped_on_path(cfg, counts, ["10.0.1.5"], "192.0.2.1", True) == (5, 300)
+    assert dropped_on_path(cfg, counts, ["10.0.1.6"], "10.0.2.5", False) == (0, 0)
+    assert drops.parse({"nftables": "nonsense"}) == {}

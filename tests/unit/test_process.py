@@ -1,11 +1,15 @@
-"""SupervisedProcess: restart of a killed child (by pid), clean stop, SIGKILL escalation."""
+"""SupervisedProcess: restart of a killed child (by pid), clean stop, SIGKILL escalation,
+prompt death detection, children dying with their parent, crash-loop health."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,5 +138,89 @@ def test_send_signal_reaches_the_child(tmp_path: Path) -> None:
             await _until(marker.exists)
         finally:
             await proc.stop()
+
+    asyncio.run(scenario())
+
+
+def test_death_is_noticed_while_a_grandchild_holds_the_output_pipe(tmp_path: Path) -> None:
+    """dnsmasq's lease-hook helper keeps its stdout open after dnsmasq died: the watcher
+    must not wait for the pipe (asyncio's Process.wait() does)."""
+    grandchild = tmp_path / "grandchild.pid"
+    code = ("import subprocess, sys, pathlib; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+            f"pathlib.Path({str(grandchild)!r}).write_text(str(p.pid)); "
+            "import time; time.sleep(120)")
+
+    async def scenario() -> None:
+        proc = SupervisedProcess([sys.executable, "-c", code], "parent", min_backoff=0.05)
+        await proc.start()
+        try:
+            first = proc.pid
+            assert first is not None
+            await _until(lambda: grandchild.exists() and grandchild.read_text() != "", 30)
+            os.kill(first, signal.SIGKILL)
+            # well before the grandchild (holding the pipe) ends after 120 s
+            await _until(lambda: proc.restarts == 1, 30)
+            assert proc.last_exit == -signal.SIGKILL
+            assert proc.health()[0] == "degraded"
+        finally:
+            await proc.stop()
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(grandchild.read_text()), signal.SIGKILL)
+
+    asyncio.run(scenario())
+
+
+OWNER = """
+import asyncio, sys
+from edgesec.process import SupervisedProcess
+
+async def main():
+    proc = SupervisedProcess([sys.executable, "-c", "import time; time.sleep(120)"], "child")
+    await proc.start()
+    print(proc.pid, flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+def test_children_die_with_the_daemon() -> None:
+    """kill -9 of the owner: the kernel sends the child SIGTERM (PR_SET_PDEATHSIG)."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        child = int(owner.stdout.readline())
+        assert _alive(child)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 30
+    while _alive(child):
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError(f"child {child} outlived its parent")
+        time.sleep(0.05)
+
+
+def test_crash_loop_is_reported_failed() -> None:
+    async def scenario() -> None:
+        proc = SupervisedProcess([sys.executable, "-c", "raise SystemExit(5)"], "crasher",
+                                 min_backoff=0.05, max_backoff=0.1)
+        assert proc.health()[0] == "ok"  # not started: nothing wrong yet
+        await proc.start()
+        try:
+            await _until(lambda: proc.health()[0] == "failed", 30)
+            _state, why = proc.health()
+            assert "crash-looping" in why and "last exit 5" in why, why
+        finally:
+            await proc.stop()
+        # a stable child is ok
+        steady = SupervisedProcess(SLEEPER, "sleeper")
+        await steady.start()
+        try:
+            assert steady.health() == ("ok", "")
+        finally:
+            await steady.stop()
 
     asyncio.run(scenario())

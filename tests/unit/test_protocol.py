@@ -266,9 +266,17 @@ def test_authenticated_malformed_command_gets_signed_fail() -> None:
 def test_non_loopback_udp_without_key_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="supervisorControlKey"):
         SupervisorServer(CommandTable(), EventBus(), None, "0.0.0.0", 32001)
-    # loopback needs no key and stays plain text
-    plain = SupervisorServer(CommandTable(), EventBus(), None, "127.0.0.1", 32001)
-    assert not plain.udp_authenticated
+    # without a key plain loopback UDP is off unless explicitly allowed
+    off = SupervisorServer(CommandTable(), EventBus(), None, "127.0.0.1", 32001)
+    assert off.udp_port == 0 and off.udp_off_reason == "no key"
+    assert "udp=off (no key)" in off.status()
+    plain = SupervisorServer(CommandTable(), EventBus(), None, "127.0.0.1", 32001,
+                             allow_plain_udp=True)
+    assert plain.udp_port == 32001 and not plain.udp_authenticated
+    # the opt-in never opens a non-loopback address without a key
+    with pytest.raises(ConfigurationError, match="supervisorControlKey"):
+        SupervisorServer(CommandTable(), EventBus(), None, "0.0.0.0", 32001,
+                         allow_plain_udp=True)
     # a configured key authenticates loopback UDP too
     keyed = SupervisorServer(CommandTable(), EventBus(), None, "127.0.0.1", 32001, key=KEY)
     assert keyed.udp_authenticated

@@ -179,7 +179,10 @@ class HostapdService:
             log.info("hostapd: VLAN file rewritten; asked hostapd to RELOAD")
 
     def health(self) -> tuple[str, str]:
-        """Degraded while not attached: stations are neither followed nor dropped."""
+        """Our hostapd child's crash loop: failed; not attached: degraded (stations are
+        neither followed nor dropped)."""
+        if self.process is not None and (child := self.process.health())[0] == "failed":
+            return child
         if self.mon is not None and self.mon.attached:
             return "ok", ""
         return "degraded", f"not attached to {self.ctrl_path}: {self.attach_error}"

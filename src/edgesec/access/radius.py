@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -211,10 +212,13 @@ class RadiusServer(asyncio.DatagramProtocol):
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         try:
             adm = self.policy.admit(mac, passphrase)
-        except Exception:  # the registry refused or failed: never crash, never accept
+        except Exception as exc:  # the registry refused or failed: never crash, never accept
             c.policy_errors += 1
             c.rejects += 1
-            log.exception("radius: admission of %s failed", mac)
+            if isinstance(exc, (ValueError, sqlite3.OperationalError)):  # pool full, disk full
+                log.warning("radius: admission of %s failed: %s", mac, exc)
+            else:
+                log.exception("radius: admission of %s failed", mac)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1

@@ -37,6 +37,7 @@ from edgesec.api.views import (
 )
 from edgesec.config import Settings
 from edgesec.events import Event
+from edgesec.net import drops
 from edgesec.net.policy import PolicyConfig
 from edgesec.registry import Registry, RegistryError
 from edgesec.supervisor.audit import Audit, Peer
@@ -381,7 +382,19 @@ async def explain_route(request: web.Request) -> web.Response:
         raise BadRequest("give src (a device MAC) and dst (a MAC or an IPv4 address)")
     src = parse_mac(src, "src")
     cfg = PolicyConfig.from_settings(ctx.settings)
-    return web.json_response(explain(cfg, ctx.registry, src, dst).as_json())
+    return web.json_response(explain(cfg, ctx.registry, src, dst, _drops(ctx, cfg)).as_json())
+
+
+def _drops(ctx: ApiContext, cfg: PolicyConfig) -> drops.Counts:
+    """What the kernel dropped per path (nothing when the firewall is not ours to read)."""
+    if not ctx.settings.system.exec_firewall:
+        return {}
+    try:
+        from edgesec.net.nftbackend import backend_for
+
+        return drops.read(backend_for(ctx.settings), cfg.table)
+    except Exception:  # no nftables here: explain from policy alone
+        return {}
 
 
 @scope("read")

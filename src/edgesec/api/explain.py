@@ -12,7 +12,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesec.net import explain as X
 from edgesec.net import policy as P
+from edgesec.net.drops import Counts
 from edgesec.net.evaluator import Packet, Ruleset
 from edgesec.registry import Device, Registry, RegistryError, normalise_mac
 
@@ -27,10 +29,26 @@ class Explanation:
     rule: str
     reasons: list[str] = field(default_factory=list)
     remedies: list[str] = field(default_factory=list)
+    dropped: tuple[int, int] = (0, 0)  # (packets, bytes) the kernel dropped on this path
 
     def as_json(self) -> dict[str, Any]:
         return {"src": self.src, "dst": self.dst, "allowed": self.allowed, "rule": self.rule,
-                "reasons": self.reasons, "remedies": self.remedies}
+                "reasons": self.reasons, "remedies": self.remedies,
+                "dropped": {"packets": self.dropped[0], "bytes": self.dropped[1],
+                            "forget_after_seconds": P.DROPS_TIMEOUT_S}}
+
+
+def dropped_on_path(cfg: P.PolicyConfig, counts: Counts, src_ips: list[str],
+                    dst_ip: str, to_internet: bool) -> tuple[int, int]:
+    """Packets and bytes dropped from the source's addresses to the destination
+    (to any outside address when ``to_internet``)."""
+    packets = octets = 0
+    for (saddr, daddr), (p, b) in counts.items():
+        if saddr not in src_ips:
+            continue
+        if daddr == dst_ip or (to_internet and not _internal(cfg, daddr)):
+            packets, octets = packets + p, octets + b
+    return packets, octets
 
 
 class ExplainError(ValueError):
@@ -38,7 +56,8 @@ class ExplainError(ValueError):
 
 
 def _ruleset(cfg: P.PolicyConfig, registry: Registry) -> Ruleset:
-    rows = P.elements(cfg, registry.devices(), registry.bridges())
+    rows = P.elements(cfg, registry.devices(), registry.bridges(),
+                      registry.groups.memberships(), registry.groups.rules())
     return Ruleset.from_policy(P.skeleton(cfg).commands, rows)
 
 
@@ -78,8 +97,25 @@ def _device_destination(registry: Registry, dst: str) -> tuple[Device, str]:
     return dev, dev.primary_ip
 
 
-def explain(cfg: P.PolicyConfig, registry: Registry, src: str, dst: str) -> Explanation:
-    """Explain new connections from device ``src`` to ``dst`` (MAC or IPv4 address)."""
+def explain(cfg: P.PolicyConfig, registry: Registry, src: str, dst: str,
+            drops: Counts | None = None) -> Explanation:
+    """Explain new connections from device ``src`` to ``dst`` (MAC or IPv4 address);
+    with ``drops`` (the kernel's counters), also how much of that path was dropped."""
+    out = _explain(cfg, registry, src, dst)
+    if drops:
+        sdev = _source(registry, src)
+        ddev, dip = _destination(registry, dst)
+        to_internet = ddev is None and not _internal(cfg, dip)
+        out.dropped = dropped_on_path(cfg, drops, P.valid_ips(cfg, sdev), dip, to_internet)
+        if out.dropped[0] and not out.allowed:
+            where = "the internet" if to_internet else out.dst
+            out.reasons.append(f"the firewall dropped {out.dropped[0]} packets "
+                               f"({out.dropped[1]} bytes) from {out.src} to {where} "
+                               f"(counted until an hour passes without a drop)")
+    return out
+
+
+def _explain(cfg: P.PolicyConfig, registry: Registry, src: str, dst: str) -> Explanation:
     sdev = _source(registry, src)
     ddev, dip = _destination(registry, dst)
     out = Explanation(sdev.mac, ddev.mac if ddev else dip, False, "")
@@ -106,7 +142,8 @@ def explain(cfg: P.PolicyConfig, registry: Registry, src: str, dst: str) -> Expl
         verdict = _ruleset(cfg, registry).verdict(_packet(cfg, sdev, src_ips[0], dip, ddev))
         out.allowed, out.rule = verdict.accepted, verdict.rule
     if out.allowed:
-        out.reasons = ["allowed by rule " + out.rule]
+        named = [r for r in out.reasons if r.startswith("allowed by ")]  # bridge/group/rule
+        out.reasons = ["allowed by rule " + out.rule, *named]
         out.remedies = []
     return out
 
@@ -144,3 +181,10 @@ def _device_reasons(cfg: P.PolicyConfig, registry: Registry, sdev: Device, ddev:
         out.reasons.append(f"no bridge between {sdev.mac} and {ddev.mac}: devices are "
                            "isolated from each other by default")
         out.remedies.append(f"ADD_BRIDGE {sdev.mac} {ddev.mac}")
+    # groups and one-way access rules: which allow it, or which would
+    view = X.PolicyView.from_registry(registry)
+    named = X.explain(cfg, view, sdev.mac, ddev.mac, "tcp", PROBE_PORT)
+    out.reasons += [r for r in named.reasons if r.startswith(("allowed by group",
+                                                              "allowed by access",
+                                                              "access rule", "group "))]
+    out.remedies += X.remedies(view, sdev.mac, ddev.mac, "tcp", PROBE_PORT)

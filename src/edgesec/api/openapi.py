@@ -102,7 +102,11 @@ SPEC: dict[str, Any] = {
                 "properties": {"src": {"type": "string"}, "dst": {"type": "string"},
                                "allowed": {"type": "boolean"}, "rule": {"type": "string"},
                                "reasons": {"type": "array", "items": {"type": "string"}},
-                               "remedies": {"type": "array", "items": {"type": "string"}}}},
+                               "remedies": {"type": "array", "items": {"type": "string"}},
+                               "dropped": {"type": "object", "properties": {
+                                   "packets": {"type": "integer"},
+                                   "bytes": {"type": "integer"},
+                                   "forget_after_seconds": {"type": "integer"}}}}},
         },
     },
     "security": [{"bearer": []}],

@@ -17,7 +17,8 @@ adds, after them:
 * ``no-ping``: dnsmasq otherwise waits ~3 s per new lease pinging the address;
   the firewall's anti-spoofing already makes an address unusable to anyone but
   its lease holder;
-* ``pid-file=`` (none: we track dnsmasq by the pid we started).
+* ``pid-file=`` (none: we track dnsmasq by the pid we started; it dies with
+  the daemon through ``PR_SET_PDEATHSIG``, see :mod:`edgesec.process`).
 
 With ``[dns] localOnlyWithoutNat = true`` (the default) the ``server=`` lines
 are left out: this instance answers local names only, and devices with NAT
@@ -255,6 +256,10 @@ class DhcpService:
             return "config written (dnsmasq not run)"
         fwd = f"; forwarder {self.forwarder.status()}" if self.forwarder is not None else ""
         return f"dnsmasq {self.proc.status()}{fwd}"
+
+    def health(self) -> tuple[str, str]:
+        """``failed`` while dnsmasq crash-loops (STATUS must not say ok then)."""
+        return self.proc.health() if self.proc is not None else ("ok", "")
 
 
 def _read(path: Path) -> str | None:

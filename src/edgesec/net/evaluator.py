@@ -8,7 +8,8 @@ isolation, bridge symmetry, NAT direction and anti-spoofing on the *computed
 rules* rather than on set contents (the idea of FAUCET's ``FakeOFTable``).
 
 Only the expressions the policy uses are understood (matches on ``meta``,
-``payload``, ``ct state``, ``concat`` keys, named and anonymous sets, and the
+``payload`` (``th`` ports too), ``ct state``/``ct direction``, ``concat`` keys
+(compared as strings, as the policy's rows are), named and anonymous sets, and the
 verdicts ``accept``/``drop``/``jump``/``goto``/``return``); anything else
 raises :class:`UnsupportedExpression`, so a new rule form cannot be silently
 misread. Network namespaces remain the end-to-end proof.
@@ -45,6 +46,8 @@ class Packet:
     family: str = "ipv4"
     ct_state: str = "new"
     icmpv6_type: str = ""
+    ct_direction: str = "original"  # "reply" for the answering side of a connection
+    sport: int = 0
 
     @property
     def hook(self) -> str:
@@ -142,6 +145,8 @@ class Ruleset:
                     return decided if decided is not None else "return"
             elif kind == "return":
                 return "return"
+            elif kind == "set" and arg.get("op") in ("add", "update"):
+                continue  # feeds a dynamic set (drop counting); decides nothing
             elif kind not in ("counter", "log", "masquerade"):
                 raise UnsupportedExpression(f"statement {kind!r}")
         return None
@@ -169,9 +174,11 @@ class Ruleset:
 
 def _key(item: Any) -> Any:
     if isinstance(item, dict) and "concat" in item:
-        return tuple(item["concat"])
+        return tuple(str(x) for x in item["concat"])
     if isinstance(item, list):
         return tuple(item)
+    if isinstance(item, tuple):  # a policy row (strings; ports as text)
+        return tuple(str(x) for x in item)
     return item
 
 
@@ -182,16 +189,19 @@ def _value(left: dict[str, Any], packet: Packet) -> Any:
     """The packet's value of a match's left side, or None where the packet has none."""
     if "concat" in left:
         parts = tuple(_value(part, packet) for part in left["concat"])
-        return None if None in parts else parts
+        return None if None in parts else tuple(str(p) for p in parts)
     if "meta" in left:
         attr = _META.get(left["meta"]["key"])
         if attr is None:
             raise UnsupportedExpression(f"meta {left['meta']['key']!r}")
         return getattr(packet, attr)
     if "ct" in left:
-        if left["ct"]["key"] != "state":
-            raise UnsupportedExpression(f"ct {left['ct']['key']!r}")
-        return packet.ct_state
+        key = left["ct"]["key"]
+        if key == "state":
+            return packet.ct_state
+        if key == "direction":
+            return packet.ct_direction
+        raise UnsupportedExpression(f"ct {key!r}")
     if "payload" in left:
         return _payload(left["payload"]["protocol"], left["payload"]["field"], packet)
     raise UnsupportedExpression(f"expression {left!r}")
@@ -206,6 +216,10 @@ def _payload(proto: str, fld: str, packet: Packet) -> Any:
         return packet.src_ip if fld == "saddr" else packet.dst_ip
     if proto in ("udp", "tcp") and fld == "dport":
         return packet.dport if packet.l4proto == proto else None
+    if proto == "th" and fld in ("dport", "sport"):  # the transport header, TCP or UDP
+        if packet.l4proto not in ("tcp", "udp"):
+            return None
+        return packet.dport if fld == "dport" else packet.sport
     if (proto, fld) == ("icmpv6", "type"):
         return packet.icmpv6_type or None
     if proto in ("ip", "ip6", "icmpv6"):

@@ -6,7 +6,8 @@ and nothing else. It:
 * applies the whole policy in one transaction at start-up (``add``+``delete``+
   re-create of its own table, so a stale table from a crash is replaced);
 * on every registry event, recomputes the rows of the devices concerned (the
-  device and its bridge partners) and applies only the element differences
+  device, its bridge partners, the members of its groups and the other ends of
+  its access rules) and applies only the element differences
   as one atomic transaction (cost independent of the number of devices);
 * watches the ruleset through netlink notifications
   (:class:`edgesec.net.nftgen.RulesetWatcher`, no polling): when another
@@ -41,7 +42,8 @@ from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
 
 log = logging.getLogger(__name__)
 
-WATCHED_EVENTS = ("device", "ip", "bridge_added", "bridge_removed")
+WATCHED_EVENTS = ("device", "ip", "bridge_added", "bridge_removed", "group_changed",
+                  "access_added", "access_removed")
 HEALED_EVENT = "firewall_healed"
 RETRY_S = 1.0  # while a heal keeps failing (forwarding held off), retry this often
 
@@ -146,7 +148,9 @@ class FirewallService:
     """Service (``name``, ``start``, ``stop``, ``status``) enforcing the policy.
 
     ``registry`` needs ``get(mac)``, ``devices()``, ``bridges()``,
-    ``bridge_partners(mac)`` and ``bus.subscribe(callback)``.
+    ``bridge_partners(mac)`` and ``bus.subscribe(callback)``; groups and
+    access rules are read from ``registry.groups`` when it has one
+    (:class:`edgesec.groups.GroupPolicy`).
     """
 
     name = "firewall"
@@ -181,9 +185,24 @@ class FirewallService:
         dev = self.registry.get(mac)
         if dev is None:
             return None
-        partners = [p for p in (self.registry.get(m) for m in self.registry.bridge_partners(mac))
+        get = self.registry.get
+        partners = [p for p in (get(m) for m in self.registry.bridge_partners(mac))
                     if p is not None]
-        return P.device_rows(self.cfg, dev, partners)
+        groups = getattr(self.registry, "groups", None)
+        if groups is None:
+            return P.device_rows(self.cfg, dev, partners)
+        members = [p for p in (get(m) for m in groups.peers(mac)) if p is not None]
+        access = [(r, p) for r in groups.rules_of(mac)
+                  if (p := get(r.dst if r.src == mac else r.src)) is not None]
+        return P.device_rows(self.cfg, dev, partners, members, access)
+
+    def _policy_peers(self, mac: str) -> set[str]:
+        """Devices whose rows depend on ``mac``'s record (bridges, groups, access rules)."""
+        out = set(self.registry.bridge_partners(mac))
+        groups = getattr(self.registry, "groups", None)
+        if groups is not None:
+            out |= groups.related(mac)
+        return out
 
     def _rebuild(self) -> None:
         by_mac: dict[str, P.Rows] = {}
@@ -193,9 +212,16 @@ class FirewallService:
             if a in devices and b in devices:
                 partners.setdefault(a, []).append(devices[b])
                 partners.setdefault(b, []).append(devices[a])
+        groups = getattr(self.registry, "groups", None)
         count: dict[str, dict[Any, int]] = {n: {} for n in P.ROW_SETS}
         for mac, dev in devices.items():
-            rows = P.device_rows(self.cfg, dev, partners.get(mac, ()))
+            if groups is None:
+                rows = P.device_rows(self.cfg, dev, partners.get(mac, ()))
+            else:
+                members = [devices[m] for m in groups.peers(mac) if m in devices]
+                access = [(r, devices[o]) for r in groups.rules_of(mac)
+                          if (o := r.dst if r.src == mac else r.src) in devices]
+                rows = P.device_rows(self.cfg, dev, partners.get(mac, ()), members, access)
             by_mac[mac] = rows
             for name, items in rows.items():
                 c = count[name]
@@ -263,7 +289,9 @@ class FirewallService:
         if peer:
             macs.add(peer)
         if event.kind in ("device", "ip"):
-            macs.update(self.registry.bridge_partners(event.mac))
+            macs.update(self._policy_peers(event.mac))
+        elif event.kind == "group_changed":
+            macs.update(event.data.get("members", ()))
         try:
             self.refresh(macs)
         except Exception as exc:  # keep the publisher alive; a retry heals
@@ -434,7 +462,9 @@ class FirewallService:
         text = (f"running table inet {self.cfg.table} ({self.nft.backend_name} backend): "
                 f"{len(r[P.LEASES])} leases, "
                 f"{len(r[P.BRIDGES]) // 2} bridge paths, {len(r[P.NAT])} nat, "
-                f"{len(r[P.DENIED])} denied; healed {self.heals}x")
+                f"{len(r[P.DENIED])} denied, {len(r[P.GROUPS]) // 2} group paths, "
+                f"{len(r[P.ACCESS]) + len(r[P.ACCESS_ANY])} access paths; "
+                f"healed {self.heals}x")
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 

@@ -18,6 +18,14 @@ hash-set lookups, however many devices and bridges exist):
 * ``nat`` — ``ipv4_addr`` of allowed devices with NAT: forwarded out of
   ``natInterface`` and masqueraded; only replies come back.
 * ``denied`` — ``ether_addr`` of denied devices: every packet dropped, DHCP too.
+* ``group_pairs`` — ``ipv4_addr . ipv4_addr``, both directions of every pair
+  of allowed devices sharing a group (a group is expanded to its member pairs,
+  so a packet costs one lookup however many groups a device is in).
+* ``access`` — ``ipv4_addr . ipv4_addr . inet_proto . inet_service``: ``from``
+  may open ``proto/port`` connections to ``to``; ``access_any`` —
+  ``ipv4_addr . ipv4_addr``: any connection. Matched with ``ct direction
+  original`` for the opener and, reversed, with ``ct direction reply`` and
+  ``ct state established`` for the answers, so ``to`` can never open anything.
 
 Devices reach the gateway only for DHCP (udp 67, also from 0.0.0.0), DNS (53)
 and mDNS (udp 5353 to 224.0.0.251 / ff02::fb); everything else from a device
@@ -26,7 +34,15 @@ bridge to the gateway or through it is dropped. With split DNS
 chain redirects DNS to the gateway from ``@nat`` addresses to the forwarding
 resolver's port, which input accepts from ``@nat`` only. Bridge and NAT paths do not
 depend on conntrack state for device-originated packets, so removing a bridge
-or NAT also cuts connections that are already established.
+or NAT also cuts connections that are already established; group and access
+packets are looked up in their sets on every packet too (conntrack only says
+which end opened the connection), so removing a membership or rule cuts
+established connections as well.
+
+``explain`` answers "may this device open a connection to that one, and why
+(not)?" from the registry state, naming the bridge, group or access rule;
+``accepts`` answers the same question of the computed set elements (a model of
+the forward chain), and the tests hold the two to agree.
 """
 
 from __future__ import annotations
@@ -41,7 +57,17 @@ BRIDGES = "bridges"
 NAT = "nat"
 DENIED = "denied"
 DEVICE_IFS = "device_ifs"
-ROW_SETS = (LEASES, BRIDGES, NAT, DENIED)
+GROUPS = "group_pairs"
+ACCESS = "access"
+ACCESS_ANY = "access_any"
+ROW_SETS = (LEASES, BRIDGES, NAT, DENIED, GROUPS, ACCESS, ACCESS_ANY)
+# Filled by the kernel, not by the policy: ``saddr . daddr`` of dropped IPv4
+# packets from devices, each with a counter, forgotten after an hour without
+# drops and bounded in size (a full set counts nothing more; the drop still
+# happens, in its own rule). Read by explain ("N packets dropped").
+DROPS = "drops"
+DROPS_TIMEOUT_S = 3600
+DROPS_SIZE = 65536
 
 SET_TYPES: dict[str, Any] = {
     DEVICE_IFS: "ifname",
@@ -49,8 +75,12 @@ SET_TYPES: dict[str, Any] = {
     BRIDGES: ["ipv4_addr", "ipv4_addr"],
     NAT: "ipv4_addr",
     DENIED: "ether_addr",
+    GROUPS: ["ipv4_addr", "ipv4_addr"],
+    ACCESS: ["ipv4_addr", "ipv4_addr", "inet_proto", "inet_service"],
+    ACCESS_ANY: ["ipv4_addr", "ipv4_addr"],
 }
 
+IP_CACHE_MAX = 65_536  # memoised (VLAN, address) -> inside the subnet?
 Row = Any  # str or tuple[str, ...]
 Rows = dict[str, set[Row]]
 
@@ -65,6 +95,15 @@ class DeviceLike(Protocol):
 
     @property
     def ips(self) -> tuple[str, ...]: ...
+
+
+class AccessLike(Protocol):
+    """The fields of ``edgesec.groups.Access`` the policy reads."""
+
+    src: str
+    dst: str
+    proto: str  # "" = any protocol
+    port: int
 
 
 @dataclass(frozen=True)
@@ -83,6 +122,7 @@ class PolicyConfig:
     nat_interface: str = ""
     dns_forward_port: int = 0  # split DNS: port of the forwarding resolver (0 = off)
     _by_vlan: dict[int, PolicySubnet] = field(default_factory=dict, compare=False, repr=False)
+    _ip_ok: dict[tuple[int, str], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_vlan.update({s.vlan: s for s in self.subnets})
@@ -110,25 +150,42 @@ def empty_rows() -> Rows:
 
 
 def valid_ips(cfg: PolicyConfig, dev: DeviceLike) -> list[str]:
-    """The device's addresses that lie inside its own VLAN's subnet."""
+    """The device's addresses that lie inside its own VLAN's subnet.
+
+    Answers are memoised per (VLAN, address) in the config (bounded): a group
+    or rule change re-derives the rows of every peer, and parsing addresses
+    was most of that cost.
+    """
     sub = cfg.subnet(dev.vlanid)
     if sub is None:
         return []
+    cache = cfg._ip_ok
     out = []
     for ip in dev.ips:
-        try:
-            if ipaddress.IPv4Address(ip) in sub.network:
-                out.append(ip)
-        except ValueError:
-            continue
+        key = (dev.vlanid, ip)
+        ok = cache.get(key)
+        if ok is None:
+            try:
+                ok = ipaddress.IPv4Address(ip) in sub.network
+            except ValueError:
+                ok = False
+            if len(cache) >= IP_CACHE_MAX:
+                cache.clear()
+            cache[key] = ok
+        if ok:
+            out.append(ip)
     return out
 
 
-def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLike]) -> Rows:
-    """Set elements owed to one device (its lease, NAT, denial, and bridge pairs).
+def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLike],
+                members: Iterable[DeviceLike] = (),
+                access: Iterable[tuple[AccessLike, DeviceLike]] = ()) -> Rows:
+    """Set elements owed to one device (its lease, NAT, denial, bridge, group and access rows).
 
-    A bridge pair is produced by both of its ends; the firewall counts
-    contributions, so the element exists while either end still produces it.
+    ``members`` are the devices sharing a group with it, ``access`` the access
+    rules naming it, each with the device at the other end. A pair or rule is
+    produced by both of its ends; the firewall counts contributions, so the
+    element exists while either end still produces it.
     """
     rows = empty_rows()
     if not dev.allow:
@@ -148,21 +205,61 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
                 if ip != pip:
                     rows[BRIDGES].add((ip, pip))
                     rows[BRIDGES].add((pip, ip))
+    for peer in members:
+        if not peer.allow or peer.mac == dev.mac:
+            continue
+        for pip in valid_ips(cfg, peer):
+            for ip in ips:
+                if ip != pip:
+                    rows[GROUPS].add((ip, pip))
+                    rows[GROUPS].add((pip, ip))
+    for rule, peer in access:
+        if not peer.allow or peer.mac == dev.mac:
+            continue
+        src_ips, dst_ips = ((ips, valid_ips(cfg, peer)) if rule.src == dev.mac
+                            else (valid_ips(cfg, peer), ips))
+        for sip in src_ips:
+            for dip in dst_ips:
+                if sip != dip:
+                    if rule.proto:
+                        rows[ACCESS].add((sip, dip, rule.proto, str(rule.port)))
+                    else:
+                        rows[ACCESS_ANY].add((sip, dip))
     return rows
 
 
 def elements(cfg: PolicyConfig, devices: Iterable[DeviceLike],
-             bridges: Iterable[tuple[str, str]]) -> Rows:
-    """All set elements for a registry snapshot (union of every device's rows)."""
+             bridges: Iterable[tuple[str, str]],
+             memberships: Iterable[tuple[str, str]] = (),
+             access: Iterable[AccessLike] = ()) -> Rows:
+    """All set elements for a registry snapshot (union of every device's rows).
+
+    ``memberships`` are ``(group, mac)`` pairs, ``access`` the access rules.
+    """
     by_mac: dict[str, DeviceLike] = {d.mac: d for d in devices}
     partners: dict[str, list[DeviceLike]] = {}
     for a, b in bridges:
         if a in by_mac and b in by_mac:
             partners.setdefault(a, []).append(by_mac[b])
             partners.setdefault(b, []).append(by_mac[a])
+    groups: dict[str, set[str]] = {}
+    for group, mac in memberships:
+        if mac in by_mac:
+            groups.setdefault(group, set()).add(mac)
+    peers: dict[str, set[str]] = {}
+    for macs in groups.values():
+        for mac in macs:
+            peers.setdefault(mac, set()).update(macs)
+    rules: dict[str, list[tuple[AccessLike, DeviceLike]]] = {}
+    for r in access:
+        if r.src in by_mac and r.dst in by_mac:
+            rules.setdefault(r.src, []).append((r, by_mac[r.dst]))
+            rules.setdefault(r.dst, []).append((r, by_mac[r.src]))
     out = empty_rows()
     for dev in by_mac.values():
-        for name, rows in device_rows(cfg, dev, partners.get(dev.mac, ())).items():
+        members = [by_mac[m] for m in peers.get(dev.mac, ()) if m != dev.mac]
+        for name, rows in device_rows(cfg, dev, partners.get(dev.mac, ()), members,
+                                      rules.get(dev.mac, ())).items():
             out[name] |= rows
     return out
 
@@ -191,6 +288,11 @@ _TCP = _m(_meta("l4proto"), "tcp")
 _IPV4 = _m(_meta("nfproto"), "ipv4")
 _IPV6 = _m(_meta("nfproto"), "ipv6")
 _CT_REPLY = _m({"ct": {"key": "state"}}, ["established", "related"], "in")
+_CT_ORIGINAL = _m({"ct": {"key": "direction"}}, "original")
+_CT_ANSWER = [_m({"ct": {"key": "direction"}}, "reply"),
+              _m({"ct": {"key": "state"}}, ["established"], "in")]
+_SADDR, _DADDR = _pl("ip", "saddr"), _pl("ip", "daddr")
+_L4 = _meta("l4proto")
 
 
 def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -226,6 +328,18 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         ("from_device", "spoof", [_m(_LEASE_KEY, f"@{LEASES}", "!="), _DROP]),
         ("from_device", "bridge",
          [_m({"concat": [_pl("ip", "saddr"), _pl("ip", "daddr")]}, f"@{BRIDGES}"), _ACCEPT]),
+        # groups: both directions; access: the opener, then the answers
+        ("from_device", "group", [_m({"concat": [_SADDR, _DADDR]}, f"@{GROUPS}"), _ACCEPT]),
+        ("from_device", "access",
+         [_CT_ORIGINAL, _m({"concat": [_SADDR, _DADDR, _L4, _pl("th", "dport")]}, f"@{ACCESS}"),
+          _ACCEPT]),
+        ("from_device", "access-any",
+         [_CT_ORIGINAL, _m({"concat": [_SADDR, _DADDR]}, f"@{ACCESS_ANY}"), _ACCEPT]),
+        ("from_device", "access-reply",
+         [*_CT_ANSWER, _m({"concat": [_DADDR, _SADDR, _L4, _pl("th", "sport")]}, f"@{ACCESS}"),
+          _ACCEPT]),
+        ("from_device", "access-any-reply",
+         [*_CT_ANSWER, _m({"concat": [_DADDR, _SADDR]}, f"@{ACCESS_ANY}"), _ACCEPT]),
     ]
     if cfg.nat_interface:
         r += [
@@ -246,7 +360,16 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         at = r.index(next(x for x in r if x[:2] == ("input", "drop")))
         r[at:at] = _dns_forward_input(cfg.dns_forward_port)
         r += _dns_redirect(cfg.dns_forward_port)
+    for chain in ("input", "from_device"):  # count what the final drops drop, per pair
+        at = r.index(next(x for x in r if x[:2] == (chain, "drop")))
+        r.insert(at, (chain, "count-drop", [_COUNT_DROP]))
     return r
+
+
+# A rule of its own, without a verdict: if the set is full the update fails and
+# only this rule ends; the drop that follows still drops.
+_COUNT_DROP = {"set": {"op": "update", "elem": {"concat": [_SADDR, _DADDR]},
+                       "set": f"@{DROPS}", "stmt": [{"counter": None}]}}
 
 
 def _dns_forward_input(port: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -305,6 +428,10 @@ def skeleton(cfg: PolicyConfig) -> Skeleton:
     cmds: list[dict[str, Any]] = [{"add": {"table": {"family": fam, "name": tab}}}]
     for name, typ in SET_TYPES.items():
         cmds.append({"add": {"set": {"family": fam, "table": tab, "name": name, "type": typ}}})
+    cmds.append({"add": {"set": {"family": fam, "table": tab, "name": DROPS,
+                                 "type": ["ipv4_addr", "ipv4_addr"],
+                                 "flags": ["timeout"], "timeout": DROPS_TIMEOUT_S,
+                                 "size": DROPS_SIZE}}})
     ifs = sorted({s.bridge for s in cfg.subnets})
     if ifs:
         cmds.append({"add": {"element": {"family": fam, "table": tab, "name": DEVICE_IFS,

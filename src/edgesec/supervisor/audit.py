@@ -30,7 +30,7 @@ log = logging.getLogger("edgesec.audit")
 POLICY_COMMANDS: set[str] = {
     "ACCEPT_MAC", "DENY_MAC", "ADD_NAT", "REMOVE_NAT", "ASSIGN_PSK", "CLEAR_PSK",
     "ADD_BRIDGE", "REMOVE_BRIDGE", "CLEAR_BRIDGE", "REGISTER_TICKET", "SET_IP",
-    "REMOVE_DEVICE",
+    "REMOVE_DEVICE", "ADD_GROUP_MEMBER", "REMOVE_GROUP_MEMBER", "ADD_ACCESS", "REMOVE_ACCESS",
     "SET_LABEL",  # the management API's label change (no supervisor command)
 }
 # Argument positions never logged (command -> indexes).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,9 @@ class CommandTable:
         except (CommandError, RegistryError) as exc:
             self.refusals.log("%s: %s", request.name, exc)
             return proto.FAIL
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: expected, one line
+            log.error("%s failed: %s", request.name, exc)
+            return proto.FAIL
         except Exception:
             log.exception("%s failed", request.name)
             return proto.FAIL
@@ -145,6 +149,8 @@ class NetworkCommands:
         table.register("GET_BRIDGES", lambda _: proto.format_bridges(r.bridges()), (0,))
         table.register("REGISTER_TICKET", self.register_ticket, (3,))
         table.register("REMOVE_DEVICE", lambda q: self._ok(r.remove_device(q.args[0])), (1,))
+        from edgesec.supervisor.group_commands import GroupCommands  # (imports this module)
+        GroupCommands(r.groups).install(table)
 
     @staticmethod
     def _ok(_result: object) -> str:

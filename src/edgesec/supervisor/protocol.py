@@ -98,6 +98,11 @@ def format_event(kind: str, mac: str, data: dict) -> str | None:
         return f"BRIDGE_ADDED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
     if kind == "bridge_removed":
         return f"BRIDGE_REMOVED {mac} {data['peer']} {_word(data.get('reason', ''))}\n"
+    if kind == "group_changed":
+        return f"GROUP_CHANGED {data['group']} {mac} {data['action']}\n"
+    if kind in ("access_added", "access_removed"):
+        return (f"{kind.upper()} {mac} {data['peer']} {data['service']} "
+                f"{_word(data.get('reason', ''))}\n")
     if kind == "firewall_healed":
         return (f"FIREWALL_HEALED {_word(str(data.get('family', 'inet')))} "
                 f"{_word(str(data.get('table', '')))} {int(data.get('heals', 0))} "

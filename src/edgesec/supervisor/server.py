@@ -1,9 +1,12 @@
 """The supervisor's sockets: a UNIX datagram socket and a UDP socket, plus event fan-out.
 
-Safer than the original (docs/supervisor.md): the UDP socket binds 127.0.0.1
-unless configured otherwise, and a non-loopback bind requires a shared key
-with every UDP request authenticated (HMAC + timestamp + nonce against
-replay); the UNIX socket is created mode 0660; every malformed datagram is
+Safer than the original (docs/supervisor.md): UDP is served only with a
+shared key (every request authenticated: HMAC + timestamp + nonce against
+replay), or as plain text on loopback after an explicit opt-in
+(``allowUnauthenticatedUdp``); otherwise it stays off and the UNIX socket
+(mode 0660) is the only way in.  The UDP port is bound exclusively (no
+``SO_REUSEADDR``), so no other local user can bind it beside us, and a port
+someone else holds is a refusal to start.  Every malformed datagram is
 answered ``FAIL`` with a rate-limited log line; event subscribers that go
 away are dropped.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import ipaddress
 import logging
 import os
@@ -36,6 +40,29 @@ RECV_SIZE = proto.MAX_DATAGRAM + 1  # one byte more than allowed: oversize is de
 
 class ConfigurationError(RuntimeError):
     """The supervisor cannot start as configured."""
+
+
+def bind_udp_exclusive(address: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``address:port`` that nobody can bind beside it.
+
+    Without ``SO_REUSEADDR``/``SO_REUSEPORT`` the kernel refuses any other
+    socket on the same port that overlaps our address (the same address or
+    the wildcard), whoever owns it; and a port already held by someone else
+    is refused to us, which we report instead of sharing it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"[supervisor] UDP {address}:{port} is already bound by another process "
+                f"(see: ss -ulpn 'sport = :{port}'); refusing to share the control port. "
+                "Stop that process or choose another supervisorControlPort") from None
+        raise ConfigurationError(f"[supervisor] cannot bind UDP {address}:{port}: "
+                                 f"{exc.strerror or exc}") from None
+    return sock
 
 
 class _Endpoint:
@@ -91,12 +118,12 @@ class SupervisorServer:
     name = "supervisor"
 
     def __init__(self, table: CommandTable, bus: EventBus, unix_path: Path | None,
-                 udp_address: str = "127.0.0.1", udp_port: int = 0, key: bytes = b"") -> None:
+                 udp_address: str = "127.0.0.1", udp_port: int = 0, key: bytes = b"",
+                 allow_plain_udp: bool = False) -> None:
         self.table = table
         self.bus = bus
         self.unix_path = unix_path
         self.udp_address = udp_address
-        self.udp_port = udp_port
         self.key = key
         loopback = ipaddress.ip_address(udp_address).is_loopback
         # A configured key authenticates UDP everywhere; off loopback it is required.
@@ -106,6 +133,12 @@ class SupervisorServer:
                 f"[supervisor] the UDP socket would listen on {udp_address}, which is not "
                 "loopback: set supervisorControlKey (or supervisorControlKeyFile) so that "
                 "requests are authenticated, or bind 127.0.0.1")
+        # Plain loopback UDP makes every local user an administrator: only on request.
+        self.udp_off_reason = ""
+        if udp_port and not key and not allow_plain_udp:
+            self.udp_off_reason = "no key"
+            udp_port = 0
+        self.udp_port = udp_port
         self.subscribers: collections.OrderedDict[tuple[str, Any], int] = \
             collections.OrderedDict()
         self.bad = RateLimitedLog(log, "malformed datagrams")
@@ -121,11 +154,13 @@ class SupervisorServer:
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # UDP first: a port held by someone else refuses the start before anything exists.
+        udp = bind_udp_exclusive(self.udp_address, self.udp_port) if self.udp_port else None
         if self.unix_path is not None:
             path = self.unix_path
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists() or path.is_symlink():
-                path.unlink()
+                path.unlink()  # a stale socket: the gateway holds the state lock
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             old = os.umask(0o117)
             try:
@@ -136,12 +171,14 @@ class SupervisorServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
             await self._serve(loop, sock, "unix")
-        if self.udp_port:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.udp_address, self.udp_port))
-            self.bound_udp = sock.getsockname()
-            await self._serve(loop, sock, "udp-auth" if self.udp_authenticated else "udp")
+        if udp is not None:
+            self.bound_udp = udp.getsockname()
+            await self._serve(loop, udp, "udp-auth" if self.udp_authenticated else "udp")
+        elif self.udp_off_reason:
+            log.warning("[supervisor] UDP control is off: no supervisorControlKey is set. "
+                        "Set a key (authenticated UDP) or allowUnauthenticatedUdp = true "
+                        "(any local user could then control the gateway); the UNIX socket "
+                        "%s is unaffected", self.unix_path)
         log.info("supervisor listening on %s and udp %s", self.unix_path, self.bound_udp)
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
@@ -169,7 +206,8 @@ class SupervisorServer:
         return out
 
     def status(self) -> str:
-        return (f"listening unix={self.unix_path} udp={self.bound_udp} "
+        udp = f"off ({self.udp_off_reason})" if self.udp_off_reason else self.bound_udp
+        return (f"listening unix={self.unix_path} udp={udp} "
                 f"subscribers={len(self.subscribers)} malformed={self.malformed}")
 
     # -- requests ----------------------------------------------------------------
