@@ -331,7 +331,7 @@ def best_lossless(trial, label: str) -> float:
     return best
 
 
-def bench_live(tmp: Path, seconds: float, repeat: int = 1) -> None:
+def bench_live(tmp: Path, seconds: float, repeat: int = 1, only: str = "") -> None:
     p = "cb" + secrets.token_hex(3)
     cap, snd = p + "c", p + "s"
     made = []
@@ -353,6 +353,8 @@ def bench_live(tmp: Path, seconds: float, repeat: int = 1) -> None:
             "edgesec capture (flows,eve)": ("flows", "eve"),
             "edgesec capture (pcap)": ("pcap",),
         }
+        if only:
+            configs = {k: v for k, v in configs.items() if ",".join(v) in only.split(";")}
         ratios: dict[str, list[float]] = {name: [] for name in configs}
         for rnd in range(repeat):
             print(f"  round {rnd + 1}:")
@@ -505,6 +507,8 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="recap: only recap -t against the Python floor")
     ap.add_argument("--repeat", type=int, default=3, help="--floor/live: rounds")
+    ap.add_argument("--only", default="", help="live: middleware sets to run, e.g. "
+                    "'header;flows,eve' (tcpdump always runs)")
     args = ap.parse_args()
     # on disk, not tmpfs: write_bytes counts only writes to a block device
     with tempfile.TemporaryDirectory(prefix="edgesec-bench-", dir=ROOT / "bench") as d:
@@ -518,7 +522,7 @@ def main() -> None:
         if not args.no_recap:
             bench_recap(args.packets, Path(d), args.floor, args.repeat)
         if not args.no_live:
-            bench_live(Path(d), args.seconds, args.repeat)
+            bench_live(Path(d), args.seconds, args.repeat, args.only)
 
 
 if __name__ == "__main__":
