@@ -143,10 +143,11 @@ print(n)
 """
 
 
-def timed(argv: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, float]:
+def timed(argv: list[str], stdout=subprocess.DEVNULL,
+          env: dict[str, str] | None = None) -> tuple[float, int, float]:
     """Run ``argv``; returns (wall seconds, peak RSS KiB, CPU seconds)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
     cpu = usage.ru_utime + usage.ru_stime
@@ -155,7 +156,8 @@ def timed(argv: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, float
     return elapsed, usage.ru_maxrss, cpu
 
 
-def bench_recap(n: int, tmp: Path, quick: bool = False, repeat: int = 1) -> None:
+def bench_recap(n: int, tmp: Path, quick: bool = False, repeat: int = 1,
+                old_src: str = "") -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from edgesec.capture.synth import write_mixed
 
@@ -167,7 +169,7 @@ def bench_recap(n: int, tmp: Path, quick: bool = False, repeat: int = 1) -> None
     print(f"generated {n} mixed packets ({pcap.stat().st_size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - t0:.1f}s")
     if quick:
-        bench_recap_floor(n, pcap, tmp, repeat)
+        bench_recap_floor(n, pcap, tmp, repeat, old_src)
         return
     results = {}
     db = tmp / "recap.sqlite"
@@ -201,22 +203,33 @@ def bench_recap(n: int, tmp: Path, quick: bool = False, repeat: int = 1) -> None
           f"{results['edgesec recap -t (header tables)'][1] / 1024:.1f} MiB for {n}")
 
 
-def bench_recap_floor(n: int, pcap: Path, tmp: Path, repeat: int) -> None:
-    """recap -t and the Python floor back to back, ``repeat`` times (ratio range)."""
+def bench_recap_floor(n: int, pcap: Path, tmp: Path, repeat: int, old_src: str = "") -> None:
+    """recap -t and the Python floor back to back, ``repeat`` times (ratio range).
+
+    ``old_src``: also run recap from another checkout's ``src`` (e.g. ``git
+    worktree add /tmp/old main``) in the same rounds, for a before/after.
+    """
     print(f"\nrecap -t vs the Python floor, {n} packets, {repeat} rounds (wall pkts/s):")
-    ratios = []
+    runs = {"recap": ""} | ({"old recap": old_src} if old_src else {})
+    ratios: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
     for i in range(repeat):
         for f in tmp.glob("rf*.sqlite*"):
             f.unlink()
-        rec = timed([PY, "-m", "edgesec.capture.cli", "-p", str(pcap), "-f",
-                     str(tmp / "rfr.sqlite"), "-t"])
         flo = timed([PY, "-c", FLOOR_LOOP, str(pcap), str(tmp / "rff.sqlite")])
-        ratios.append(flo[0] / rec[0])
-        print(f"  round {i + 1}: recap {n / rec[0]:>9,.0f} pkts/s (CPU {n / rec[2]:>9,.0f}, "
-              f"peak RSS {rec[1] / 1024:5.1f} MiB)  floor {n / flo[0]:>9,.0f} pkts/s "
-              f"(CPU {n / flo[2]:>9,.0f})  ratio {ratios[-1]:.2f}x")
-    print(f"  ratio recap / Python floor: {min(ratios):.2f}x - {max(ratios):.2f}x "
-          "(target >= 0.5x)")
+        line = f"  round {i + 1}: floor {n / flo[0]:>9,.0f} pkts/s (CPU {n / flo[2]:>9,.0f})"
+        for label, src in runs.items():
+            env = {**os.environ, "PYTHONPATH": src} if src else None
+            out = tmp / f"rf-{label.replace(' ', '-')}.sqlite"
+            rec = timed([PY, "-m", "edgesec.capture.cli", "-p", str(pcap), "-f", str(out), "-t"],
+                        env=env)
+            ratios[label].append((flo[0] / rec[0], flo[2] / rec[2]))
+            line += (f"  {label} {n / rec[0]:>9,.0f} (CPU {n / rec[2]:>9,.0f}, RSS "
+                     f"{rec[1] / 1024:4.0f} MiB) {ratios[label][-1][0]:.2f}x")
+        print(line)
+    for label, rs in ratios.items():
+        wall, cpu = [r[0] for r in rs], [r[1] for r in rs]
+        print(f"  ratio {label} / Python floor: wall {min(wall):.2f}x - {max(wall):.2f}x, "
+              f"CPU {min(cpu):.2f}x - {max(cpu):.2f}x (target >= 0.5x)")
 
 
 SENDER = """
@@ -507,6 +520,8 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="recap: only recap -t against the Python floor")
     ap.add_argument("--repeat", type=int, default=3, help="--floor/live: rounds")
+    ap.add_argument("--old-src", default="",
+                    help="--floor: also time recap from this src directory (before/after)")
     ap.add_argument("--only", default="", help="live: middleware sets to run, e.g. "
                     "'header;flows,eve' (tcpdump always runs)")
     args = ap.parse_args()
@@ -520,7 +535,7 @@ def main() -> None:
                 bench_footprint(Path(d))
             return
         if not args.no_recap:
-            bench_recap(args.packets, Path(d), args.floor, args.repeat)
+            bench_recap(args.packets, Path(d), args.floor, args.repeat, args.old_src)
         if not args.no_live:
             bench_live(Path(d), args.seconds, args.repeat, args.only)
 
