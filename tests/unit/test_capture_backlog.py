@@ -68,7 +68,7 @@ def test_take_is_fifo_and_empty_backlog_gives_none():
     ring = FakeRing()
     reader = RingReader([ring], limit=1, on_error=lambda r: None)
     assert reader.take() is None
-    reader._put(ring, [b"1", b"22"])
+    reader.put(ring, [b"1", b"22"])
     assert reader.take() == (ring, b"1") and reader.take() == (ring, b"22")
     assert reader.take() is None and reader.bytes == 0 and reader.peak == 3
     reader.close()

@@ -93,7 +93,8 @@ class RingReader:
             while os.read(self.notify_fd, 4096):
                 pass
 
-    def _put(self, ring: Ring, blocks: list[bytes]) -> None:
+    def put(self, ring: Ring, blocks: list[bytes]) -> None:
+        """Queue copied ``blocks`` of ``ring`` (the thread, and the final drain at stop)."""
         size = sum(map(len, blocks))
         with self._lock:
             was_empty = not self.items
@@ -116,7 +117,7 @@ class RingReader:
                 blocks = ring.take_blocks(READ_BLOCKS)
                 if blocks:
                     moved = True
-                    self._put(ring, blocks)
+                    self.put(ring, blocks)
 
     def _run(self) -> None:
         poller = select.poll()

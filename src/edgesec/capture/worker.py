@@ -208,7 +208,7 @@ class Worker:
         for ring in self.rings:
             blocks = ring.take_blocks(ring.nblocks)
             if blocks:
-                self.reader._put(ring, blocks)
+                self.reader.put(ring, blocks)
         deadline = time.monotonic() + STOP_DRAIN_S
         while time.monotonic() < deadline and self._store(TURN_BLOCKS):
             pass
