@@ -46,6 +46,7 @@ bench: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy --strict src/edgesec
 
 clean:
 	rm -rf $(VENV) build *.egg-info

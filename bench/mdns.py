@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import signal
@@ -64,8 +65,9 @@ def serve_ours() -> None:
         '[system]\ndefaultOpenVlanId = 2\n[interfaces]\n'
         'if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"\n'
         'if5 = "5,10.0.5.1,10.0.5.255,255.255.255.0"\n')
-    mdns = MdnsSettings(reflect_ip4=True, reflect_ip6=False, auto_bridge=True,
-                        rate_limit=1e7, rate_burst=10_000_000)
+    mdns = dataclasses.replace(MdnsSettings.from_settings(settings), reflect_ip4=True,
+                               reflect_ip6=False, auto_bridge=True, rate_limit=1e7,
+                               rate_burst=10_000_000)
 
     async def main() -> None:
         svc = MdnsService(settings, Registry(settings, Store(None)), mdns)

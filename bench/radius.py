@@ -26,6 +26,7 @@ import asyncio
 import gc
 import hashlib
 import hmac
+import logging
 import os
 import shutil
 import socket
@@ -105,7 +106,14 @@ def edgesec_service(port: int, policy_kind: str, tmp: str) -> Any:
 
 
 def serve_edgesec(port: int, policy_kind: str, tmp: str) -> None:
-    """Child process: edgesec's RADIUS service, until stdin closes."""
+    """Child process: edgesec's RADIUS service, until stdin closes.
+
+    Logging is set up as ``edgesec run`` does (the audit trail of decisions at
+    INFO, rate-limited) and goes to a file, as the daemon's goes to the journal.
+    """
+    from edgesec.logsetup import setup_logging
+
+    setup_logging(logging.WARNING)
     svc = edgesec_service(port, policy_kind, tmp)
 
     async def main() -> None:
@@ -119,8 +127,10 @@ def serve_edgesec(port: int, policy_kind: str, tmp: str) -> None:
 
 
 def start_edgesec(port: int, policy_kind: str, tmp: str) -> subprocess.Popen[str]:
-    p = subprocess.Popen([sys.executable, __file__, "--serve", policy_kind, "--port", str(port),
-                          "--tmp", tmp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    with open(Path(tmp) / f"edgesec-{policy_kind}.log", "a") as log:
+        p = subprocess.Popen([sys.executable, __file__, "--serve", policy_kind, "--port",
+                              str(port), "--tmp", tmp], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=log, text=True)
     assert p.stdout is not None
     if p.stdout.readline().strip() != "ready":
         raise RuntimeError("edgesec RADIUS server did not start")
@@ -432,7 +442,11 @@ def main() -> None:
                         runs[label][c].append(load(port, c, args.seconds))
                 finally:
                     proc.terminate()
-                    proc.wait(10)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:  # a loaded machine: do not leave it
+                        proc.kill()
+                        proc.wait(10)
     results = {label: {c: median_result(rs) for c, rs in per.items()}
                for label, per in runs.items()}
     print(f"median of {args.rounds} rounds")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -10,10 +9,18 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+if __name__ == "__main__" and sys.argv[1:2] == ["run"]:
+    # The daemon (`python -m edgesec.cli run`): started without typer/rich/pydantic,
+    # which would stay resident for its whole life (edgesec.runcmd).
+    from edgesec.runcmd import main as _run_main
+
+    _run_main()  # exits with the daemon's status
+    sys.exit(0)
+
 import typer
 
 from edgesec import __version__
-from edgesec.config import ConfigError, describe, load_settings
+from edgesec.config import ConfigError, Settings, describe, load_settings
 
 app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
                   no_args_is_help=True, add_completion=False,
@@ -22,7 +29,7 @@ app = typer.Typer(help="edgesec: a security toolset for IoT edge routers.",
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-# Sub-applications owned by other parts; mounted when their module is present.
+# Sub-applications, mounted on demand; one that fails to import is listed as unavailable.
 SUB_APPS = {
     "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
@@ -61,7 +68,7 @@ def main_callback(
     """edgesec: per-device isolation, RADIUS, mDNS reflection, capture and a vault."""
 
 
-def _load(config: Path):
+def _load(config: Path) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
@@ -77,20 +84,11 @@ def run(
         "--log-format", help="text, or json (one object per line)")] = "text",
 ) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads)."""
-    if log_format not in ("text", "json"):
-        typer.echo(f"edgesec: --log-format must be text or json, not {log_format!r}", err=True)
-        raise typer.Exit(2)
-    setup_logging(debug, log_format)
-    settings = _load(config)
-    from edgesec.gateway import Gateway
+    from edgesec.runcmd import run_gateway
 
-    try:
-        gateway = Gateway(settings)
-        asyncio.run(gateway.run())
-    except Exception as exc:
-        logging.getLogger("edgesec").debug("start-up failed", exc_info=True)
-        typer.echo(f"edgesec: {exc}", err=True)
-        raise typer.Exit(1) from None
+    code = run_gateway(config, debug, log_format)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -184,6 +182,18 @@ def demo() -> None:
     raise typer.Exit(module.main())
 
 
+def _mount_unavailable(name: str, reason: str) -> None:
+    """Stand in for a sub-app that failed to import: listed in help, says why, exits 1."""
+
+    def fail() -> None:
+        typer.echo(f"error: edgesec {name} is unavailable: {reason}", err=True)
+        raise typer.Exit(1)
+
+    app.command(name, help=f"(unavailable: {reason})", add_help_option=False,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                  "help_option_names": []})(fail)
+
+
 def _mount_sub_apps(argv: list[str]) -> None:
     """Mount the sub-applications; only the one named on the command line if any.
 
@@ -206,7 +216,8 @@ def _mount_sub_apps(argv: list[str]) -> None:
         module, attr, help_text = SUB_APPS[name]
         try:
             sub = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError) as exc:
+            _mount_unavailable(name, f"cannot load {module}: {exc}")
             continue
         app.add_typer(sub, name=name, help=help_text)
         if name == "api":
@@ -219,7 +230,7 @@ def main() -> None:
     if os.environ.get("_EDGESEC_COMPLETE"):
         # Shell completion (`_EDGESEC_COMPLETE=source_bash edgesec` prints the script
         # `make install` installs; the script calls back with complete_bash).
-        from typer.completion import completion_init
+        from typer._completion_classes import completion_init  # where typer defines it
 
         completion_init()
     _mount_sub_apps(sys.argv[1:])

@@ -23,6 +23,7 @@ from typing import Any
 
 from edgesec.config_check import Origins, parse_ip_list, parse_wpa_passphrase, redact
 from edgesec.config_check import validate as _validate
+from edgesec.mdns.settings import parse_service_list as parse_mdns_services
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,7 @@ class DnsSettings:
     mdns_filter: str = key("mdnsFilter", parse_str, "")
     mdns_auto_bridge: bool = key("mdnsAutoBridge", parse_bool, True)
     mdns_bridge_expiry: int = key("mdnsBridgeExpiry", parse_int, 3600)
-    mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_list, ())
+    mdns_service_allow: tuple[str, ...] = key("mdnsServiceAllow", parse_mdns_services, ())
     mdns_rate_limit: int = key("mdnsRateLimit", parse_int, 50)
     mdns_rate_burst: int = key("mdnsRateBurst", parse_int, 100)
     mdns_bridge_passive: bool = key("mdnsBridgePassive", parse_bool, False)
@@ -439,22 +440,24 @@ class InterfacesSettings:
 
 @dataclass(frozen=True)
 class CryptSection:
-    """``[crypt]`` (new): vault backend options; unset keys fall back to ``[system]``.
+    """``[crypt]`` (new): vault backend options (docs/crypt.md).
 
-    Every field defaults to "unset" (``None``/``""``) so that
-    :func:`edgesec.crypt.service.crypt_settings_from` can tell a key given here
-    from one left to its ``[system]`` alias or built-in default.
+    The keys with an alias (``backend``, ``passphraseFile``, ``radiusSecretInVault``,
+    ``pskInVault``) default to "unset" (``None``/``""``) so that
+    :meth:`edgesec.crypt.settings.CryptSettings.from_settings` can fall back to
+    the ``[system]``/``[radius]`` key; the others carry their defaults here.
     """
 
     backend: str = key("backend", parse_str, "")
     passphrase_file: Path | None = path_key("passphraseFile", "")
-    credential_name: str = key("credentialName", parse_str, "")
-    kdf_log_n: int | None = key("kdfLogN", parse_int, None)
-    pkcs11_module: Path | None = path_key("pkcs11Module", "")
-    pkcs11_token: str = key("pkcs11Token", parse_str, "")
+    credential_name: str = key("credentialName", parse_str, "edgesec-crypt-passphrase")
+    kdf_log_n: int = key("kdfLogN", parse_int, 17)  # scrypt N = 2^17, r = 8, p = 1
+    pkcs11_module: Path | None = path_key("pkcs11Module", "/usr/lib/softhsm/libsofthsm2.so")
+    pkcs11_token: str = key("pkcs11Token", parse_str, "edgesec")
     pkcs11_pin_file: Path | None = path_key("pkcs11PinFile", "")
-    pkcs11_pin_credential: str = key("pkcs11PinCredential", parse_str, "")
-    pkcs11_key_label: str = key("pkcs11KeyLabel", parse_str, "")
+    pkcs11_pin_credential: str = key("pkcs11PinCredential", parse_str,
+                                     "edgesec-crypt-pkcs11-pin")
+    pkcs11_key_label: str = key("pkcs11KeyLabel", parse_str, "edgesec-vault-root")
     radius_secret_in_vault: bool | None = key("radiusSecretInVault", parse_bool, None)
     psk_in_vault: bool | None = key("pskInVault", parse_bool, None)
 
@@ -568,7 +571,7 @@ def _parse_section(cls: type, section: str, entries: dict[str, IniLine], base: P
             continue
         entry = entries.pop(ini.lower(), None)
         if entry is None:
-            if f.metadata.get("path") and f.default is not None:
+            if f.metadata.get("path") and isinstance(f.default, Path):
                 values[f.name] = _resolve(f.default, base)
             continue
         if f.metadata.get("path"):

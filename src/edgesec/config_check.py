@@ -16,7 +16,11 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 WPA_MIN, WPA_MAX = 8, 63
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -75,10 +79,10 @@ class Origins:
         return f"{self.source}:{line}" if line else self.source
 
 
-Check = Callable[[Any, Origins], Iterator[str]]
+Check = Callable[["Settings", Origins], Iterator[str]]
 
 
-def check_subnets(s: Any, o: Origins) -> Iterator[str]:
+def check_subnets(s: Settings, o: Origins) -> Iterator[str]:
     """Explicit ``ifN`` subnets must not overlap (two bridges with one network breaks routing)."""
     explicit = [x for x in s.interfaces.subnets if x.vlan in o.subnets]
     for i, a in enumerate(explicit):
@@ -92,7 +96,7 @@ def check_subnets(s: Any, o: Origins) -> Iterator[str]:
                    f"{a.broadcast} is not a broadcast address of {a.network}")
 
 
-def check_dhcp_ranges(s: Any, o: Origins) -> Iterator[str]:
+def check_dhcp_ranges(s: Settings, o: Origins) -> Iterator[str]:
     """Each ``dhcpRangeN`` belongs to a defined VLAN and lies inside its subnet."""
     seen: dict[int, int] = {}
     for r, line in zip(s.dhcp.ranges, o.ranges, strict=False):
@@ -114,18 +118,18 @@ def check_dhcp_ranges(s: Any, o: Origins) -> Iterator[str]:
                        f"address {subnet.gateway}")
 
 
-def _radius_secret_in_vault(s: Any) -> bool:
-    in_crypt = getattr(s.crypt, "radius_secret_in_vault", None)
+def _radius_secret_in_vault(s: Settings) -> bool:
+    in_crypt = s.crypt.radius_secret_in_vault
     return bool(s.radius.secret_in_vault if in_crypt is None else in_crypt)
 
 
-def check_radius(s: Any, o: Origins) -> Iterator[str]:
+def check_radius(s: Settings, o: Origins) -> Iterator[str]:
     if s.system.exec_radius and not s.radius.secret and not _radius_secret_in_vault(s):
         yield (f"{o.at('radius', 'secret')}: [radius] secret is empty but execRadius is on: "
                "set a shared secret (the same as hostapd's auth_server_shared_secret)")
 
 
-def _readable(path: Any) -> str | None:
+def _readable(path: Path) -> str | None:
     """None if ``path`` is a readable regular file, else why not (never opens it:
     a FIFO would block ``config check``)."""
     try:
@@ -139,7 +143,7 @@ def _readable(path: Any) -> str | None:
     return None
 
 
-def check_files(s: Any, o: Origins) -> Iterator[str]:
+def check_files(s: Settings, o: Origins) -> Iterator[str]:
     """Secret files the gateway reads at start-up exist and are readable."""
     files = [("system", "cryptPassphraseFile", s.system.crypt_passphrase_file),
              ("crypt", "passphraseFile", s.crypt.passphrase_file),
@@ -154,7 +158,7 @@ def check_files(s: Any, o: Origins) -> Iterator[str]:
             yield f"{o.at(section, key)}: [{section}] {key} = '{path}': cannot read: {why}"
 
 
-def check_supervisor(s: Any, o: Origins) -> Iterator[str]:
+def check_supervisor(s: Settings, o: Origins) -> Iterator[str]:
     """A UDP control socket off loopback needs a key (requests are then authenticated)."""
     sup = s.supervisor
     if not sup.supervisor_control_port:
@@ -169,14 +173,14 @@ def check_supervisor(s: Any, o: Origins) -> Iterator[str]:
            "authenticated, or bind 127.0.0.1")
 
 
-def check_default_vlan(s: Any, o: Origins) -> Iterator[str]:
+def check_default_vlan(s: Settings, o: Origins) -> Iterator[str]:
     vlan = s.system.default_open_vlan_id
     if s.interfaces.subnets and s.interfaces.subnet_for_vlan(vlan) is None:
         yield (f"{o.at('system', 'defaultOpenVlanId')}: [system] defaultOpenVlanId = {vlan}: "
                "no [interfaces] ifN entry has that VLAN")
 
 
-def check_control_path(s: Any, o: Origins) -> Iterator[str]:
+def check_control_path(s: Settings, o: Origins) -> Iterator[str]:
     path = s.supervisor.supervisor_control_path
     if path is not None and len(str(path).encode()) > 107:
         yield (f"{o.at('supervisor', 'supervisorControlPath')}: [supervisor] "
@@ -189,7 +193,7 @@ CHECKS: list[Check] = [check_default_vlan, check_control_path, check_subnets,
                        check_dhcp_ranges, check_radius, check_files, check_supervisor]
 
 
-def validate(settings: Any, origins: Origins) -> list[str]:
+def validate(settings: Settings, origins: Origins) -> list[str]:
     """Every cross-field problem of ``settings``, one line each (empty when fine)."""
     problems: list[str] = []
     for check in CHECKS:

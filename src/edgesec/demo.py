@@ -29,6 +29,7 @@ from edgesec.groups import Access, parse_service
 from edgesec.lab import lab as lab_mod
 from edgesec.lab import output
 from edgesec.lab.report import parse_all, parse_bridges
+from edgesec.lab.state import DeviceState
 from edgesec.lab.topology import Topology
 from edgesec.net.explain import PolicyView, explain
 from edgesec.net.policy import PolicyConfig
@@ -66,7 +67,7 @@ class Story:
     # a connection after such a lookup is what mDNS auto-bridging acts on)
     c: str = "dev4"
 
-    def dev(self, name: str):
+    def dev(self, name: str) -> DeviceState:
         return self.lab.device(name)
 
     def ctl(self, command: str) -> str:
@@ -200,8 +201,11 @@ def _explain(s: Story, src: str, dst: str, proto: str = "", port: int = 0) -> st
     for f in parse_all(s.ctl("GET_ALL")).values():
         devices[f[1]] = Device(f[1], allow=f[0] == "a", vlanid=int(f[4]), nat=f[5] == "1",
                                primary_ip=f[2], secondary_ip=f[3])
-    members = [tuple(line.split(",")) for line in s.ctl("GET_GROUPS").splitlines()
-               if line.count(",") == 1]
+    members: list[tuple[str, str]] = []
+    for line in s.ctl("GET_GROUPS").splitlines():
+        if line.count(",") == 1:
+            group, mac = line.split(",")
+            members.append((group, mac))
     rules = []
     for line in s.ctl("GET_ACCESS").splitlines():
         if line.count(",") == 2:
@@ -293,7 +297,9 @@ def step_vault(s: Story) -> str:
 def step_api(s: Story) -> str:
     c = s.dev(s.c)
     why = s.lab.api("GET", f"/api/v1/explain?src={c.mac}&dst=internet")
-    require(isinstance(why, dict) and not why["allowed"], f"explain said {why!r}")
+    if not isinstance(why, dict):
+        raise StepFailed(f"explain said {why!r}")
+    require(not why["allowed"], f"explain said {why!r}")
     require(f"ADD_NAT {c.mac}" in why["remedies"], f"explain named no remedy: {why!r}")
     require(not s.reach(s.c, WAN, 80, "http"), f"{s.c} reached the wan before the API call")
     dev = s.lab.api("PATCH", f"/api/v1/devices/{c.mac}", {"nat": True})

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
-from edgesec.net.links import set_ip_forward
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ class GatewayRefused(RuntimeError):
     """A required service is not running: the gateway will not run (forwarding off)."""
 
 
-def required_services(settings: Any, enabled: Collection[str]) -> frozenset[str]:
+def required_services(settings: Settings, enabled: Collection[str]) -> frozenset[str]:
     """The services that must be up: enabled enforcing ones plus ``requireServices``."""
-    listed = tuple(getattr(settings.system, "require_services", ()) or ())
+    listed = settings.system.require_services
     required = {n for n in ENFORCING if n in enabled}
     if not listed:
         return frozenset(required | {n for n in DEFAULT_REQUIRED if n in enabled})
@@ -40,8 +41,16 @@ def required_services(settings: Any, enabled: Collection[str]) -> frozenset[str]
     return frozenset(required | set(listed))
 
 
+def set_ip_forward(on: bool = True) -> bool:
+    """:func:`edgesec.net.links.set_ip_forward`, imported when used: links needs
+    pyroute2 (~12 MB), which a gateway without ``setIpForward`` never loads."""
+    from edgesec.net.links import set_ip_forward as switch
+
+    return switch(on=on)
+
+
 def refuse_if_missing(required: Collection[str], failed: Mapping[str, str],
-                      settings: Any) -> None:
+                      settings: Settings) -> None:
     """Raise :class:`GatewayRefused` when a required service failed; forwarding goes off."""
     missing = [n for n in sorted(required) if n in failed]
     if not missing:
@@ -57,7 +66,7 @@ def refuse_if_missing(required: Collection[str], failed: Mapping[str, str],
     raise GatewayRefused(f"required service(s) not running: {reasons}{forwarding}")
 
 
-def hold_forwarding_off(settings: Any) -> None:
+def hold_forwarding_off(settings: Settings) -> None:
     """``setIpForward``: forwarding off while the enforcing services start.
 
     After a crash (``kill -9``: no clean stop) forwarding is still on; the
@@ -67,7 +76,7 @@ def hold_forwarding_off(settings: Any) -> None:
         log.info("IPv4 forwarding held off until the firewall is in place")
 
 
-def enable_forwarding(settings: Any) -> bool:
+def enable_forwarding(settings: Settings) -> bool:
     """``setIpForward``: switch forwarding on (enforcement is in place); True if we did."""
     if not settings.system.set_ip_forward:
         return False

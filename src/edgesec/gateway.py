@@ -23,10 +23,10 @@ import logging
 import os
 import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 from edgesec import statelock
 from edgesec.config import Settings
@@ -44,6 +44,10 @@ from edgesec.supervisor import protocol as proto
 from edgesec.supervisor.commands import CommandTable, NetworkCommands, Request
 from edgesec.supervisor.server import SupervisorServer
 
+if TYPE_CHECKING:
+    from edgesec.crypt.commands import CryptCommands
+    from edgesec.crypt.vault import Vault
+
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 1.0
@@ -51,14 +55,10 @@ BRIDGE_EXPIRY_TICKS = 5  # bridges are checked for expiry every 5 s
 
 
 class Service(Protocol):
-    """What the gateway runs.  Two optional hooks are looked up with ``getattr``:
-
-    * ``def health(self) -> tuple[str, str]``: ``(state, why)`` with state
-      ``"ok"``, ``"degraded"`` or ``"failed"`` (absent: always ok), shown by STATUS;
-    * ``def reload(self, settings: Settings) -> None | Awaitable[None]``: apply a
-      re-read configuration live (SIGHUP); a hook without the parameter is
-      called without it (re-check only).
-    """
+    """What the gateway runs.  A service may also implement any of the optional
+    hooks below (each a ``runtime_checkable`` protocol the gateway tests with
+    ``isinstance``): :class:`HasHealth`, :class:`Reloadable`, :class:`HasCounters`,
+    :class:`HasCommands`, :class:`Attachable`."""
 
     name: str
 
@@ -69,17 +69,53 @@ class Service(Protocol):
     def status(self) -> str: ...
 
 
+@runtime_checkable
+class HasHealth(Protocol):
+    """``(state, why)`` with state ``"ok"``, ``"degraded"`` or ``"failed"`` (a service
+    without it is always ok), shown by STATUS."""
+
+    def health(self) -> tuple[str, str]: ...
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """Apply a re-read configuration live (SIGHUP); may return an awaitable."""
+
+    def reload(self, settings: Settings) -> object: ...
+
+
+@runtime_checkable
+class HasCounters(Protocol):
+    """The service's own monotonic counters (for metrics)."""
+
+    def counters(self) -> Mapping[str, float]: ...
+
+
+@runtime_checkable
+class HasCommands(Protocol):
+    """Adds supervisor commands once the service has started."""
+
+    def register_commands(self, table: CommandTable) -> None: ...
+
+
+@runtime_checkable
+class Attachable(Protocol):
+    """Reads the gateway's STATUS lines and service counters per request (the API)."""
+
+    def attach(self, status_lines: Callable[[], list[str]],
+               counters: Callable[[], dict[str, dict[str, float]]]) -> None: ...
+
+
 HEALTH_STATES = ("ok", "degraded", "failed")
 STOP_BUDGET_S = 1.8  # SIGTERM -> exit within 2 s, whatever state the services are in
 
 
-def service_health(service: Any) -> tuple[str, str]:
+def service_health(service: object) -> tuple[str, str]:
     """``service.health()`` or ``("ok", "")``; a broken hook is reported as failed."""
-    health = getattr(service, "health", None)
-    if health is None:
+    if not isinstance(service, HasHealth):
         return "ok", ""
     try:
-        state, why = health()
+        state, why = service.health()
     except Exception as exc:
         return "failed", f"health check raised {exc!r}"
     return (state if state in HEALTH_STATES else "failed"), str(why)
@@ -125,7 +161,7 @@ class Gateway:
         self.settings = settings
         # Before anything is opened: state files are private, and the state is ours alone.
         os.umask(statelock.STATE_UMASK)
-        self._pidfile: Any = None
+        self._pidfile: IO[str] | None = None
         self._lock_pidfile()
         try:
             self._state_locks = statelock.acquire(statelock.state_paths(settings))
@@ -137,8 +173,8 @@ class Gateway:
             p for label, p in statelock.state_paths(settings) if "Db" in label)
         self.bus = EventBus()
         self.table = CommandTable()
-        self.vault: Any = None
-        self._crypt_commands: Any = None
+        self.vault: Vault | None = None
+        self._crypt_commands: CryptCommands | None = None
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self._install_crypt()
@@ -160,8 +196,9 @@ class Gateway:
     def _install_crypt(self) -> None:
         """Crypt commands; without a vault (no passphrase) they answer FAIL."""
         try:
-            module = importlib.import_module("edgesec.crypt.service")
-            commands = module.build_crypt_commands(self.settings)
+            from edgesec.crypt.service import build_crypt_commands
+
+            commands = build_crypt_commands(self.settings)
         except Exception as exc:  # missing backend, no passphrase, ...
             log.warning("crypt store unavailable: %s (crypt commands answer FAIL)", exc)
             self.failed["crypt"] = str(exc)
@@ -170,7 +207,7 @@ class Gateway:
                                "SIGN_BLOB"})
             self.table.register_family(names, lambda _n, _a: proto.FAIL)
             return
-        self.vault = getattr(commands, "vault", None)
+        self.vault = commands.vault
         self._crypt_commands = commands
         self.table.register_family(commands.names, commands.handle, commands.secret_returning)
 
@@ -178,7 +215,8 @@ class Gateway:
         if not spec.enabled(self.settings):
             return None
         try:
-            factory = getattr(importlib.import_module(spec.module), spec.factory)
+            factory: Callable[[Settings, Registry], Service] = getattr(
+                importlib.import_module(spec.module), spec.factory)
             return factory(self.settings, self.registry)
         except Exception as exc:
             log.error("%s service cannot be built: %s", spec.name, exc)
@@ -186,9 +224,8 @@ class Gateway:
             return None
 
     async def _start_service(self, service: Service) -> None:
-        attach = getattr(service, "attach", None)
-        if attach is not None:  # the API reads STATUS and the counters per request
-            attach(self.status_lines, self.service_counters)
+        if isinstance(service, Attachable):  # the API reads STATUS and counters per request
+            service.attach(self.status_lines, self.service_counters)
         try:
             await service.start()
         except asyncio.CancelledError:  # SIGTERM during start-up: undo what it began
@@ -200,9 +237,8 @@ class Gateway:
             self.failed[service.name] = f"failed to start: {exc}"
             return
         self.services.append(service)
-        register = getattr(service, "register_commands", None)
-        if register is not None:
-            register(self.table)
+        if isinstance(service, HasCommands):
+            service.register_commands(self.table)
 
     # -- running -------------------------------------------------------------------
     async def start(self) -> None:
@@ -266,7 +302,7 @@ class Gateway:
                 log.error("%s service did not stop cleanly: %s", service.name, exc)
         self.services.clear()
         self.registry.flush_join_times()
-        if self._crypt_commands is not None and hasattr(self._crypt_commands, "close"):
+        if self._crypt_commands is not None:
             self._crypt_commands.close()
         self.store.close()
         self._release_pidfile()
@@ -288,7 +324,7 @@ class Gateway:
 
     async def _reload(self) -> None:
         from edgesec.config import ConfigError, load_settings
-        from edgesec.reload import affected, changed_keys, restart_needed, takes_settings, validate
+        from edgesec.reload import affected, changed_keys, restart_needed, validate
 
         path = self.settings.path
         if path is None:
@@ -305,19 +341,15 @@ class Gateway:
         for what in restart_needed(changes):
             log.warning("reload: %s changed: not applied, needs a restart of edgesec", what)
         self.settings = new
-        update = getattr(self.registry, "update_settings", None)
-        if update is not None:
-            update(new)
+        self.registry.update_settings(new)
         touched = affected(changes)
         for service in list(self.services):
-            hook = getattr(service, "reload", None)
             try:
-                if hook is not None and takes_settings(hook):
-                    result = hook(new)
+                result: object = None
+                if isinstance(service, Reloadable):
+                    result = service.reload(new)
                 elif service.name in touched:
                     result = self._restart_service(service)
-                else:
-                    result = hook() if hook is not None else None
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:
@@ -405,9 +437,6 @@ class Gateway:
                              else f"{len(names)} {state} ({' '.join(names)})")
         return "running: " + ", ".join(parts)
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     # -- status ---------------------------------------------------------------------
     def status_lines(self) -> list[str]:
         lines = []
@@ -424,9 +453,8 @@ class Gateway:
         """Each running service's own monotonic counters (for metrics)."""
         out: dict[str, dict[str, float]] = {}
         for service in self.services:
-            counters = getattr(service, "counters", None)
-            if counters is not None:
-                out[service.name] = dict(counters())
+            if isinstance(service, HasCounters):
+                out[service.name] = dict(service.counters())
         return out
 
     def _status_command(self, _q: Request) -> str:

@@ -66,6 +66,15 @@ class RateLimitedLog:
         else:
             self.suppressed += 1
 
+    def saturated(self) -> bool:
+        """True when the next line would not be logged; it is then counted as
+        suppressed.  A hot path asks first and skips building a line (its
+        arguments, its structured fields) that would be dropped anyway."""
+        if self.clock() - self.window_start > self.window or self.count < self.burst:
+            return False
+        self.suppressed += 1
+        return True
+
 
 class RateLimitFilter(logging.Filter):
     """Pass ``burst`` records per (logger, level, template) and ``window``; count the rest."""

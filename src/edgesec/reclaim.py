@@ -19,17 +19,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-STATUS_CONNECTED = 1
+from edgesec.device_status import DeviceStatus
 
 
 class DeviceLike(Protocol):
-    mac: str
-    allow: bool
-    vlanid: int
-    psk: str
-    label: str
-    join_ts: int  # microseconds
-    status: int
+    """The fields of ``edgesec.registry.Device`` reclaiming reads (read-only, so the
+    frozen dataclass matches)."""
+
+    @property
+    def mac(self) -> str: ...
+    @property
+    def allow(self) -> bool: ...
+    @property
+    def vlanid(self) -> int: ...
+    @property
+    def psk(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def join_ts(self) -> int: ...  # microseconds
+    @property
+    def status(self) -> int: ...
 
     @property
     def ips(self) -> tuple[str, ...]: ...
@@ -46,7 +56,7 @@ def reclaimable(devices: Iterable[DeviceLike], pool: frozenset[int] | set[int],
     out = []
     for d in devices:
         if (d.vlanid not in pool or not d.allow or d.label or d.psk or d.ips
-                or d.status == STATUS_CONNECTED):
+                or d.status == DeviceStatus.CONNECTED):
             continue
         seen = last_seen(d, lease_seen)
         if seen and now - seen >= lifetime:

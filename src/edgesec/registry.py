@@ -24,13 +24,14 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from edgesec.config import Settings
+from edgesec.device_status import DeviceStatus
 from edgesec.events import Event, EventBus
 from edgesec.reclaim import reclaimable
 from edgesec.store import BridgeRow, DeviceRow, Store, TicketRow
 
 log = logging.getLogger(__name__)
 
-STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = 0, 1, 2
+STATUS_UNKNOWN, STATUS_CONNECTED, STATUS_DISCONNECTED = DeviceStatus  # aliases
 IP_ADD, IP_OLD, IP_DEL = 1, 2, 3
 TICKET_LIFETIME_S = 60
 MAX_LABEL = 254
@@ -94,7 +95,7 @@ class Device:
     label: str = ""
     id: str = ""
     join_ts: int = 0
-    status: int = STATUS_UNKNOWN
+    status: DeviceStatus = DeviceStatus.UNKNOWN
 
     @property
     def ips(self) -> tuple[str, ...]:
@@ -189,12 +190,12 @@ class Registry:
     def _load(self) -> None:
         for r in self.store.load_devices():
             dev = Device(r.mac, r.allow, r.vlanid, r.nat, r.psk, r.primaryip, r.secondaryip,
-                         r.label, r.id, r.timestamp, r.status)
+                         r.label, r.id, r.timestamp, DeviceStatus(r.status))
             if self._psk_in_vault:
                 if r.psk:  # switched on with plaintext rows: move them into the vault
                     self._save(dev, moved_psk=True)
                     continue
-                stored = self.vault.get_secret(dev.id) if dev.id else None  # type: ignore[union-attr]
+                stored = self._psk_vault().get_secret(dev.id) if dev.id else None
                 dev = replace(dev, psk=stored.decode() if stored else "")
             if not _label_ok(dev.label):
                 log.warning("device %s has a label with a comma or control character "
@@ -235,8 +236,8 @@ class Registry:
 
     def _fold_join(self, mac: str | None) -> None:
         """Put a join time recorded by :meth:`admit`, if any, into the device record."""
-        ts = self._joins.pop(mac, None) if self._joins else None
-        if ts is None:
+        ts = self._joins.pop(mac, None) if self._joins and mac else None
+        if ts is None or mac is None:
             return
         dev = self._devices.get(mac)
         if dev is not None and dev.join_ts != ts:
@@ -289,6 +290,12 @@ class Registry:
         self._fold_join(mac)
         return self._devices.get(mac) or self._new_device(mac)
 
+    def _psk_vault(self) -> SecretStore:
+        """The vault holding the PSKs (``storePskInVault`` is refused without one)."""
+        if self.vault is None:
+            raise RegistryError("storePskInVault is on, but the vault is not open")
+        return self.vault
+
     def _save(self, dev: Device, *events: Event, moved_psk: bool = False) -> Device:
         """Commit ``dev`` (giving it an id if new), then publish ``events``."""
         if not dev.id:
@@ -298,9 +305,9 @@ class Registry:
             # The vault commits first: a crash in between leaves a PSK without a row,
             # never a row pointing at a lost PSK.
             if dev.psk:
-                self.vault.put_secret(dev.id, dev.psk.encode())  # type: ignore[union-attr]
+                self._psk_vault().put_secret(dev.id, dev.psk.encode())
             elif old is not None and old.psk:
-                self.vault.delete(dev.id)  # type: ignore[union-attr]
+                self._psk_vault().delete(dev.id)
         with self.store.transaction():
             self.store.put_device(self._row(dev))
         self._unflushed.discard(dev.mac)
@@ -348,7 +355,7 @@ class Registry:
         mac = normalise_mac(mac)
         return self._save(replace(self._current(mac), label=_check_label(label)))
 
-    def set_status(self, mac: str, status: int) -> Device | None:
+    def set_status(self, mac: str, status: DeviceStatus) -> Device | None:
         """Record the AP connection status; unknown MACs only get the event."""
         mac = normalise_mac(mac)
         event = Event("ap", mac, {"status": status})
@@ -359,7 +366,7 @@ class Registry:
         if dev is None:
             self.bus.publish(event)
             return None
-        return self._save(replace(dev, status=status), event)
+        return self._save(replace(dev, status=DeviceStatus(status)), event)
 
     def set_ip(self, kind: str, mac: str, ip: str, interface: str | None = None
                ) -> Device | None:
@@ -704,7 +711,7 @@ class Registry:
         if self._psk_in_vault:
             for d in olds:
                 if d.psk:
-                    self.vault.delete(d.id)  # type: ignore[union-attr]
+                    self._psk_vault().delete(d.id)
         for d in olds:
             self.generation += 1
             del self._devices[d.mac]

@@ -13,8 +13,6 @@ applied and what waits for a restart.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from typing import Any
 
 from edgesec.config import SECTIONS, Settings
 
@@ -41,16 +39,6 @@ def changed_keys(old: Settings, new: Settings) -> dict[str, list[str]]:
                 if getattr(a, f.name) != getattr(b, f.name)]
         out[section] = keys or ["(changed)"]
     return out
-
-
-def takes_settings(hook: Any) -> bool:
-    """True when ``hook`` accepts the new Settings as its one positional argument."""
-    try:
-        params = list(inspect.signature(hook).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-               for p in params)
 
 
 def affected(changes: dict[str, list[str]]) -> set[str]:

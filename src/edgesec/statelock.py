@@ -23,6 +23,10 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +91,16 @@ def acquire(paths: Iterable[tuple[str, Path]]) -> StateLocks:
     return locks
 
 
-def state_paths(settings: object) -> list[tuple[str, Path]]:
+def state_paths(settings: Settings) -> list[tuple[str, Path]]:
     """The paths a daemon owns exclusively: connection DB, crypt DB (when the vault
     runs), control socket."""
-    system = settings.system  # type: ignore[attr-defined]
-    crypt = system.crypt_db_path if getattr(system, "exec_crypt", True) else None
+    system = settings.system
+    crypt = system.crypt_db_path if system.exec_crypt else None
     out: list[tuple[str, Path]] = []
     for label, value in (("[system] connectionDbPath", system.connection_db_path),
                          ("[system] cryptDbPath", crypt),
                          ("[supervisor] supervisorControlPath",
-                          settings.supervisor.supervisor_control_path)):  # type: ignore[attr-defined]
+                          settings.supervisor.supervisor_control_path)):
         if value is not None and str(value) not in ("", ":memory:"):
             out.append((label, Path(value)))
     return out

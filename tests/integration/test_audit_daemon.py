@@ -53,7 +53,9 @@ def daemon(tmp_path: Path):
 
     def start(**kw: object) -> Daemon:
         port = free_udp_port()
-        config = write_config(tmp_path, {"supervisor": {"supervisorControlPort": port}})
+        # plain UDP is off without a key unless opted in (the original's clients)
+        config = write_config(tmp_path, {"supervisor": {"supervisorControlPort": port,
+                                                        "allowUnauthenticatedUdp": True}})
         d = Daemon(config, **kw)  # type: ignore[arg-type]
         d.udp_port = port  # type: ignore[attr-defined]
         started.append(d)

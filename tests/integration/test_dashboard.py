@@ -81,5 +81,11 @@ def test_log_in_see_devices_switch_nat_and_follow_events(
             page.fill("#explain-form input[name=dst]", topo.devices["hub"].mac)
             page.click("#explain-form button")
             expect(page.locator("#explanation")).to_contain_text("Allowed")
+            # groups are edited from the page too, and the supervisor sees them
+            page.fill("#member-form input[name=group]", "cams")
+            page.fill("#member-form input[name=mac]", cam.mac)
+            page.click("#member-form button")
+            expect(page.locator("#group-list")).to_contain_text("cams", timeout=15_000)
+            assert wait_for(lambda: iso.ctl("GET_GROUPS") == f"cams,{cam.mac}\n", 10)
         finally:
             browser.close()

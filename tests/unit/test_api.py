@@ -380,3 +380,33 @@ def test_drop_counters_are_parsed_and_summed_per_path() -> None:
     assert dropped_on_path(cfg, counts, ["10.0.1.5"], "192.0.2.1", True) == (5, 300)
     assert dropped_on_path(cfg, counts, ["10.0.1.6"], "10.0.2.5", False) == (0, 0)
     assert drops.parse({"nftables": "nonsense"}) == {}
+
+
+def test_groups_and_access_rules_through_the_api(tmp_path: Path) -> None:
+    async def t(api: Api) -> None:
+        reg = api.ctx.registry
+        reg.accept_mac(A, 1)
+        reg.accept_mac(B, 2)
+        path = f"/api/v1/groups/cams/members/{A}"
+        assert (await api.call("PUT", path, "read"))[0] == 403
+        status, body = await api.call("PUT", path, "operator")
+        assert status == 201 and body == {"group": "cams", "members": [A]}
+        assert (await api.call("PUT", path, "operator"))[0] == 409
+        assert (await api.call("PUT", f"/api/v1/groups/Bad!/members/{A}"))[0] == 400
+        assert (await api.call("PUT", "/api/v1/groups/cams/members/02:00:00:00:00:99"))[0] == 400
+        assert (await api.call("GET", "/api/v1/groups", "read"))[1] == [
+            {"group": "cams", "members": [A]}]
+        rule = {"from": B, "to": A, "service": "tcp/80"}
+        status, body = await api.call("POST", "/api/v1/access", json=rule)
+        assert status == 201 and body == rule
+        assert (await api.call("POST", "/api/v1/access", json=rule))[0] == 409
+        status, body = await api.call("POST", "/api/v1/access",
+                                      json={**rule, "service": "tcp/70000"})
+        assert status == 400 and "port" in body["detail"]
+        assert (await api.call("GET", "/api/v1/access", "read"))[1] == [rule]
+        q = f"/api/v1/access?from={B}&to={A}&service=tcp/80"
+        assert (await api.call("DELETE", q))[0] == 204
+        assert (await api.call("DELETE", q))[0] == 404
+        assert (await api.call("DELETE", path))[0] == 204
+        assert reg.groups.memberships() == [] and reg.groups.rules() == []
+    run(t, tmp_path)

@@ -24,6 +24,7 @@ from edgesec.capture.pcapfile import PcapReader, PcapWriter
 from edgesec.capture.pipeline import Pipeline
 from edgesec.capture.recap import recap
 from edgesec.capture.synth import write_mixed
+from shared_data import DATA
 
 DEV, GW = "02:00:00:00:00:01", "02:00:00:00:00:fe"
 BUILTINS = {"header", "pcap", "cleaner", "flows", "eve", "protobuf"}
@@ -246,7 +247,7 @@ def test_recap_pipe_mode_writes_protobuf_records(tmp_path):
     t = threading.Thread(target=reader)
     t.start()
     res = CliRunner().invoke(app, ["-k", "-f", str(fifo), "-p",
-                                   "/work/shared/data/original-test.pcap"])
+                                   str(DATA / "original-test.pcap")])
     t.join(10)
     assert res.exit_code == 0, res.output
     assert "Created pipe file at" in res.output

@@ -18,8 +18,8 @@ from edgesec.capture.options import CaptureOptions
 from edgesec.capture.recap import recap
 from edgesec.capture.schema import TABLE_NAMES, columns
 from edgesec.capture.synth import templates, write_mixed
+from shared_data import DATA
 
-DATA = Path("/work/shared/data")
 # Row counts the original's recap wrote for these files (data/README.md).
 PARITY = {
     "original-test.pcap": dict(eth=78, arp=6, ip4=46, ip6=23, tcp=0, udp=69, icmp4=0,
@@ -257,6 +257,7 @@ def random_frames_pcap(path: Path, size: int) -> None:
             n += 16 + ln
 
 
+@pytest.mark.slow  # recaps two large generated captures in child processes
 def test_recap_memory_does_not_grow_with_the_input(tmp_path):
     peaks = {}
     for mb in (60, 180):  # both past the point where SQLite's page cache is full

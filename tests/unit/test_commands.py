@@ -20,6 +20,7 @@ from edgesec.events import EventBus
 from edgesec.registry import Registry
 from edgesec.store import Store
 from edgesec.supervisor.commands import CommandTable, NetworkCommands, Request
+from edgesec.supervisor.protocol import DeviceLine, parse_device_line
 from edgesec.supervisor.server import SupervisorServer
 
 CONFIG = "\n".join([
@@ -52,8 +53,10 @@ class Harness:
         assert reply is not None
         return reply.decode()
 
-    def device_line(self, mac: str) -> list[str]:
-        return self.send(f"GET_MAP {mac}").rstrip("\n").split(",")
+    def device_line(self, mac: str) -> DeviceLine:
+        line = parse_device_line(self.send(f"GET_MAP {mac}"))
+        assert line is not None
+        return line
 
     def durable_rows(self) -> dict[str, tuple]:
         """What another process would read from the DB right now."""
@@ -82,32 +85,32 @@ def test_ping(h: Harness) -> None:
 def test_accept_mac_is_durable_and_normalised(h: Harness) -> None:
     assert h.send("ACCEPT_MAC 11-22-33-44-55-66 3") == "OK\n"
     line = h.device_line(A)
-    assert line[:2] == ["a", A] and line[4] == "3"
-    assert re.fullmatch(r"[0-9a-f-]{36}", line[7])
+    assert (line.allow, line.mac, line.vlanid) == ("a", A, "3")
+    assert re.fullmatch(r"[0-9a-f-]{36}", line.id)
     row = h.durable_rows()[A]
-    assert row.allow and row.vlanid == 3 and row.id == line[7]
+    assert row.allow and row.vlanid == 3 and row.id == line.id
 
 
 def test_deny_mac(h: Harness) -> None:
     assert h.send(f"ACCEPT_MAC {A} 2") == "OK\n"
     assert h.send(f"DENY_MAC {A}") == "OK\n"
-    assert h.device_line(A)[0] == "d"
+    assert h.device_line(A).allow == "d"
     assert not h.durable_rows()[A].allow
 
 
 def test_add_and_remove_nat(h: Harness) -> None:
     assert h.send(f"ADD_NAT {A}") == "OK\n"
-    assert h.device_line(A)[5] == "1" and h.durable_rows()[A].nat
+    assert h.device_line(A).nat == "1" and h.durable_rows()[A].nat
     assert h.send(f"REMOVE_NAT {A}") == "OK\n"
-    assert h.device_line(A)[5] == "0" and not h.durable_rows()[A].nat
+    assert h.device_line(A).nat == "0" and not h.durable_rows()[A].nat
 
 
 def test_assign_and_clear_psk(h: Harness) -> None:
     assert h.send(f"ASSIGN_PSK {A} device-passphrase") == "OK\n"
-    assert h.device_line(A)[8] == "1"
+    assert h.device_line(A).has_psk == "1"
     assert h.durable_rows()[A].psk == "device-passphrase"
     assert h.send(f"CLEAR_PSK {A}") == "OK\n"
-    assert h.device_line(A)[8] == "0" and h.durable_rows()[A].psk == ""
+    assert h.device_line(A).has_psk == "0" and h.durable_rows()[A].psk == ""
 
 
 def test_get_map_unknown_and_get_all(h: Harness) -> None:
@@ -125,20 +128,20 @@ def test_set_ip_slots_and_events(h: Harness) -> None:
     assert h.send(f"SET_IP add {A} 10.0.1.10") == "OK\n"
     assert h.send(f"SET_IP old {A} 10.0.1.11") == "OK\n"
     line = h.device_line(A)
-    assert line[2:4] == ["10.0.1.10", "10.0.1.11"]
+    assert (line.primary_ip, line.secondary_ip) == ("10.0.1.10", "10.0.1.11")
     assert h.durable_rows()[A].primaryip == "10.0.1.10"
     ip_events = [(e.data["ip"], e.data["type"], e.data["primary"]) for e in h.events
                  if e.kind == "ip"]
     assert ip_events == [("10.0.1.10", 1, 1), ("10.0.1.11", 2, 0)]
     assert h.send(f"SET_IP del {A} 10.0.1.10") == "OK\n"
-    assert h.device_line(A)[2:4] == ["", "10.0.1.11"]
+    assert h.device_line(A)[2:4] == ("", "10.0.1.11")  # primary, secondary
 
 
 def test_set_ip_arp_is_ignored_and_type_prefix_counts(h: Harness) -> None:
     assert h.send(f"SET_IP arp-add {A} 10.0.1.10") == "OK\n"
     assert h.send(f"GET_MAP {A}") == "OK\n"  # nothing was recorded
     assert h.send(f"SET_IP address {A} 10.0.2.10") == "OK\n"  # first three letters: add
-    assert h.device_line(A)[2] == "10.0.2.10"
+    assert h.device_line(A).primary_ip == "10.0.2.10"
 
 
 def test_bridges_by_mac_and_by_ip(h: Harness) -> None:

@@ -134,6 +134,7 @@ CLI_ROWS = ["overlapping-subnets", "dhcp-range-outside-subnet", "dns-server-bad-
             "control-off-loopback-without-key", "bool-trust-nobody"]
 
 
+@pytest.mark.slow  # one `edgesec config check` and one `edgesec run` process per row
 @pytest.mark.parametrize("row", CLI_ROWS)
 def test_config_check_refuses_what_run_refuses(tmp_path: Path, row: str) -> None:
     _, text, expected = next(r for r in ROWS if r[0] == row)

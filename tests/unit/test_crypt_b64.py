@@ -50,7 +50,6 @@ def test_original_semantics(text: str, expected: bytes | None) -> None:
 
 
 def test_std_nopad() -> None:
-    assert b64.std_encode_nopad(b"\xfb\xff") == "+/8"
     assert b64.std_decode_nopad("+/8") == b"\xfb\xff"
     with pytest.raises(ValueError):
         b64.std_decode_nopad("-_8")

@@ -1,27 +1,33 @@
-"""Unit tests of CryptSettings.from_ini and the secret sources of the backends."""
+"""Unit tests of the crypt settings (read by the one config loader) and the secret sources."""
 
 from __future__ import annotations
 
-import contextlib
+import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from edgesec.config import ConfigError, load_settings
 from edgesec.crypt.backends.secrets_source import find_secret
+from edgesec.crypt.cli import app as crypt_app
 from edgesec.crypt.errors import BackendError
-from edgesec.crypt.settings import CryptSettings, from_ini
+from edgesec.crypt.service import RADIUS_SECRET_KEY, open_vault, radius_secret
+from edgesec.crypt.settings import CryptSettings, from_config
 
 
-def test_from_ini_keys(tmp_path: Path) -> None:
+def test_from_config_keys(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    for name in ("pin", "lib/p11.so"):
+        (tmp_path / name).write_text("x")
+        os.chmod(tmp_path / name, 0o600)
     cfg = tmp_path / "c.ini"
     cfg.write_text(
         "[system]\ncryptDbPath = /var/lib/edgesec/crypt.sqlite\n"
         "[CRYPT]\nBackend = pkcs11\npkcs11Module = lib/p11.so\npkcs11Token = \"tok\"\n"
         "pkcs11PinFile = pin # comment\npkcs11KeyLabel = root\nkdfLogN = 15\n"
         "radiusSecretInVault = yes\npskInVault = 1\n")
-    s = from_ini(cfg)
+    s = from_config(cfg)
     assert s.db_path == Path("/var/lib/edgesec/crypt.sqlite")
     assert s.backend == "pkcs11"
     assert s.pkcs11_module == (tmp_path / "lib" / "p11.so")
@@ -30,25 +36,57 @@ def test_from_ini_keys(tmp_path: Path) -> None:
     assert s.kdf_log_n == 15 and s.radius_secret_in_vault and s.psk_in_vault
 
 
-def test_from_ini_defaults(tmp_path: Path) -> None:
+def test_from_config_defaults_and_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "c.ini"
     cfg.write_text("[system]\n")
-    assert from_ini(cfg) == CryptSettings()
+    assert from_config(cfg) == CryptSettings(db_path=tmp_path / "crypt.sqlite")
     cfg.write_text("[crypt]\nkdfLogN = many\n")
-    with pytest.raises(ValueError, match="kdfLogN"):
-        from_ini(cfg)
-    with pytest.raises(ValueError):
-        from_ini(tmp_path / "absent.ini")
+    with pytest.raises(ConfigError, match="kdfLogN"):
+        from_config(cfg)
+    with pytest.raises(ConfigError):
+        from_config(tmp_path / "absent.ini")
 
 
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.binary(max_size=400))
-def test_from_ini_fuzz(tmp_path: Path, data: bytes) -> None:
-    cfg = tmp_path / "fuzz.ini"
-    cfg.write_bytes(b"[crypt]\n" + data)
-    with contextlib.suppress(ValueError):
-        assert isinstance(from_ini(cfg), CryptSettings)
+def test_aliases_and_precedence(tmp_path: Path) -> None:
+    """``[radius] secretInVault`` and ``[system]`` aliases count; ``[crypt]`` wins."""
+    cfg = tmp_path / "c.ini"
+    cfg.write_text("[radius]\nsecretInVault = true\n[system]\nstorePskInVault = on\n"
+                   "cryptBackend = pkcs11\n")
+    s = from_config(cfg)
+    assert s.radius_secret_in_vault and s.psk_in_vault and s.backend == "pkcs11"
+    cfg.write_text("[radius]\nsecretInVault = true\n[crypt]\nradiusSecretInVault = false\n"
+                   "backend = passphrase\n[system]\ncryptBackend = pkcs11\n")
+    s = from_config(cfg)
+    assert not s.radius_secret_in_vault and s.backend == "passphrase"
+
+
+def test_crypt_cli_and_daemon_read_one_file(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``edgesec crypt -c`` writes is what the daemon's loader finds.
+
+    The file leaves ``cryptDbPath`` at its default and puts the RADIUS secret
+    in the vault with ``[radius] secretInVault``: the CLI must pick the same
+    vault file, KDF cost and passphrase file as the daemon, and the daemon
+    must then take the secret the CLI stored.
+    """
+    monkeypatch.delenv("EDGESEC_CRYPT_PASSPHRASE", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    (tmp_path / "pw").write_text("correct horse")
+    os.chmod(tmp_path / "pw", 0o600)
+    cfg = tmp_path / "config.ini"
+    cfg.write_text("[system]\ncryptPassphraseFile = pw\n[crypt]\nkdfLogN = 10\n"
+                   "[radius]\nsecret = in-the-file\nsecretInVault = true\n")
+    runner = CliRunner()
+    for args, stdin in ((["init", "-c", str(cfg)], None),
+                        (["put", "-c", str(cfg), RADIUS_SECRET_KEY], "from-the-cli")):
+        result = runner.invoke(crypt_app, args, input=stdin)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "crypt.sqlite").exists()  # the daemon's default path
+
+    daemon_settings = load_settings(cfg)
+    with open_vault(daemon_settings) as vault:
+        assert vault.info()["backend_params"]["log_n"] == 10
+        assert radius_secret(daemon_settings, vault) == b"from-the-cli"
 
 
 def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

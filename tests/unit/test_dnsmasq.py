@@ -7,10 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from edgesec.config import load_settings, parse_settings
+from edgesec.config import Settings, load_settings, parse_settings
 from edgesec.dhcp.dnsfwd import (
     forwarder_argv,
     forwarder_config_path,
@@ -20,7 +18,6 @@ from edgesec.dhcp.dnsfwd import (
 from edgesec.dhcp.dnsmasq import (
     DhcpConfigError,
     range_tag,
-    remove_lease,
     render_config,
     render_hook_script,
 )
@@ -28,7 +25,7 @@ from edgesec.dhcp.dnsmasq import (
 EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.ini"
 
 
-def _original_dns(path: Path) -> object:
+def _original_dns(path: Path) -> Settings:
     """The example config with the original's DNS (upstream for every device)."""
     text = path.read_text()
     assert "localOnlyWithoutNat = true" in text
@@ -149,18 +146,18 @@ def test_hook_script_quotes_paths_and_passes_arguments(tmp_path: Path) -> None:
     assert res.returncode == 1 and "invalid MAC" in res.stderr
 
 
-def test_remove_lease_drops_the_first_matching_line_only() -> None:
-    text = ("1 aa:bb:cc:dd:ee:ff 10.0.1.5 a *\n"
-            "2 11:22:33:44:55:66 10.0.1.6 b *\n"
-            "3 AA:BB:CC:DD:EE:FF 10.0.1.7 c *\n")
-    out = remove_lease(text, "aa:bb:cc:dd:ee:ff")
-    assert out.splitlines()[0].startswith("2 ") and len(out.splitlines()) == 2
-    assert remove_lease(text, "") == text
-    assert remove_lease(text, "00:00:00:00:00:00") == text
 
 
-@given(st.lists(st.text(max_size=30), max_size=5), st.text(max_size=20))
-def test_remove_lease_never_adds_text(lines: list[str], mac: str) -> None:
-    text = "\n".join(lines)
-    out = remove_lease(text, mac)
-    assert len(out) <= len(text)
+def test_an_empty_dnsmasq_path_is_refused_by_name() -> None:
+    """An empty path key used to reach dnsmasq as the text "None" (or crash in Path())."""
+    from dataclasses import replace
+
+    from edgesec.dhcp.dnsmasq import dnsmasq_argv
+
+    s = parse_settings(EXAMPLE.read_text(), base=EXAMPLE.parent)
+    no_script = replace(s, dhcp=replace(s.dhcp, dhcp_script_path=None))
+    with pytest.raises(DhcpConfigError, match=r"\[dhcp\] dhcpScriptPath is empty"):
+        render_config(no_script)
+    no_conf = replace(s, dhcp=replace(s.dhcp, dhcp_config_path=None))
+    with pytest.raises(DhcpConfigError, match=r"\[dhcp\] dhcpConfigPath is empty"):
+        dnsmasq_argv(no_conf)

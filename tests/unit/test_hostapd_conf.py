@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from edgesec.access import psk_file
 from edgesec.access.hostapd_conf import (
     HostapdConfigError,
-    parse_extra_config,
     render_hostapd_conf,
     render_vlan_file,
 )
@@ -143,10 +142,6 @@ def test_extra_keys_replace_or_append(original) -> None:
         render_hostapd_conf(original, extra={"bad key": "1"})
     with pytest.raises(HostapdConfigError):
         render_hostapd_conf(original, extra={"eap_user_file": "/x\nmacaddr_acl=0"})
-    assert parse_extra_config("# c\n\nieee8021x = 1\neap_server=1\n") == {
-        "ieee8021x": "1", "eap_server": "1"}
-    with pytest.raises(HostapdConfigError):
-        parse_extra_config("no equals sign")
 
 
 def test_file_backend_has_no_radius_keys(original) -> None:

@@ -67,7 +67,7 @@ class Policy:
 def _exchange(admission: Admission) -> tuple[hostap.Verdict, Policy]:
     policy = Policy(admission)
     server = RadiusServer(
-        RadiusConfig(secret=SECRET.encode(), default_psk="ap-default-psk"), policy
+        RadiusConfig(secret=SECRET.encode()), policy
     )
     packet, auth = hostap.access_request(MAC, SECRET.encode(), 7)
     reply = server.handle(packet, ("127.0.0.1", 40000))

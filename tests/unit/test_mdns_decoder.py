@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from pathlib import Path
 
 import dns.message
 import dns.name
@@ -23,8 +22,9 @@ from edgesec.mdns.decoder import (
     Limits,
     decode,
 )
+from shared_data import DATA
 
-PCAP = Path("/work/shared/data/original-test.pcap")
+PCAP = DATA / "original-test.pcap"
 
 
 def _pcap_payloads() -> list[bytes]:

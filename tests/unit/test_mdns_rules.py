@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import dns.message
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesec.config import parse_settings
+from edgesec.config import ConfigError, DnsSettings, Settings, parse_settings
 from edgesec.events import Event
 from edgesec.mdns.bridging import AutoBridger, decide
 from edgesec.mdns.decoder import Limits, decode
@@ -258,8 +259,20 @@ def test_settings_from_config():
     m = MdnsSettings.from_settings(parse_settings(CONFIG))
     assert m.reflect_ip4 and m.auto_bridge and m.rate_limit == 20
     assert m.service_allow == ("_http._tcp.local", "_ipp._tcp.local")
-    assert MdnsSettings.from_settings(object()) == MdnsSettings()
     with pytest.raises(ValueError, match="service type"):
         parse_service_list("http")
+    with pytest.raises(ConfigError, match="mdnsServiceAllow"):
+        parse_settings("[dns]\nmdnsServiceAllow = http\n")
     with pytest.raises(ValueError):
-        MdnsSettings(rate_limit=0)
+        dataclasses.replace(m, rate_limit=0)
+
+
+def test_mdns_defaults_are_the_loaders():
+    """Without ``[dns]`` keys the reflector runs with DnsSettings' defaults (the original's)."""
+    m = MdnsSettings.from_settings(Settings())
+    dns = DnsSettings()
+    assert (m.reflect_ip4, m.reflect_ip6) == (dns.mdns_reflect_ip4, dns.mdns_reflect_ip6) \
+        == (False, False)
+    assert (m.auto_bridge, m.rate_limit, m.rate_burst, m.max_packet, m.log_group) == (
+        dns.mdns_auto_bridge, dns.mdns_rate_limit, dns.mdns_rate_burst, dns.mdns_max_packet,
+        dns.mdns_log_group)

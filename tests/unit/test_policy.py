@@ -121,7 +121,8 @@ def test_full_commands_replace_table_in_one_list_and_diff_uses_set_elements() ->
     assert cmds[0] == {"delete": {"table": {"family": "inet", "name": "edgesec"}}}
     assert {"add": {"table": {"family": "inet", "name": "edgesec"}}} in cmds
     new = P.elements(c, [DA, DB, replace(DC)], [(A, B), (A, C)])
-    add, dele = P.diff_rows(rows, new)
+    add = {n: new[n] - rows[n] for n in P.ROW_SETS}
+    dele = {n: rows[n] - new[n] for n in P.ROW_SETS}
     assert add[P.BRIDGES] == {("10.0.1.5", "10.0.3.5"), ("10.0.3.5", "10.0.1.5")}
     assert not any(dele.values())
     diff = P.diff_commands("edgesec", add, dele)

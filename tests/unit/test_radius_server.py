@@ -1,4 +1,9 @@
-"""RADIUS server request path with a fake policy (same ``admit`` signature as the registry)."""
+"""RADIUS server request path on a real registry (SQLite in memory).
+
+The registry makes every decision (known device, denied device, tickets, the
+AP passphrase as the default PSK); these tests check what the server does
+around it: which requests reach the registry at all, what the replies carry.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import asyncio
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -16,37 +20,46 @@ from pyrad.packet import AuthPacket
 from edgesec.access import radius_codec as rc
 from edgesec.access.radius import RadiusConfig, RadiusServer, RadiusService
 from edgesec.access.radius_dictionary import pyrad_dictionary
+from edgesec.config import parse_settings
+from edgesec.registry import Admission, Registry
+from edgesec.store import Store
 
 SECRET = b"s3cret"
 D = pyrad_dictionary()
 CLIENT = ("127.0.0.1", 40000)
+CONFIG = """
+[system]
+defaultOpenVlanId = 1
+[ap]
+wpaPassphrase = "global-passphrase"
+[interfaces]
+""" + "".join(f'if{v} = "{v},10.0.{v}.1,10.0.{v}.255,255.255.255.0"\n' for v in (1, 3, 4, 7, 9))
 
 
-@dataclass
-class Adm:
-    accept: bool
-    vlan: int = 0
-    psk: str = ""
-    label: str = ""
-    reason: str = ""
+class Registered(Registry):
+    """The real registry, remembering what it was asked (the server's side of the contract)."""
 
+    def __init__(self, config: str = CONFIG) -> None:
+        super().__init__(parse_settings(config), Store(":memory:"))
+        self.calls: list[tuple[str, str | None]] = []
 
-@dataclass
-class FakePolicy:
-    table: dict[str, Adm] = field(default_factory=dict)
-    calls: list[tuple[str, str | None]] = field(default_factory=list)
-    fail: bool = False
-
-    def admit(self, mac: str, passphrase: str | None = None) -> Adm:
+    def admit(self, mac: str, passphrase: str | None = None) -> Admission:
         self.calls.append((mac, passphrase))
-        if self.fail:
-            raise RuntimeError("database is locked")
-        return self.table.get(mac, Adm(False, reason="unknown"))
+        return super().admit(mac, passphrase)
 
 
-def server(policy: FakePolicy, **kw) -> RadiusServer:
-    cfg = RadiusConfig(secret=SECRET, clients=ipaddress.IPv4Network("127.0.0.0/30"),
-                       default_psk="global-passphrase", **kw)
+def registry(vlan: int | None = 1, psk: str = "") -> Registered:
+    """A registry that knows ``MAC`` on ``vlan`` (None: knows nothing)."""
+    reg = Registered()
+    if vlan is not None:
+        reg.accept_mac(MAC, vlan)
+        if psk:
+            reg.assign_psk(MAC, psk)
+    return reg
+
+
+def server(policy: Registered, **kw) -> RadiusServer:
+    cfg = RadiusConfig(secret=SECRET, clients=ipaddress.IPv4Network("127.0.0.0/30"), **kw)
     return RadiusServer(cfg, policy)
 
 
@@ -81,7 +94,7 @@ MAC = "aa:bb:cc:00:00:01"
 
 
 def test_accept_with_vlan_and_device_psk() -> None:
-    pol = FakePolicy({MAC: Adm(True, 7, "device-own-passphrase")})
+    pol = registry(7, "device-own-passphrase")
     rep = answer(server(pol), hostapd_request(MAC))
     assert rep is not None and rep.code == rc.ACCESS_ACCEPT
     assert rep["Tunnel-Private-Group-Id"] == ["7"]
@@ -91,18 +104,29 @@ def test_accept_with_vlan_and_device_psk() -> None:
 
 
 def test_accept_falls_back_to_ap_passphrase() -> None:
-    rep = answer(server(FakePolicy({MAC: Adm(True, 3, "")})), hostapd_request(MAC))
-    assert rep is not None and rep["Tunnel-Password"] == ["global-passphrase"]
+    """A device without its own PSK gets ``[ap] wpaPassphrase`` (decided by the registry)."""
+    rep = answer(server(registry(3)), hostapd_request(MAC))
+    assert rep is not None and rep["Tunnel-Private-Group-Id"] == ["3"]
+    assert rep["Tunnel-Password"] == ["global-passphrase"]
+
+
+def test_denied_device_is_rejected() -> None:
+    pol = registry(3)
+    pol.deny_mac(MAC)
+    rep = answer(server(pol), hostapd_request(MAC))
+    assert rep is not None and rep.code == rc.ACCESS_REJECT and "Tunnel-Password" not in rep
 
 
 def test_reject_has_no_tunnel_attributes() -> None:
-    rep = answer(server(FakePolicy()), hostapd_request(MAC))
+    pol = registry(None)
+    rep = answer(server(pol), hostapd_request(MAC))
     assert rep is not None and rep.code == rc.ACCESS_REJECT
     assert "Tunnel-Password" not in rep and "Tunnel-Private-Group-Id" not in rep
+    assert pol.get(MAC) is None, "a rejected stranger leaves no record"
 
 
 def test_missing_ma_dropped_or_warned() -> None:
-    pol = FakePolicy({MAC: Adm(True, 1, "p" * 10)})
+    pol = registry(1, "p" * 10)
     strict = server(pol)
     assert answer(strict, hostapd_request(MAC, with_ma=False)) is None
     assert strict.counters.missing_authenticator == 1 and pol.calls == []
@@ -112,7 +136,7 @@ def test_missing_ma_dropped_or_warned() -> None:
 
 
 def test_wrong_secret_and_bad_ma_dropped_even_in_warn_mode() -> None:
-    pol = FakePolicy({MAC: Adm(True, 1, "p" * 10)})
+    pol = registry(1, "p" * 10)
     for srv in (server(pol), server(pol, require_message_authenticator=False)):
         assert answer(srv, hostapd_request(MAC, secret=b"wrong")) is None
         assert srv.counters.bad_authenticator == 1
@@ -123,7 +147,7 @@ def test_wrong_secret_and_bad_ma_dropped_even_in_warn_mode() -> None:
 
 
 def test_client_outside_network_dropped() -> None:
-    pol = FakePolicy({MAC: Adm(True, 1, "p" * 10)})
+    pol = registry(1, "p" * 10)
     srv = server(pol)
     assert answer(srv, hostapd_request(MAC), ("127.0.0.9", 1)) is None
     assert answer(srv, hostapd_request(MAC), ("::1", 1)) is None
@@ -132,7 +156,7 @@ def test_client_outside_network_dropped() -> None:
 
 
 def test_duplicate_gets_cached_reply_without_second_decision() -> None:
-    pol = FakePolicy({MAC: Adm(True, 1, "p" * 10)})
+    pol = registry(1, "p" * 10)
     srv = server(pol)
     raw = hostapd_request(MAC).RequestPacket()
     first = srv.handle(raw, CLIENT)
@@ -146,7 +170,7 @@ def test_duplicate_gets_cached_reply_without_second_decision() -> None:
 
 def test_duplicate_cache_expires() -> None:
     now = [0.0]
-    pol = FakePolicy({MAC: Adm(True, 1, "p" * 10)})
+    pol = registry(1, "p" * 10)
     srv = RadiusServer(RadiusConfig(secret=SECRET), pol, clock=lambda: now[0])
     raw = hostapd_request(MAC).RequestPacket()
     srv.handle(raw, CLIENT)
@@ -156,14 +180,18 @@ def test_duplicate_cache_expires() -> None:
 
 
 def test_ticket_passphrase_passed_to_policy() -> None:
-    pol = FakePolicy({MAC: Adm(True, 9, "1234567890123456", label="cam")})
-    rep = answer(server(pol), hostapd_request(MAC, password="1234567890123456"))
+    pol = registry(None)
+    ticket = pol.register_ticket("aa:bb:cc:00:00:99", "cam", 9).passphrase
+    rep = answer(server(pol), hostapd_request(MAC, password=ticket))
     assert rep is not None and rep.code == rc.ACCESS_ACCEPT
-    assert pol.calls == [(MAC, "1234567890123456")]
+    assert rep["Tunnel-Private-Group-Id"] == ["9"] and rep["Tunnel-Password"] == [ticket]
+    assert pol.calls == [(MAC, ticket)]
+    dev = pol.get(MAC)
+    assert dev is not None and dev.label == "cam" and dev.vlanid == 9
 
 
 def test_mac_mismatch_and_missing_fields_rejected() -> None:
-    pol = FakePolicy({MAC: Adm(True, 1, "p" * 10)})
+    pol = registry(1, "p" * 10)
     rep = answer(server(pol), hostapd_request(MAC, user="aabbcc000002"))
     assert rep is not None and rep.code == rc.ACCESS_REJECT
     pkt = AuthPacket(secret=SECRET, dict=D)
@@ -175,20 +203,17 @@ def test_mac_mismatch_and_missing_fields_rejected() -> None:
 
 
 def test_policy_failure_is_a_reject() -> None:
-    pol = FakePolicy({MAC: Adm(True, 1, "p" * 10)}, fail=True)
+    """The registry cannot record a new device (its database is gone): reject, count it."""
+    pol = Registered(CONFIG.replace("[system]", "[system]\nallowAllConnections = true"))
+    pol.store.db.close()
     srv = server(pol)
     rep = answer(srv, hostapd_request(MAC))
     assert rep is not None and rep.code == rc.ACCESS_REJECT
     assert srv.counters.policy_errors == 1
 
 
-def test_vlan_out_of_range_rejected() -> None:
-    rep = answer(server(FakePolicy({MAC: Adm(True, 5000, "p" * 10)})), hostapd_request(MAC))
-    assert rep is not None and rep.code == rc.ACCESS_REJECT
-
-
 def test_other_codes_dropped() -> None:
-    srv = server(FakePolicy())
+    srv = server(registry())
     raw = bytearray(hostapd_request(MAC).RequestPacket())
     raw[0] = 4  # Accounting-Request
     assert srv.handle(bytes(raw), CLIENT) is None
@@ -203,7 +228,7 @@ def test_empty_secret_refused() -> None:
 @given(st.binary(max_size=200))
 @settings(max_examples=300, deadline=None)
 def test_fuzz_handle_random(data: bytes) -> None:
-    srv = server(FakePolicy({MAC: Adm(True, 1, "p" * 10)}))
+    srv = server(registry(1, "p" * 10))
     out = srv.handle(data, CLIENT)
     assert out is None or out[0] in (rc.ACCESS_ACCEPT, rc.ACCESS_REJECT)
 
@@ -219,7 +244,7 @@ def test_fuzz_handle_mutations(flips: list[tuple[int, int]], cut: int) -> None:
     for pos, val in flips:
         data[pos] = val
     data = bytes(data[: len(data) - cut])
-    srv = server(FakePolicy({MAC: Adm(True, 1, "p" * 10)}))
+    srv = server(registry(1, "p" * 10))
     out = srv.handle(data, CLIENT)
     if data != _VALID:
         # any change to a signed request breaks its Message-Authenticator: no answer
@@ -230,7 +255,7 @@ def test_fuzz_handle_mutations(flips: list[tuple[int, int]], cut: int) -> None:
 
 def test_service_over_udp() -> None:
     async def run() -> None:
-        pol = FakePolicy({MAC: Adm(True, 4, "p" * 12)})
+        pol = registry(4, "p" * 12)
         svc = RadiusService(RadiusConfig(secret=SECRET, port=0), pol)
         await svc.start()
         assert svc.port != 0 and "listening" in svc.status()

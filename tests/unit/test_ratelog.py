@@ -36,6 +36,23 @@ def test_unknown_commands_cannot_flood_the_log(caplog: pytest.LogCaptureFixture)
     assert 1 <= len(lines) <= 10
 
 
+def test_saturated_counts_like_a_dropped_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="t")
+    now = [100.0]
+    rl = RateLimitedLog(logging.getLogger("t"), "things", logging.INFO, 3, 10.0,
+                        clock=lambda: now[0])
+    for i in range(5):
+        if not rl.saturated():
+            rl.log("thing %d", i)
+    assert [r.getMessage() for r in caplog.records] == ["thing 0", "thing 1", "thing 2"]
+    assert rl.suppressed == 2
+    now[0] += 11  # a new window: not saturated, and the summary comes first
+    assert not rl.saturated()
+    rl.log("thing 5")
+    assert [r.getMessage() for r in caplog.records][-2:] == [
+        "2 more things were not logged", "thing 5"]
+
+
 def _record(name: str, msg: str, *args: object, level: int = logging.ERROR,
             exc: bool = False) -> logging.LogRecord:
     exc_info = None

@@ -344,6 +344,7 @@ def test_without_allocate_vlans_the_default_vlan_is_used(make_world) -> None:
     assert w.reg.admit("04:f0:21:5a:f4:c4").vlan == 7
 
 
+@pytest.mark.slow  # 1000 fsynced admissions
 def test_vlan_pool_gives_each_of_1000_devices_its_own_vlan(tmp_path: Path) -> None:
     cfg = parse_settings("\n".join([
         "[system]", "allowAllConnections = true", "allocateVlans = true",

@@ -48,6 +48,7 @@ def test_a_policy_change_writes_the_pending_join_time_too(tmp_path: Path) -> Non
 
 def test_get_all_shows_a_new_join_time(tmp_path: Path) -> None:
     from edgesec.supervisor.commands import CommandTable, NetworkCommands, Request
+    from edgesec.supervisor.protocol import parse_device_line
 
     now = [1000.0]
     reg = Registry(parse_settings(CONFIG), Store(tmp_path / "c.sqlite"), clock=lambda: now[0])
@@ -55,10 +56,10 @@ def test_get_all_shows_a_new_join_time(tmp_path: Path) -> None:
     NetworkCommands(reg).install(table)
     reg.accept_mac(MAC, 1)
     before = table.dispatch(Request("GET_ALL", ()))
-    assert before.split(",")[9] == "0"
+    assert parse_device_line(before).join_ts == "0"
     now[0] = 2000.0
     reg.admit(MAC)  # join time only: no event, but GET_ALL must not be stale
-    assert table.dispatch(Request("GET_ALL", ())).split(",")[9] == "2000000000"
+    assert parse_device_line(table.dispatch(Request("GET_ALL", ()))).join_ts == "2000000000"
 
 
 CONFIG_TWO = CONFIG + """if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"

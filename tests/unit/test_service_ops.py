@@ -17,7 +17,7 @@ from daemon import write_config
 from edgesec import gateway as gw
 from edgesec.config import load_settings, parse_settings
 from edgesec.dhcp.dnsmasq import DhcpConfigError, DhcpService
-from edgesec.reload import affected, changed_keys, restart_needed, takes_settings
+from edgesec.reload import affected, changed_keys, restart_needed
 from edgesec.sdnotify import Notifier
 
 # -- sd_notify ---------------------------------------------------------------------
@@ -90,13 +90,6 @@ def test_changed_keys_name_sections_and_keys() -> None:
     assert restart_needed(changes) == ["[radius] port"]
     assert affected(changes) == {"dhcp", "mdns"}
     assert changed_keys(old, parse_settings(BASE)) == {}
-
-
-def test_takes_settings() -> None:
-    class S:
-        def new(self, settings: Any) -> None: ...
-        def old(self) -> None: ...
-    assert takes_settings(S().new) and not takes_settings(S().old)
 
 
 # -- the gateway with stand-in services ------------------------------------------------

@@ -18,35 +18,43 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesec.access import psk_file
-from edgesec.access.hostapd_conf import parse_extra_config, render_hostapd_conf, render_vlan_file
+from edgesec.access.hostapd_conf import render_hostapd_conf, render_vlan_file
 from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
+from edgesec.atomic import write_atomic
+from edgesec.device_status import DeviceStatus
 from edgesec.events import Event
 from edgesec.process import SupervisedProcess
 
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Registry
+
 log = logging.getLogger(__name__)
 
-STATUS_CONNECTED, STATUS_DISCONNECTED = 1, 2
+STATUS_CONNECTED, STATUS_DISCONNECTED = DeviceStatus.CONNECTED, DeviceStatus.DISCONNECTED
 ATTACH_MIN_BACKOFF_S = 0.2
 ATTACH_MAX_BACKOFF_S = 5.0
 ATTACH_WARN_EVERY_S = 300.0  # an absent hostapd is logged once, then every 5 minutes
 
 
+def _need(path: Path | None, key: str) -> Path:
+    """An ``[ap]`` path hostapd cannot run without; an empty key is refused by name."""
+    if path is None:
+        raise ValueError(f"[ap] {key} is empty: the hostapd service needs this path")
+    return path
+
+
 def _write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Atomically replace ``path`` (secrets inside: owner-only)."""
+    """Atomically and durably replace ``path`` (secrets inside: owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)
 
 
 class HostapdService:
@@ -54,7 +62,8 @@ class HostapdService:
 
     name = "hostapd"
 
-    def __init__(self, settings: Any, registry: Any, *, extra: Mapping[str, str] | None = None,
+    def __init__(self, settings: Settings, registry: Registry, *,
+                 extra: Mapping[str, str] | None = None,
                  ping_interval: float = 1.0,
                  argv_prefix: list[str] | None = None) -> None:
         self.settings = settings
@@ -62,12 +71,9 @@ class HostapdService:
         ap = settings.ap
         if not ap.interface:
             raise ValueError("[ap] interface is empty: the hostapd service needs an interface")
-        self.backend = getattr(ap, "psk_backend", "radius") or "radius"
+        self.backend = ap.psk_backend or "radius"
         self.extra = dict(extra or {})
-        extra_file = getattr(ap, "extra_config_file", None)
-        if extra_file:
-            self.extra = {**parse_extra_config(Path(extra_file).read_text()), **self.extra}
-        self.ctrl_path = Path(ap.ctrl_interface) / ap.interface
+        self.ctrl_path = _need(ap.ctrl_interface, "ctrlInterface") / ap.interface
         self.ping_interval = ping_interval
         self.argv_prefix = list(argv_prefix or [])  # e.g. ["ip", "netns", "exec", ns]
         self.process: SupervisedProcess | None = None
@@ -76,10 +82,15 @@ class HostapdService:
         self.events_seen = 0
         self.attaches = 0
         self._known: dict[str, tuple[bool, str, int]] = {}
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._reattach = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Control-interface actions run in order per key (a MAC, or "psk-file"): a deny
+        # and the undeny of a quick re-accept can never interleave. Tasks are kept
+        # until done (asyncio holds only weak references) and failures are logged.
+        self._actions: set[asyncio.Task[Any]] = set()
+        self._last_action: dict[str, asyncio.Task[Any]] = {}
         self._psk_text = ""
         self._tickets_seen: frozenset[str] = frozenset()
         self._attached = asyncio.Event()
@@ -110,11 +121,11 @@ class HostapdService:
     def write_files(self) -> None:
         conf, vlan, psk_text = self.render()
         ap = self.settings.ap
-        _write(Path(ap.vlan_file), vlan, 0o644)
+        _write(_need(ap.vlan_file, "vlanFile"), vlan, 0o644)
         if self.backend == "file":
-            _write(Path(ap.wpa_psk_file), psk_text)
+            _write(_need(ap.wpa_psk_file, "wpaPskFile"), psk_text)
             self._psk_text = psk_text
-        _write(Path(ap.ap_file_path), conf)
+        _write(_need(ap.ap_file_path, "apFilePath"), conf)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -124,7 +135,7 @@ class HostapdService:
         self._unsubscribe = self.registry.bus.subscribe(self._on_registry_event)
         if self.settings.system.exec_ap:
             ap = self.settings.ap
-            argv = [*self.argv_prefix, str(ap.ap_bin_path)]
+            argv = [*self.argv_prefix, str(_need(ap.ap_bin_path, "apBinPath"))]
             if ap.ap_log_path:
                 argv += ["-f", str(ap.ap_log_path)]
             argv.append(str(ap.ap_file_path))
@@ -149,6 +160,8 @@ class HostapdService:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        for action in list(self._actions):
+            action.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,7 +172,7 @@ class HostapdService:
             await self.process.stop()
             self.process = None
 
-    async def reload(self, settings: Any) -> None:
+    async def reload(self, settings: Settings) -> None:
         """SIGHUP: take the new ``[interfaces]`` (the VLAN file maps VLANs to bridges).
 
         Other sections (``[ap]``, ``[radius]``) need a restart and are kept.  When
@@ -290,14 +303,14 @@ class HostapdService:
         if ev is None:
             return
         self.events_seen += 1
-        log.info("hostapd: %s %s", "connected" if ev.status == 1 else "disconnected", ev.mac)
+        log.info("hostapd: %s %s", ev.status.name.lower(), ev.mac)
         try:
             self.registry.set_status(ev.mac, ev.status)
         except Exception:
             log.exception("hostapd: recording status of %s failed", ev.mac)
         keyid = ev.fields.get("keyid", "")
         if ev.status == STATUS_CONNECTED and keyid.startswith("ticket-"):
-            self._spawn(self._bind_ticket(ev.mac, keyid))
+            self._spawn(self._bind_ticket(ev.mac, keyid), ev.mac)
 
     # -- registry -> hostapd -----------------------------------------------------------
     def _remember_devices(self) -> None:
@@ -315,28 +328,29 @@ class HostapdService:
         old = self._known.get(dev.mac)
         self._known[dev.mac] = new
         if old is None and not dev.allow:  # a record created denied: keep it out too
-            self._spawn(self.deny(dev.mac))
+            self._spawn(self.deny(dev.mac), dev.mac)
             return
         if old is None or old == new:
             return
         if self.backend == "file":
-            self._spawn(self._refresh_psk_file())
+            self._spawn(self._refresh_psk_file(), PSK_FILE_KEY)
         if not dev.allow:
-            self._spawn(self.deny(dev.mac))
+            self._spawn(self.deny(dev.mac), dev.mac)
         else:
             if not old[0]:
-                self._spawn(self._undeny(dev.mac))
-            self._spawn(self.disconnect(dev.mac))
+                self._spawn(self._undeny(dev.mac), dev.mac)
+            self._spawn(self.disconnect(dev.mac), dev.mac)
 
     def _forget(self, mac: str) -> None:
         """A removed device: drop it (it re-authenticates as a stranger) and take it off
         the deny list, which held it only while its record said so."""
         self._known.pop(mac, None)
         if self.backend == "file":
-            self._spawn(self._refresh_psk_file())
-        self._spawn(self.disconnect(mac))
+            self._spawn(self._refresh_psk_file(), PSK_FILE_KEY)
+        self._spawn(self.disconnect(mac), mac)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object], key: str) -> None:
+        """Run ``coro`` on the service's loop after every earlier action of ``key``."""
         loop = self._loop
         if loop is None or loop.is_closed():
             coro.close()
@@ -346,9 +360,23 @@ class HostapdService:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(coro)
+            self._enqueue(coro, key)
         else:
-            loop.call_soon_threadsafe(loop.create_task, coro)
+            loop.call_soon_threadsafe(self._enqueue, coro, key)
+
+    def _enqueue(self, coro: Coroutine[Any, Any, object], key: str) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(_after(self._last_action.get(key), coro))
+        self._last_action[key] = task
+        self._actions.add(task)
+        task.add_done_callback(lambda t: self._action_done(t, key))
+
+    def _action_done(self, task: asyncio.Task[Any], key: str) -> None:
+        self._actions.discard(task)
+        if self._last_action.get(key) is task:
+            del self._last_action[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hostapd: action for %s failed: %s", key, task.exception())
 
     async def disconnect(self, mac: str) -> bool:
         """Make hostapd drop ``mac`` so it re-authenticates under the current policy.
@@ -388,7 +416,7 @@ class HostapdService:
             return
         self._tickets_seen = tickets
         self._psk_text = text
-        _write(Path(self.settings.ap.wpa_psk_file), text)
+        _write(_need(self.settings.ap.wpa_psk_file, "wpaPskFile"), text)
         sae = "SAE" in self.settings.ap.wpa_key_mgmt.split()
         if sae:  # sae_password lives in hostapd.conf: rewrite and reload the config
             self.write_files()
@@ -414,6 +442,21 @@ class HostapdService:
                 return
 
 
-def build_hostapd_service(settings: Any, registry: Any) -> HostapdService:
+def build_hostapd_service(settings: Settings, registry: Registry) -> HostapdService:
     """Factory for the gateway."""
     return HostapdService(settings, registry)
+
+
+PSK_FILE_KEY = "psk-file"  # the ordering key of the PSK file's rewrites
+
+
+async def _after(previous: asyncio.Task[Any] | None,
+                 coro: Coroutine[Any, Any, object]) -> object:
+    """Wait for ``previous`` to end (however it ends), then run ``coro``."""
+    try:
+        if previous is not None:
+            await asyncio.wait({previous})
+    except BaseException:  # cancelled while waiting: the action never runs
+        coro.close()
+        raise
+    return await coro

@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 IFNAMSIZ = 15
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
@@ -23,27 +26,27 @@ class HostapdConfigError(ValueError):
     """A setting that cannot be written into hostapd's files."""
 
 
-def _value(key: str, value: Any) -> str:
+def _value(key: str, value: object) -> str:
     text = str(value)
     if any(c in text for c in "\n\r\0"):
         raise HostapdConfigError(f"hostapd key {key}: value {text!r} contains a line break or NUL")
     return text
 
 
-def _path(value: Any) -> str:
+def _path(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def hostapd_ssid(settings: Any) -> str:
+def hostapd_ssid(settings: Settings) -> str:
     """``[ap] ssid``, or the host name (31 chars) when ``[system] generateSsid``."""
-    if getattr(settings.system, "generate_ssid", False):
+    if settings.system.generate_ssid:
         return socket.gethostname()[:31]
     return settings.ap.ssid
 
 
-def hostapd_conf_items(settings: Any, *, backend: str = "radius",
+def hostapd_conf_items(settings: Settings, *, backend: str = "radius",
                        backend_items: Iterable[tuple[str, str]] = (),
-                       extra: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+                       extra: Mapping[str, object] | None = None) -> list[tuple[str, str]]:
     """The (key, value) lines of hostapd.conf in the original's order.
 
     ``backend="radius"``: own_ip_addr/auth_server_*/macaddr_acl/wpa_psk_radius as
@@ -53,7 +56,7 @@ def hostapd_conf_items(settings: Any, *, backend: str = "radius",
     ``ieee8021x``/``eap_server`` keys of the wired test bed).
     """
     ap, radius = settings.ap, settings.radius
-    items: list[tuple[str, Any]] = [
+    items: list[tuple[str, object]] = [
         ("interface", ap.interface),
         ("driver", ap.driver),
         ("ssid", hostapd_ssid(settings)),
@@ -108,12 +111,16 @@ def hostapd_conf_items(settings: Any, *, backend: str = "radius",
     return out
 
 
-def render_hostapd_conf(settings: Any, **kw: Any) -> str:
-    """hostapd.conf text: one ``key=value`` per line."""
-    return "".join(f"{k}={v}\n" for k, v in hostapd_conf_items(settings, **kw))
+def render_hostapd_conf(settings: Settings, *, backend: str = "radius",
+                        backend_items: Iterable[tuple[str, str]] = (),
+                        extra: Mapping[str, object] | None = None) -> str:
+    """hostapd.conf text: one ``key=value`` per line (arguments: :func:`hostapd_conf_items`)."""
+    items = hostapd_conf_items(settings, backend=backend, backend_items=backend_items,
+                               extra=extra)
+    return "".join(f"{k}={v}\n" for k, v in items)
 
 
-def render_vlan_file(settings: Any) -> str:
+def render_vlan_file(settings: Settings) -> str:
     """The VLAN file: one ``<vlan> <iface>.<vlan> <bridge>`` line per configured subnet
     (VLAN 0 means "untagged" to hostapd and is skipped), then the original's
     wildcard line ``*\\t<iface>.#`` for anything else."""
@@ -132,16 +139,3 @@ def render_vlan_file(settings: Any) -> str:
     lines.append(f"*\t{_value('vlan_file', iface)}.#\n")
     return "".join(lines)
 
-
-def parse_extra_config(text: str) -> dict[str, str]:
-    """``key=value`` lines (``#`` comments, blank lines ignored) for ``extra``."""
-    out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not _KEY.fullmatch(key.strip()):
-            raise HostapdConfigError(f"extra hostapd config line {n}: expected key=value")
-        out[key.strip()] = value.strip()
-    return out

@@ -29,7 +29,6 @@ class NewDeviceLimiter:
         self.clock = clock
         self._tokens = self.burst
         self._at = clock()
-        self.admitted = 0
         self.limited = 0
 
     @property
@@ -52,6 +51,5 @@ class NewDeviceLimiter:
 
     def take(self) -> None:
         """A new device was admitted: spend one token."""
-        self.admitted += 1
         if self.enabled:
             self._tokens = max(0.0, self._refill() - 1.0)

@@ -13,7 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Device, Ticket
 
 WILDCARD = "00:00:00:00:00:00"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -60,7 +64,7 @@ def ticket_keyid(passphrase: str) -> str:
     return "ticket-" + passphrase[-6:]
 
 
-def entries_from_registry(devices: Iterable[Any], tickets: Iterable[Any], *,
+def entries_from_registry(devices: Iterable[Device], tickets: Iterable[Ticket], *,
                           default_psk: str, allow_all: bool, default_vlan: int,
                           now: float) -> list[PskEntry]:
     """Entries for every allowed device (its own passphrase, else the AP's), open
@@ -113,10 +117,13 @@ def sae_password_items(entries: Iterable[PskEntry]) -> list[tuple[str, str]]:
     return items
 
 
-def backend_items(settings: Any, entries: list[PskEntry]) -> list[tuple[str, str]]:
+def backend_items(settings: Settings, entries: list[PskEntry]) -> list[tuple[str, str]]:
     """hostapd.conf items of the file backend: ``wpa_psk_file`` and, when the key
     management includes SAE, the ``sae_password`` entries."""
-    items = [("wpa_psk_file", str(settings.ap.wpa_psk_file))]
+    path = settings.ap.wpa_psk_file
+    if path is None:
+        raise ValueError("[ap] wpaPskFile is empty: pskBackend = file needs it")
+    items = [("wpa_psk_file", str(path))]
     if "SAE" in settings.ap.wpa_key_mgmt.split():
         items += sae_password_items(entries)
     return items

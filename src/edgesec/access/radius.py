@@ -20,11 +20,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgesec.access import radius_codec as rc
 from edgesec.access.newdevices import NewDeviceLimiter
 from edgesec.supervisor.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Admission, Registry
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit.radius")  # decisions: shown at every verbosity
@@ -42,9 +46,10 @@ DUPLICATE_MAX = 8192  # cached replies at most; the oldest are evicted first
 
 
 class Admitting(Protocol):
-    """What the server needs from the registry."""
+    """What the server needs from the registry (an ``is_known(mac) -> bool`` method,
+    if present, lets newly seen MACs be told apart for ``newDeviceRate``)."""
 
-    def admit(self, mac: str, passphrase: str | None = None) -> Any: ...
+    def admit(self, mac: str, passphrase: str | None = None) -> Admission: ...
 
 
 @dataclass(slots=True)
@@ -77,7 +82,6 @@ class RadiusConfig:
     clients: ipaddress.IPv4Network = field(
         default_factory=lambda: ipaddress.IPv4Network("127.0.0.1/32"))
     require_message_authenticator: bool = True
-    default_psk: str = ""
     new_device_rate: int = 0  # admissions of unknown devices per minute; 0 = no limit
     new_device_burst: int = 10
 
@@ -86,8 +90,8 @@ class RadiusConfig:
             raise ValueError("[radius] secret must not be empty: RADIUS needs a shared secret")
 
 
-class RadiusServer(asyncio.DatagramProtocol):
-    """The protocol object; one instance per bound socket."""
+class RadiusServer:
+    """The request handler (decode, check, admit, reply); one per bound socket."""
 
     def __init__(self, config: RadiusConfig, policy: Admitting,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -101,10 +105,9 @@ class RadiusServer(asyncio.DatagramProtocol):
         self._client_ok: dict[str, bool] = {}
         self._cache: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
         self._order: deque[tuple[float, tuple[Any, int, bytes]]] = deque()
-        self.transport: asyncio.DatagramTransport | None = None
         self.new_devices = NewDeviceLimiter(config.new_device_rate, config.new_device_burst,
                                             clock)
-        self._is_known = getattr(policy, "is_known", None)
+        self._is_known: Callable[[str], bool] | None = getattr(policy, "is_known", None)
         # Accepts and rejects are logged (the audit trail), but a flood of them
         # cannot fill the log.
         self.decisions = RateLimitedLog(audit_log, "RADIUS decisions", logging.INFO,
@@ -115,18 +118,6 @@ class RadiusServer(asyncio.DatagramProtocol):
                                                logging.INFO, 10, DECISION_WINDOW_S, clock)
         self.bad_secret = RateLimitedLog(log, "requests with a bad Message-Authenticator",
                                          logging.WARNING, 1, BAD_SECRET_WINDOW_S, clock)
-
-    # -- asyncio -----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        reply = self.handle(data, addr)
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:  # ICMP errors etc.
-        log.debug("radius socket error: %s", exc)
 
     # -- the request path ----------------------------------------------------------
     def client_allowed(self, ip: str) -> bool:
@@ -222,20 +213,23 @@ class RadiusServer(asyncio.DatagramProtocol):
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if not adm.accept or not 0 <= adm.vlan <= 4094:
             c.rejects += 1
-            self._log_reject(mac, getattr(adm, "reason", "") or "refused", addr)
+            self._log_reject(mac, adm.reason or "refused", addr)
             return rc.encode_reply(rc.ACCESS_REJECT, req, secret)
         if new:
             limiter.take()
         attrs = rc.vlan_attributes(adm.vlan)
-        psk = (adm.psk or self.config.default_psk).encode()
+        psk = adm.psk.encode()  # the registry's answer (a device's own, a ticket's or the AP's)
         if psk:
             attrs += rc.tunnel_password_attribute(psk, secret, req.authenticator)
         c.accepts += 1
-        if audit_log.isEnabledFor(logging.INFO):  # the hot path: no work when not logged
+        # the hot path: no work for a line that is not logged (level off, burst used up)
+        if audit_log.isEnabledFor(logging.INFO) and not self.decisions.saturated():
             self._log_accept(mac, adm, addr)
         return rc.encode_reply(rc.ACCESS_ACCEPT, req, secret, attrs)
 
     def _log_reject(self, mac: str | None, reason: str, addr: Any) -> None:
+        if self.decisions.saturated():  # a flood: counted, nothing built
+            return
         client = _client(addr)
         fields: dict[str, Any] = {"event": "radius-reject", "reason": reason, "client": client}
         if mac is None:
@@ -246,8 +240,8 @@ class RadiusServer(asyncio.DatagramProtocol):
             self.decisions.log("radius: reject %s (%s) from %s", mac, reason, client,
                                extra={"audit": fields})
 
-    def _log_accept(self, mac: str, adm: Any, addr: Any) -> None:
-        how = getattr(adm, "reason", "") or "admitted"
+    def _log_accept(self, mac: str, adm: Admission, addr: Any) -> None:
+        how = adm.reason or "admitted"
         self.decisions.log("radius: accept %s vlan %d (%s) from %s", mac, adm.vlan, how,
                            _client(addr),
                            extra={"audit": {"event": "radius-accept", "mac": mac,
@@ -366,8 +360,8 @@ def _client(addr: Any) -> str:
     return str(addr)
 
 
-def radius_config_from_settings(settings: Any) -> RadiusConfig:
-    """Map ``[radius]`` (and the AP's default passphrase) to :class:`RadiusConfig`."""
+def radius_config_from_settings(settings: Settings) -> RadiusConfig:
+    """Map ``[radius]`` to :class:`RadiusConfig`."""
     r = settings.radius
     clients = ipaddress.IPv4Network(f"{r.client_ip}/{r.client_mask}", strict=False)
     return RadiusConfig(
@@ -375,14 +369,13 @@ def radius_config_from_settings(settings: Any) -> RadiusConfig:
         server_ip=r.server_ip or "127.0.0.1",
         port=r.port,
         clients=clients,
-        require_message_authenticator=getattr(r, "require_message_authenticator", True),
-        default_psk=settings.ap.wpa_passphrase,
-        new_device_rate=getattr(r, "new_device_rate", 0),
-        new_device_burst=getattr(r, "new_device_burst", 10),
+        require_message_authenticator=r.require_message_authenticator,
+        new_device_rate=r.new_device_rate,
+        new_device_burst=r.new_device_burst,
     )
 
 
-def build_radius_service(settings: Any, registry: Admitting) -> RadiusService:
+def build_radius_service(settings: Settings, registry: Registry) -> RadiusService:
     """Factory for the gateway: the RADIUS service answering from ``registry``.
 
     With ``[radius] secretInVault = true`` (or ``[crypt] radiusSecretInVault``)
@@ -393,5 +386,5 @@ def build_radius_service(settings: Any, registry: Admitting) -> RadiusService:
 
     config = dataclasses.replace(
         radius_config_from_settings(settings),
-        secret=radius_secret(settings, getattr(registry, "vault", None)))
+        secret=radius_secret(settings, registry.vault))
     return RadiusService(config, registry)

@@ -20,9 +20,10 @@ import functools
 import hashlib
 import hmac
 import os
-import re
 import struct
 from typing import NamedTuple
+
+from edgesec.registry import RegistryError, normalise_mac
 
 ACCESS_REQUEST = 1
 ACCESS_ACCEPT = 2
@@ -42,11 +43,8 @@ TUNNEL_TYPE_VLAN = 13
 TUNNEL_MEDIUM_IEEE_802 = 6
 
 MAX_PACKET = 4096  # RFC 2865 §3: maximum length
-MAX_PASSPHRASE = 64  # WPA: 8..63 ASCII or 64 hex digits
 _ZERO16 = bytes(16)
 _HEADER = struct.Struct("!BBH")
-_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?:[-:.]?[0-9a-fA-F]{2}){5}")
-_MAC_HEX = re.compile(r"[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}")
 
 
 class RadiusError(ValueError):
@@ -339,10 +337,7 @@ def _parse_mac(text: bytes | str) -> str | None:
             text = text.decode("ascii")
         except UnicodeDecodeError:
             return None
-    text = text.strip()
-    if not (_MAC_RE.fullmatch(text) or _MAC_HEX.fullmatch(text)):
+    try:
+        return normalise_mac(text.strip())
+    except RegistryError:
         return None
-    digits = re.sub(r"[-:.]", "", text).lower()
-    if len(digits) != 12:
-        return None
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))

@@ -4,6 +4,10 @@ MAC-ACL exchange; used by the tests and the benchmark's pyrad client."""
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyrad.dictionary import Dictionary
 
 DICTIONARY = """\
 ATTRIBUTE User-Name 1 string
@@ -38,7 +42,7 @@ VALUE Tunnel-Medium-Type IEEE-802 6
 """
 
 
-def pyrad_dictionary():  # -> pyrad.dictionary.Dictionary
+def pyrad_dictionary() -> Dictionary:
     """A pyrad Dictionary with the attributes above."""
     from pyrad.dictionary import Dictionary
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesec.device_status import DeviceStatus
+
 _counter = itertools.count()
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 _LEVEL = re.compile(r"<\d+>")
@@ -36,7 +38,7 @@ class StationEvent:
     """A parsed station event: ``status`` 1 connected, 2 disconnected."""
 
     mac: str
-    status: int
+    status: DeviceStatus
     fields: dict[str, str]
 
 
@@ -51,9 +53,9 @@ def parse_event(text: str) -> StationEvent | None:
     if len(parts) < 2:
         return None
     if parts[0] == "AP-STA-CONNECTED":
-        status = 1
+        status = DeviceStatus.CONNECTED
     elif parts[0] == "AP-STA-DISCONNECTED":
-        status = 2
+        status = DeviceStatus.DISCONNECTED
     else:
         return None
     mac = parts[1].lower()
@@ -97,10 +99,6 @@ class WpaCtrl:
         self._pending: asyncio.Future[str] | None = None
         self._lock = asyncio.Lock()
         self.attached = False
-
-    @property
-    def is_open(self) -> bool:
-        return self._transport is not None
 
     async def open(self) -> None:
         """Bind a private socket and connect it to hostapd; raises CtrlError if absent."""

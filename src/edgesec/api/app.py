@@ -25,7 +25,7 @@ from aiohttp import web
 
 from edgesec.api import auth, openapi
 from edgesec.api.explain import ExplainError, explain
-from edgesec.api.metrics import render_metrics
+from edgesec.api.traffic import TrafficCache
 from edgesec.api.views import (
     BadRequest,
     check_patch,
@@ -66,12 +66,17 @@ class ApiContext:
     sse_clients: int = 0
     sse_dropped: int = 0
     audit: Audit | None = None
+    traffic: TrafficCache | None = None
     # (registry generation, bridges, JSON body) of the last device list
     devices_cache: tuple[int, list[tuple[str, str]], bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.audit is None:
             self.audit = Audit(self.registry.bus)
+        if self.traffic is None:
+            capture = self.settings.system.exec_capture
+            self.traffic = TrafficCache(self.settings.capture.capture_db_path if capture
+                                        else None)
 
 
 CTX = web.AppKey("ctx", ApiContext)
@@ -274,6 +279,109 @@ async def remove_bridge(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# -- groups and one-way access --------------------------------------------------------
+def _groups(ctx: ApiContext) -> Any:
+    groups = getattr(ctx.registry, "groups", None)
+    if groups is None:
+        raise web.HTTPNotFound(reason="not found", text="this registry has no groups")
+    return groups
+
+
+def _group_name(request: web.Request) -> str:
+    from edgesec.groups import check_group_name
+
+    try:
+        return check_group_name(request.match_info["group"])
+    except RegistryError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+@scope("read")
+async def list_groups(request: web.Request) -> web.Response:
+    by_group: dict[str, list[str]] = {}
+    for group, mac in _groups(request.app[CTX]).memberships():
+        by_group.setdefault(group, []).append(mac)
+    return web.json_response([{"group": g, "members": sorted(m)}
+                              for g, m in sorted(by_group.items())])
+
+
+@scope("operator")
+async def add_member(request: web.Request) -> web.Response:
+    groups = _groups(request.app[CTX])
+    group, mac = _group_name(request), _mac(request)
+    if mac in groups.members(group):
+        return error(409, "conflict", f"{mac} is already a member of {group}")
+    groups.add_member(group, mac)
+    _audit(request, "ADD_GROUP_MEMBER", group, mac)
+    return web.json_response({"group": group, "members": sorted(groups.members(group))},
+                             status=201)
+
+
+@scope("operator")
+async def remove_member(request: web.Request) -> web.Response:
+    groups = _groups(request.app[CTX])
+    group, mac = _group_name(request), _mac(request)
+    if mac not in groups.members(group):
+        raise web.HTTPNotFound(reason="not found", text=f"{mac} is not a member of {group}")
+    groups.remove_member(group, mac)
+    _audit(request, "REMOVE_GROUP_MEMBER", group, mac)
+    return web.Response(status=204)
+
+
+def _rule_json(rule: Any) -> dict[str, str]:
+    return {"from": rule.src, "to": rule.dst, "service": rule.service}
+
+
+def _rule(fields: Any) -> tuple[str, str, str, int, str]:
+    from edgesec.groups import parse_service
+
+    src = parse_mac(fields.get("from", "") if isinstance(fields.get("from"), str) else "",
+                    "from")
+    dst = parse_mac(fields.get("to", "") if isinstance(fields.get("to"), str) else "", "to")
+    service = fields.get("service", "any")
+    if not isinstance(service, str):
+        raise BadRequest("service: expected tcp/<port>, udp/<port> or any")
+    try:
+        proto, port = parse_service(service)
+    except RegistryError as exc:
+        raise BadRequest(str(exc)) from None
+    return src, dst, proto, port, service
+
+
+@scope("read")
+async def list_access(request: web.Request) -> web.Response:
+    return web.json_response([_rule_json(r) for r in _groups(request.app[CTX]).rules()])
+
+
+@scope("operator")
+async def add_access(request: web.Request) -> web.Response:
+    from edgesec.groups import Access
+
+    groups = _groups(request.app[CTX])
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("expected a JSON object")
+    src, dst, proto, port, service = _rule(body)
+    if Access(src, dst, proto, port) in groups.rules():
+        return error(409, "conflict", f"rule {src} -> {dst} {service} exists")
+    rule = groups.add_access(src, dst, proto, port)
+    _audit(request, "ADD_ACCESS", src, dst, *([service] if proto else []))
+    return web.json_response(_rule_json(rule), status=201)
+
+
+@scope("operator")
+async def remove_access(request: web.Request) -> web.Response:
+    from edgesec.groups import Access
+
+    groups = _groups(request.app[CTX])
+    src, dst, proto, port, service = _rule(request.query)
+    if Access(src, dst, proto, port) not in groups.rules():
+        raise web.HTTPNotFound(reason="not found", text=f"no rule {src} -> {dst} {service}")
+    groups.remove_access(src, dst, proto, port)
+    _audit(request, "REMOVE_ACCESS", src, dst, *([service] if proto else []))
+    return web.Response(status=204)
+
+
 # -- tickets -------------------------------------------------------------------------
 @scope("operator")
 async def create_ticket(request: web.Request) -> web.Response:
@@ -320,12 +428,11 @@ def parse_status(lines: list[str]) -> list[dict[str, str]]:
 async def status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     counters = ctx.counters()
-    services = parse_status(ctx.status_lines())
-    for svc in services:
-        svc["counters"] = counters.get(svc["name"], {})  # type: ignore[assignment,unused-ignore]
+    parsed = parse_status(ctx.status_lines())
+    services = [{**svc, "counters": counters.get(svc["name"], {})} for svc in parsed]
     devices = ctx.registry.devices()
     return web.json_response({
-        "state": max((s["state"] for s in services), key=STATES.index, default="ok"),
+        "state": max((s["state"] for s in parsed), key=STATES.index, default="ok"),
         "uptime_seconds": int(time.time() - ctx.started),
         "devices": {"total": len(devices), "allowed": sum(d.allow for d in devices),
                     "nat": sum(d.nat for d in devices)},
@@ -398,8 +505,22 @@ def _drops(ctx: ApiContext, cfg: PolicyConfig) -> drops.Counts:
 
 
 @scope("read")
+async def traffic(request: web.Request) -> web.Response:
+    """Per device, the last hour of traffic seen by capture, and when it last sent."""
+    cache = request.app[CTX].traffic
+    assert cache is not None
+    return web.json_response({mac: {
+        "sent_packets": t.sent_packets, "sent_bytes": t.sent_bytes,
+        "received_packets": t.received_packets, "received_bytes": t.received_bytes,
+        "last_seen": iso(t.last_seen_us / 1e6) if t.last_seen_us else None}
+        for mac, t in (await cache.get()).items()})
+
+
+@scope("read")
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
+    from edgesec.api.metrics import render_metrics  # prometheus_client: loaded on first scrape
+
     body = render_metrics(ctx.registry, parse_status(ctx.status_lines()), ctx.counters(),
                           {"sse_clients": ctx.sse_clients, "sse_dropped": ctx.sse_dropped})
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
@@ -422,9 +543,16 @@ def build_app(ctx: ApiContext) -> web.Application:
     r.add_post("/api/v1/bridges", add_bridge)
     r.add_delete("/api/v1/bridges/{a}/{b}", remove_bridge)
     r.add_post("/api/v1/tickets", create_ticket)
+    r.add_get("/api/v1/groups", list_groups)
+    r.add_put("/api/v1/groups/{group}/members/{mac}", add_member)
+    r.add_delete("/api/v1/groups/{group}/members/{mac}", remove_member)
+    r.add_get("/api/v1/access", list_access)
+    r.add_post("/api/v1/access", add_access)
+    r.add_delete("/api/v1/access", remove_access)
     r.add_get("/api/v1/status", status)
     r.add_get("/api/v1/events", events)
     r.add_get("/api/v1/explain", explain_route)
+    r.add_get("/api/v1/traffic", traffic)
     r.add_get("/api/v1/openapi.json", openapi_json)
     r.add_get("/metrics", metrics)
     from edgesec.api import dashboard

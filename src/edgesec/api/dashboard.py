@@ -48,7 +48,8 @@ LOGIN = """<main class="login"><h1>edgesec</h1>
 
 SHELL = """<header><h1>edgesec</h1><nav>
 <a href="#devices">Devices</a><a href="#bridges">Bridges</a><a href="#events">Events</a>
-<a href="#onboard">Onboarding</a><a href="#status">Status</a><a href="#explain">Explain</a>
+<a href="#groups">Groups</a><a href="#onboard">Onboarding</a><a href="#status">Status</a>
+<a href="#explain">Explain</a>
 </nav><span id="who">{who}</span>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}">
 <button type="submit">Log out</button></form></header>
@@ -56,10 +57,22 @@ SHELL = """<header><h1>edgesec</h1><nav>
 <section id="devices"><h2>Devices <small id="count"></small></h2>
 <input id="filter" placeholder="filter by MAC, label, IP" aria-label="filter">
 <div class="scroll"><table><thead><tr><th>Device</th><th>MAC</th><th>VLAN</th><th>IP</th>
-<th>Status</th><th>Allowed</th><th>NAT</th><th>Bridges</th></tr></thead>
+<th>Status</th><th>Allowed</th><th>NAT</th><th>Bridges</th><th>Traffic (1 h)</th>
+<th>Last seen</th></tr></thead>
 <tbody id="device-rows"></tbody></table></div></section>
 <section id="bridges"><h2>Bridges</h2><svg id="graph" viewBox="0 0 600 400"
 role="img" aria-label="bridge graph"></svg><ul id="bridge-list"></ul></section>
+<section id="groups"><h2>Groups and one-way access</h2>
+<ul id="group-list"></ul><form id="member-form">
+<label>Group <input name="group" required pattern="[a-z0-9_-]{{1,32}}"></label>
+<label>Device (MAC) <input name="mac" required></label>
+<button type="submit">Add to group</button></form>
+<ul id="access-list"></ul><form id="access-form">
+<label>From (MAC) <input name="from" required></label>
+<label>To (MAC) <input name="to" required></label>
+<label>Service <input name="service" value="any" pattern="any|(tcp|udp)/[0-9]{{1,5}}"></label>
+<button type="submit">Allow one way</button></form><p id="group-error" class="error"></p>
+</section>
 <section id="events"><h2>Live events</h2><ol id="event-list"></ol></section>
 <section id="onboard"><h2>Onboarding</h2><form id="ticket-form">
 <label>Label <input name="label" required maxlength="64"></label>

@@ -14,6 +14,8 @@ from edgesec.api.views import MAC_PATTERN
 MAC = {"type": "string", "pattern": MAC_PATTERN}
 VLAN = {"type": "integer", "minimum": 0, "maximum": 4094}
 IPV4 = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
+GROUP = "^[a-z0-9_-]{1,32}$"
+SERVICE = "^(any|(tcp|udp)/[0-9]{1,5})$"  # the range 1-65535 is checked by the server
 PSK = r"^$|^[\x20-\x7e]{8,63}$|^[0-9a-fA-F]{64}$"
 
 
@@ -74,6 +76,12 @@ SPEC: dict[str, Any] = {
                                       "reason": {"type": "string"},
                                       "created": {"type": "string", "nullable": True},
                                       "expires": {"type": "string", "nullable": True}}},
+            "Group": {"type": "object", "required": ["group", "members"],
+                      "properties": {"group": {"type": "string"},
+                                     "members": {"type": "array", "items": {"type": "string"}}}},
+            "Access": {"type": "object", "required": ["from", "to"],
+                       "properties": {"from": MAC, "to": MAC,
+                                      "service": {"type": "string", "pattern": SERVICE}}},
             "NewTicket": {"type": "object", "required": ["label", "vlan"],
                           "properties": {"label": {"type": "string", "maxLength": 254},
                                          "vlan": VLAN, "issuer": MAC}},
@@ -141,6 +149,31 @@ SPEC: dict[str, Any] = {
             "delete": {"summary": "Remove a bridge", "responses": {
                 "204": {"description": "Removed"}, **_errors(400, 404)}},
         },
+        "/api/v1/groups": {"get": {"summary": "Groups and their members", "responses": {
+            "200": _json({"type": "array", "items": _ref("Group")}), **_errors(404)}}},
+        "/api/v1/groups/{group}/members/{mac}": {
+            "parameters": [{"name": "group", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": GROUP}},
+                           {"name": "mac", **_MAC_PARAM}],
+            "put": {"summary": "Add a device to a group (ADD_GROUP_MEMBER)", "responses": {
+                "201": _json(_ref("Group"), "Added"), **_errors(400, 404, 409)}},
+            "delete": {"summary": "Remove a device from a group", "responses": {
+                "204": {"description": "Removed"}, **_errors(400, 404)}},
+        },
+        "/api/v1/access": {
+            "get": {"summary": "One-way access rules", "responses": {
+                "200": _json({"type": "array", "items": _ref("Access")}), **_errors(404)}},
+            "post": {"summary": "Let one device open connections to another (ADD_ACCESS)",
+                     "requestBody": _body(_ref("Access")),
+                     "responses": {"201": _json(_ref("Access"), "Created"),
+                                   **_errors(400, 404, 409, 413)}},
+            "delete": {"summary": "Remove a rule (REMOVE_ACCESS)", "parameters": [
+                {"name": "from", "in": "query", "required": True, "schema": MAC},
+                {"name": "to", "in": "query", "required": True, "schema": MAC},
+                {"name": "service", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": SERVICE}}],
+                "responses": {"204": {"description": "Removed"}, **_errors(400, 404)}},
+        },
         "/api/v1/tickets": {
             "post": {"summary": "A single-use onboarding passphrase (shown once)",
                      "requestBody": _body(_ref("NewTicket")),
@@ -157,6 +190,18 @@ SPEC: dict[str, Any] = {
                     "type": "string",
                     "pattern": f"{MAC_PATTERN}|^{IPV4}$|^internet$"}}],
             "responses": {"200": _json(_ref("Explanation")), **_errors(400)}}},
+        "/api/v1/traffic": {"get": {
+            "summary": "Per device: the last hour of captured traffic and when it last sent",
+            "responses": {"200": _json({"type": "object", "additionalProperties": {
+                "type": "object",
+                "required": ["sent_packets", "sent_bytes", "received_packets",
+                             "received_bytes", "last_seen"],
+                "properties": {"sent_packets": {"type": "integer"},
+                               "sent_bytes": {"type": "integer"},
+                               "received_packets": {"type": "integer"},
+                               "received_bytes": {"type": "integer"},
+                               "last_seen": {"type": "string", "nullable": True}}}}),
+                **_errors()}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "OK", "content": {"text/plain": {"schema": {
                 "type": "string"}}}}, **_errors()}}},

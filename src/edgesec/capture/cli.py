@@ -89,8 +89,9 @@ def _has_tables(db: Path) -> bool:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            return con.execute("SELECT count(*) FROM sqlite_master "
-                               "WHERE type = 'table'").fetchone()[0] > 0
+            tables: int = con.execute("SELECT count(*) FROM sqlite_master "
+                                      "WHERE type = 'table'").fetchone()[0]
+            return tables > 0
         finally:
             con.close()
     except sqlite3.DatabaseError:

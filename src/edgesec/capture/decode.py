@@ -21,6 +21,7 @@ import os
 import struct
 import time
 from socket import AF_INET6, inet_ntoa, inet_ntop
+from typing import Any
 
 ETHERTYPE_IP = 0x0800
 ETHERTYPE_ARP = 0x0806
@@ -44,7 +45,10 @@ _DHCP = struct.Struct("!BBBBIHH4s4s4s4s").unpack_from
 _U16 = struct.Struct("!H").unpack_from
 _EXT = struct.Struct("!BB").unpack_from
 
-Rows = dict[str, tuple]
+# One table row: SQLite values in the column order of :mod:`edgesec.capture.schema`
+# (read positionally by the middlewares, so the element types are per column).
+Row = tuple[Any, ...]
+Rows = dict[str, Row]
 
 _NTOA_CACHE: dict[bytes, str] = {}
 NTOA_CACHE_SIZE = 4096  # addresses are few on a gateway; a flood of new ones just clears it
@@ -135,7 +139,7 @@ def read_name(msg: bytes, off: int) -> str:
     return ".".join(labels)
 
 
-def _dns_row(uid: str, msg: bytes) -> tuple | None:
+def _dns_row(uid: str, msg: bytes) -> Row | None:
     """dns/mdns row from a DNS message (None when the 12-byte header is cut)."""
     if len(msg) < 12:
         return None
@@ -144,7 +148,7 @@ def _dns_row(uid: str, msg: bytes) -> tuple | None:
     return (uid, tid, flags, nq, nan, nau, nad, qname)
 
 
-def _dhcp_row(uid: str, msg: bytes) -> tuple | None:
+def _dhcp_row(uid: str, msg: bytes) -> Row | None:
     """dhcp row (BOOTP fixed part); ``chaddr`` holds ``hlen`` bytes as hex."""
     if len(msg) < 28:
         return None

@@ -24,6 +24,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from edgesec.capture.decode import Row, Rows
 from edgesec.capture.flowtrack import PROTO_NAMES, Flow, FlowTracker
 from edgesec.capture.middleware import Batch, Context
 
@@ -33,7 +34,7 @@ def eve_time(ts_us: int) -> str:
     return datetime.fromtimestamp(ts_us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
 
 
-def dns_payload(data: bytes, rows: dict) -> bytes | None:
+def dns_payload(data: bytes, rows: Rows) -> bytes | None:
     """The DNS message bytes of a frame that has a ``dns`` row."""
     ip4, ip6 = rows.get("ip4"), rows.get("ip6")
     if ip4 is not None:
@@ -51,13 +52,13 @@ def dns_payload(data: bytes, rows: dict) -> bytes | None:
     return None
 
 
-def dns_event(msg_bytes: bytes | None, row: tuple) -> dict[str, Any]:
+def dns_event(msg_bytes: bytes | None, row: Row) -> dict[str, Any]:
     """EVE ``dns`` object for one message (falls back to the header row)."""
     qr = bool(row[2] & 0x8000)
     base: dict[str, Any] = {"version": 2, "type": "answer" if qr else "query", "id": row[1]}
     try:
         if msg_bytes is None:
-            raise dns.exception.FormError("no payload")
+            raise ValueError("no payload")
         msg = dns.message.from_wire(msg_bytes, ignore_trailing=True, question_only=not qr)
     except Exception:  # any malformed message: report what the header row holds
         base["rrname"] = row[7]
@@ -141,6 +142,8 @@ class EveMiddleware:
                 continue
             tcp_or_udp = rows.get("udp") or rows.get("tcp")
             ip = rows.get("ip4") or rows.get("ip6")
+            if ip is None or tcp_or_udp is None:  # a dns row comes with both
+                continue
             src, dst = (ip[10], ip[11]) if "ip4" in rows else (ip[6], ip[7])
             ev = _common(flow, pkt[0], batch.ifname)
             ev.update({"event_type": "dns", "src_ip": src, "src_port": tcp_or_udp[1],

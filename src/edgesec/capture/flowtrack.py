@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 
 from edgesec.capture.communityid import community_id, icmp_ports
+from edgesec.capture.decode import Row, Rows
 
 PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP"}
 _FIN, _SYN, _RST = 0x01, 0x02, 0x04
@@ -44,7 +45,7 @@ class Flow:
     tcp_flags: int = 0
     state: str = "new"
 
-    def row(self) -> tuple:
+    def row(self) -> Row:
         """Row for the ``flows`` table (column order of ``FLOW_COLUMNS``)."""
         return (self.flow_id, self.community_id, self.ifname, self.proto, self.src_ip,
                 self.src_port, self.dst_ip, self.dst_port, self.src_mac, self.dst_mac,
@@ -52,12 +53,15 @@ class Flow:
                 self.bytes_toserver, self.bytes_toclient, self.tcp_flags, self.state)
 
 
+# (ifname, proto, addr, port, addr, port), lower endpoint first; ports None without L4
+FlowKey = tuple[str, int, str, int | None, str, int | None]
+
 FLOW_COLUMNS = ("flow_id", "community_id", "ifname", "proto", "src_ip", "src_port", "dst_ip",
                 "dst_port", "src_mac", "dst_mac", "first_seen", "last_seen", "pkts_toserver",
                 "pkts_toclient", "bytes_toserver", "bytes_toclient", "tcp_flags", "state")
 
 
-def tuple_of(rows: dict) -> tuple[int, str, str, int | None, int | None] | None:
+def tuple_of(rows: Rows) -> tuple[int, str, str, int | None, int | None] | None:
     """(proto, src, dst, sport, dport) of a decoded frame, None if not IP."""
     ip = rows.get("ip4")
     if ip is not None:
@@ -80,11 +84,11 @@ class FlowTracker:
     def __init__(self, timeout_s: int = 120, max_flows: int = 100_000) -> None:
         self.timeout_us = timeout_s * 1_000_000
         self.max_flows = max_flows
-        self.flows: dict[tuple, Flow] = {}
+        self.flows: dict[FlowKey, Flow] = {}
         self._ended: list[Flow] = []
         self.now = 0
 
-    def update(self, ifname: str, frames: list[dict], lengths: list[int]) -> list[Flow | None]:
+    def update(self, ifname: str, frames: list[Rows], lengths: list[int]) -> list[Flow | None]:
         """Account every frame; returns the flow of each frame (None if not IP)."""
         out: list[Flow | None] = []
         flows = self.flows
@@ -97,6 +101,7 @@ class FlowTracker:
             ts = rows["eth"][0]
             if ts > self.now:
                 self.now = ts
+            key: FlowKey
             if proto in (1, 58) and sp is not None:
                 p1, p2, one_way = icmp_ports(proto, sp, dp or 0)
                 key = ((ifname, proto, src, p1, dst, p2) if one_way or (src, p1) < (dst, p2)

@@ -39,9 +39,9 @@ def _existing(path: Path) -> Path:
 
 def db_used_bytes(db: sqlite3.Connection) -> int:
     """Bytes of the DB's pages in use (the file minus its free list)."""
-    page_size = db.execute("PRAGMA page_size").fetchone()[0]
-    pages = db.execute("PRAGMA page_count").fetchone()[0]
-    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    page_size: int = db.execute("PRAGMA page_size").fetchone()[0]
+    pages: int = db.execute("PRAGMA page_count").fetchone()[0]
+    free: int = db.execute("PRAGMA freelist_count").fetchone()[0]
     return (pages - free) * page_size
 
 

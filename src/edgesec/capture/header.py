@@ -21,6 +21,7 @@ import queue
 import threading
 from itertools import chain
 
+from edgesec.capture.decode import Row
 from edgesec.capture.middleware import Batch, Context
 from edgesec.capture.schema import (
     INDEXES,
@@ -59,7 +60,7 @@ class HeaderMiddleware:
                 ctx.db.execute(stmt)
         self._inserts = [(t, insert_statement(t), multi_insert_statement(t, ROWS_PER_INSERT))
                          for t in TABLE_NAMES]
-        self._queue: queue.Queue[dict[str, list[tuple]] | None] = queue.Queue(QUEUE_BATCHES)
+        self._queue: queue.Queue[dict[str, list[Row]] | None] = queue.Queue(QUEUE_BATCHES)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write_loop, name="capture-header",
                                         daemon=True)
@@ -95,7 +96,7 @@ class HeaderMiddleware:
     def process(self, batch: Batch) -> None:
         """Group the batch's rows per table and queue them for the writer."""
         self._raise_error()
-        lists: dict[str, list[tuple]] = {t: [] for t in TABLE_NAMES}
+        lists: dict[str, list[Row]] = {t: [] for t in TABLE_NAMES}
         appends = {t: lst.append for t, lst in lists.items()}
         for rows in batch.frames:
             for table, row in rows.items():

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgesec.config import CaptureSettings
+from edgesec.config import CaptureSettings, parse_bool
 
 _SETTINGS = {f.name: f.default for f in fields(CaptureSettings)}
-DEFAULT_MIDDLEWARES: tuple[str, ...] = _SETTINGS["middlewares"]
+DEFAULT_MIDDLEWARES: tuple[str, ...] = CaptureSettings().middlewares
 BLOCK_SIZE = 1 << 17  # TPACKET_V3 block (ring.py): fits a 64 KiB frame
 RING_SLOT = 256  # ring bytes per small packet: 48-byte header + frame, 16-aligned
 RING_HOLD_S = 1.0  # how long the ring must absorb the configured rate unread
@@ -139,7 +139,7 @@ class CaptureOptions:
             v["capture_reserve"] = str(v["capture_reserve"])
         for name in ("promiscuous", "immediate"):
             if isinstance(v.get(name), str):
-                v[name] = v[name].strip().lower() in ("1", "true", "yes", "on")
+                v[name] = parse_bool(v[name].strip())
         return cls(**v)
 
     def to_json(self) -> str:

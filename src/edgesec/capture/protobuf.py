@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 
+from edgesec.capture.decode import Row
 from edgesec.capture.middleware import Batch, Context
 
 
@@ -33,7 +34,7 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def message(row: tuple) -> bytes:
+def message(row: Row) -> bytes:
     """Serialise a row: field i+1 per column, defaults omitted."""
     out = bytearray()
     for i, v in enumerate(row, 1):
@@ -46,7 +47,7 @@ def message(row: tuple) -> bytes:
     return bytes(out)
 
 
-def wrapped(table: str, row: tuple) -> bytes:
+def wrapped(table: str, row: Row) -> bytes:
     """Length-prefixed ``ProtobufSyncWrapper{header_id, payload}``."""
     payload = message(row)
     tid = table.encode()

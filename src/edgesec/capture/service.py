@@ -19,9 +19,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesec.capture.options import CaptureOptions
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +37,17 @@ class CaptureError(RuntimeError):
     """The capture worker could not start."""
 
 
-def device_bridges(settings: Any) -> list[str]:
+def device_bridges(settings: Settings | None) -> list[str]:
     """The configured device bridges that exist now (order kept, no repeats)."""
     names: list[str] = []
-    for subnet in getattr(getattr(settings, "interfaces", None), "subnets", ()):
+    for subnet in settings.interfaces.subnets if settings is not None else ():
         if subnet.bridge not in names and Path("/sys/class/net", subnet.bridge).exists():
             names.append(subnet.bridge)
     return names
 
 
-def build_capture_service(settings: Any, registry: Any = None) -> CaptureService:
+def build_capture_service(settings: Settings, registry: Registry | None = None
+                          ) -> CaptureService:
     """Gateway factory: capture on ``captureInterfaces``, else the device bridges."""
     return CaptureService(settings)
 
@@ -52,10 +57,14 @@ class CaptureService:
 
     name = "capture"
 
-    def __init__(self, settings: Any, interfaces: list[str] | None = None, *,
+    def __init__(self, settings: Settings | None, interfaces: list[str] | None = None, *,
                  options: CaptureOptions | None = None, python: str = sys.executable,
                  prefix: tuple[str, ...] = (), ready_timeout: float = 15.0) -> None:
-        self.options = options or CaptureOptions.from_settings(settings.capture)
+        if options is None:
+            if settings is None:
+                raise ValueError("CaptureService needs settings or options")
+            options = CaptureOptions.from_settings(settings.capture)
+        self.options = options
         self._settings = settings
         self._explicit = interfaces is not None or bool(self.options.capture_interfaces)
         self.interfaces = list(interfaces if interfaces is not None

@@ -11,12 +11,17 @@ test-only dependency, so it is imported lazily.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgesec.capture.pcapfile import PcapWriter
 
+if TYPE_CHECKING:
+    from scapy.packet import Packet
 
-def templates(seed: int = 1) -> list:
+
+def templates(seed: int = 1) -> list[Packet]:
     """A list of scapy packets covering every decoded protocol."""
     from scapy.layers.dhcp import BOOTP, DHCP
     from scapy.layers.dns import DNS, DNSQR, DNSRR
@@ -36,7 +41,7 @@ def templates(seed: int = 1) -> list:
     rnd = random.Random(seed)
     dev = [f"02:00:00:00:00:{i:02x}" for i in range(1, 9)]
     gw = "02:00:00:00:00:fe"
-    out: list = []
+    out: list[Packet] = []
     for i, mac in enumerate(dev):
         ip = f"10.0.{i}.2"
         ip6 = f"fd00::{i + 2:x}"
@@ -100,7 +105,8 @@ def templates(seed: int = 1) -> list:
                  / UDP(sport=9999, dport=9) / Raw(b"f" * 64))
         from scapy.layers.inet import fragment
 
-        out += fragment(frags, fragsize=32)
+        split: Callable[..., list[Packet]] = fragment  # scapy leaves it unannotated
+        out += split(frags, fragsize=32)
     # 802.3 length frame (spanning tree)
     out.append(Dot3(src=dev[0], dst="01:80:c2:00:00:00") / LLC() / STP())
     return out

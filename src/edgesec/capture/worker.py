@@ -28,10 +28,12 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edgesec.capture.backlog import RingReader
 from edgesec.capture.options import BLOCK_SIZE, CaptureOptions
+from edgesec.capture.pcapfile import Packet
 from edgesec.capture.pipeline import Pipeline
 from edgesec.capture.ring import CaptureError, Ring, parse_block
 from edgesec.supervisor.ratelog import RateLimitedLog
@@ -103,7 +105,7 @@ class Worker:
                 "batches": self.batches, "middleware_errors": pipe.errors,
                 "interfaces": per_if, **pipe.ctx.stats}
 
-    def _feed(self, ring: Ring, packets: list) -> None:
+    def _feed(self, ring: Ring, packets: list[Packet]) -> None:
         size = self.options.batch_size
         for i in range(0, len(packets), size):
             chunk = packets[i:i + size]
@@ -141,7 +143,7 @@ class Worker:
             self._err_log.log("capture socket error on %s: %s", ring.ifname, why)
             self.reader.wake()
 
-    def run(self, emit, wakeup_fd: int | None = None) -> None:
+    def run(self, emit: Callable[[dict[str, Any]], None], wakeup_fd: int | None = None) -> None:
         """Capture until :attr:`stop`; ``emit(dict)`` writes a status line.
 
         ``wakeup_fd`` (the read end of the signal wake-up pipe) ends a poll()

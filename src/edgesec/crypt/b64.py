@@ -60,11 +60,6 @@ def url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def std_encode_nopad(data: bytes) -> str:
-    """Standard-alphabet base64 without padding (the original's DB columns)."""
-    return base64.b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def std_decode_nopad(text: str) -> bytes:
     """Strictly decode standard base64 with or without padding; ValueError if bad."""
     stripped = text.strip().rstrip("=")

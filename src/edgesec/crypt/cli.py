@@ -14,8 +14,9 @@ import getpass
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -23,8 +24,10 @@ from edgesec.crypt import b64
 from edgesec.crypt.backends import load_backend
 from edgesec.crypt.errors import BackendError, CryptError
 from edgesec.crypt.importer import import_original
-from edgesec.crypt.settings import CryptSettings, from_ini
+from edgesec.crypt.settings import CryptSettings, from_config
 from edgesec.crypt.vault import Vault
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Encrypted vault: init, put/get, rotate, import.", no_args_is_help=True)
 
@@ -39,16 +42,21 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _settings(config: Path | None, db: Path | None, **over: object) -> CryptSettings:
+def _settings(config: Path | None, db: Path | None, *, backend: str | None = None,
+              kdf_log_n: int | None = None) -> CryptSettings:
     try:
-        settings = from_ini(config) if config else CryptSettings()
+        settings = from_config(config) if config else CryptSettings()
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     if db is not None:
         settings = dataclasses.replace(settings, db_path=db)
     if settings.db_path is None:
         raise _fail("no vault path: pass --db or a config with system.cryptDbPath")
-    return dataclasses.replace(settings, **{k: v for k, v in over.items() if v is not None})
+    if backend is not None:
+        settings = dataclasses.replace(settings, backend=backend)
+    if kdf_log_n is not None:
+        settings = dataclasses.replace(settings, kdf_log_n=kdf_log_n)
+    return settings
 
 
 def _prompt(what: str, confirm: bool = False) -> bytes | None:
@@ -60,7 +68,7 @@ def _prompt(what: str, confirm: bool = False) -> bytes | None:
     return first.encode() or None
 
 
-def _with_secret(fn, what: str, confirm: bool = False):  # type: ignore[no-untyped-def]
+def _with_secret(fn: Callable[[bytes | None], T], what: str, confirm: bool = False) -> T:
     """Call fn(secret=None); on 'no secret' and a TTY, prompt once and retry."""
     try:
         return fn(None)
@@ -233,13 +241,13 @@ def import_cmd(
         raise _fail("no passphrase for the original store")
     settings = _settings(config, db)
     assert settings.db_path is not None
+    db_path = settings.db_path
     try:
         if settings.db_path.exists() and settings.db_path.stat().st_size > 0:
             vault = _open(settings)
         else:
             vault = _with_secret(
-                lambda s: Vault.create(
-                    settings.db_path, load_backend(settings.backend, settings, s)),  # type: ignore[arg-type]
+                lambda s: Vault.create(db_path, load_backend(settings.backend, settings, s)),
                 "new vault passphrase/PIN", confirm=True)
         with vault:
             count = import_original(original, passphrase, vault)

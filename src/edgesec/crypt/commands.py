@@ -19,8 +19,9 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from types import ModuleType
 
-from edgesec.crypt import b64, pki
+from edgesec.crypt import b64
 from edgesec.crypt.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 OK, FAIL = "OK\n", "FAIL\n"
 _NUMBER = re.compile(r"[+-]?[0-9]+")
 _ULONG = 1 << 64
+
+
+def _pki() -> ModuleType:
+    """X.509 and key generation, imported on first use: ``cryptography.x509`` costs
+    ~6 MB of daemon memory that a gateway never using GEN_CERT et al. need not pay."""
+    from edgesec.crypt import pki
+
+    return pki
 
 
 class CommandError(Exception):
@@ -137,19 +146,19 @@ class CryptCommands:
     def _privkey(self, vault: Vault, args: tuple[str, ...]) -> str:
         key = _arg(args, 0)
         parse_size(_arg(args, 1))  # validated, ignored: always EC P-256 as the original
-        vault.put(key, pki.generate_private_key_pem())
+        vault.put(key, _pki().generate_private_key_pem())
         return OK
 
     def _pubkey(self, vault: Vault, args: tuple[str, ...]) -> str:
         pub_id, priv_id = _arg(args, 0), _arg(args, 1)
-        vault.put(pub_id, pki.public_key_pem(self._load(vault, priv_id)))
+        vault.put(pub_id, _pki().public_key_pem(self._load(vault, priv_id)))
         return OK
 
     def _cert(self, vault: Vault, args: tuple[str, ...]) -> str:
         cert_id, priv_id, cn = _arg(args, 0), _arg(args, 1), _arg(args, 2)
-        if len(cn) > pki.MAX_CN:
-            raise CommandError(f"common name longer than {pki.MAX_CN} characters")
-        vault.put(cert_id, pki.self_signed_cert_pem(self._load(vault, priv_id), cn))
+        if len(cn) > _pki().MAX_CN:
+            raise CommandError(f"common name longer than {_pki().MAX_CN} characters")
+        vault.put(cert_id, _pki().self_signed_cert_pem(self._load(vault, priv_id), cn))
         return OK
 
     def _key_iv(self, vault: Vault, args: tuple[str, ...]) -> tuple[bytes, bytes, bytes]:
@@ -158,12 +167,12 @@ class CryptCommands:
 
     def _encrypt(self, vault: Vault, args: tuple[str, ...]) -> str:
         key, iv, data = self._key_iv(vault, args)
-        return b64.url_encode(pki.cbc_encrypt(key, iv, data)) + "\n"
+        return b64.url_encode(_pki().cbc_encrypt(key, iv, data)) + "\n"
 
     def _decrypt(self, vault: Vault, args: tuple[str, ...]) -> str:
         key, iv, data = self._key_iv(vault, args)
-        return b64.url_encode(pki.cbc_decrypt(key, iv, data)) + "\n"
+        return b64.url_encode(_pki().cbc_decrypt(key, iv, data)) + "\n"
 
     def _sign(self, vault: Vault, args: tuple[str, ...]) -> str:
         key_id, blob = _arg(args, 0), _arg(args, 1)
-        return b64.url_encode(pki.sign(self._load(vault, key_id), _decode(blob))) + "\n"
+        return b64.url_encode(_pki().sign(self._load(vault, key_id), _decode(blob))) + "\n"

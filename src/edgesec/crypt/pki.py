@@ -13,6 +13,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import NameOID
 
@@ -30,7 +31,7 @@ def generate_private_key_pem() -> bytes:
     )
 
 
-def _load_private(pem: bytes) -> object:
+def _load_private(pem: bytes) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
@@ -42,7 +43,7 @@ def _load_private(pem: bytes) -> object:
 def public_key_pem(private_pem: bytes) -> bytes:
     """SubjectPublicKeyInfo PEM of a PEM private key."""
     key = _load_private(private_pem)
-    return key.public_key().public_bytes(  # type: ignore[attr-defined]
+    return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -53,6 +54,7 @@ def self_signed_cert_pem(private_pem: bytes, common_name: str,
     if not 1 <= len(common_name) <= MAX_CN:
         raise ValueError(f"common name must be 1..{MAX_CN} characters")
     key = _load_private(private_pem)
+    algorithm: hashes.SHA256 | None
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         algorithm = None
     elif isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
@@ -70,11 +72,11 @@ def self_signed_cert_pem(private_pem: bytes, common_name: str,
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())  # type: ignore[attr-defined]
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + CERT_LIFETIME)
-        .sign(key, algorithm)  # type: ignore[arg-type]
+        .sign(key, algorithm)
     )
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -91,7 +93,7 @@ def sign(private_pem: bytes, data: bytes) -> bytes:
     raise ValueError("SIGN_BLOB supports EC and RSA keys")
 
 
-def _cbc(key: bytes, iv: bytes) -> Cipher:
+def _cbc(key: bytes, iv: bytes) -> Cipher[modes.CBC]:
     if len(key) != 32:
         raise ValueError("stored key must be 32 bytes (AES-256)")
     if len(iv) != 16:

@@ -19,8 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgesec.events import Event
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +54,10 @@ def flush_dns_flows(ips: Iterable[str]) -> int:
 class NatWatch:
     """Flushes a device's DNS flows when its effective NAT flips (registry events)."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.flushed = 0
         self._nat = {d.mac for d in registry.devices() if d.allow and d.nat}
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -65,7 +68,7 @@ class NatWatch:
             self._unsubscribe()
             self._unsubscribe = None
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: Event) -> None:
         if event.kind != "device":
             return
         dev = event.data.get("device")
@@ -89,6 +92,6 @@ class NatWatch:
 
     async def _flush(self, ips: tuple[str, ...]) -> None:
         try:
-            self.flushed += await asyncio.to_thread(flush_dns_flows, ips)
+            await asyncio.to_thread(flush_dns_flows, ips)
         except Exception as exc:  # no conntrack netlink: flows age out by themselves
             log.warning("split DNS: cannot flush DNS flows of %s: %s", ", ".join(ips), exc)

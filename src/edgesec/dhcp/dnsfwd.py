@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 __all__ = ["forwarder_argv", "forwarder_config_path", "forwarder_port", "local_only",
            "render_forwarder_config"]
@@ -42,25 +45,25 @@ class SplitDnsError(ValueError):
     """The split-DNS settings are inconsistent."""
 
 
-def local_only(settings: Any) -> bool:
+def local_only(settings: Settings) -> bool:
     """Does the main dnsmasq answer local names only (no ``server=`` lines)?"""
-    return bool(getattr(settings.dns, "local_only_without_nat", True))
+    return settings.dns.local_only_without_nat
 
 
-def forwarder_port(settings: Any) -> int:
+def forwarder_port(settings: Settings) -> int:
     """Port of the forwarding dnsmasq, or 0 when DNS is not split."""
     dns = settings.dns
     if not local_only(settings) or not dns.servers:
         return 0
-    if not getattr(settings.nat, "nat_interface", "") or not settings.system.exec_dhcp:
+    if not settings.nat.nat_interface or not settings.system.exec_dhcp:
         return 0
-    port = int(getattr(dns, "forwarder_port", 5053))
+    port = dns.forwarder_port
     if port in (0, 53, 67):
         raise SplitDnsError(f"[dns] forwarderPort {port} is not usable (0, 53 and 67 are taken)")
     return port
 
 
-def render_forwarder_config(settings: Any) -> str:
+def render_forwarder_config(settings: Settings) -> str:
     """dnsmasq.conf of the forwarding instance (pure)."""
     lines = [f"port={forwarder_port(settings)}", "no-resolv"]
     for server in settings.dns.servers:
@@ -74,13 +77,16 @@ def render_forwarder_config(settings: Any) -> str:
     return "\n".join(lines)
 
 
-def forwarder_config_path(settings: Any) -> Path:
+def forwarder_config_path(settings: Settings) -> Path:
     """``dnsmasq-forward.conf`` beside ``dhcpConfigPath``."""
-    main = Path(settings.dhcp.dhcp_config_path)
+    main = settings.dhcp.dhcp_config_path
+    if main is None:
+        raise SplitDnsError("[dhcp] dhcpConfigPath is empty: the forwarder's config goes "
+                            "beside it")
     return main.with_name(f"{main.stem}-forward{main.suffix or '.conf'}")
 
 
-def forwarder_argv(settings: Any) -> list[str]:
+def forwarder_argv(settings: Settings) -> list[str]:
     """How the forwarding dnsmasq is run (as the main one, on its own config)."""
     return [str(settings.dhcp.dhcp_bin_path), "--bind-dynamic", "--no-daemon", "-C",
             str(forwarder_config_path(settings))]

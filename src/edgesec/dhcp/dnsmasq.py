@@ -34,15 +34,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import shlex
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from edgesec.atomic import write_atomic
 from edgesec.dhcp import dnsfwd
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.dhcp.dnsflush import NatWatch
+    from edgesec.process import SupervisedProcess
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +87,14 @@ def range_tag(vlan: int, interface_prefix: str, wifi_interface: str = "") -> str
     return tag
 
 
-def range_lines(settings: Any) -> list[RangeLine]:
+def range_lines(settings: Settings) -> list[RangeLine]:
     """The explicit ranges in file order, then one per pool subnet that has none."""
     ifs = settings.interfaces
     wifi = settings.ap.interface
     out = [RangeLine(range_tag(r.vlan, ifs.interface_prefix, wifi), str(r.first), str(r.last),
                      r.netmask, r.lease_time) for r in settings.dhcp.ranges]
     explicit = {r.vlan for r in settings.dhcp.ranges}
-    pool = getattr(ifs, "pool_vlans", frozenset())
+    pool = ifs.pool_vlans
     for sub in ifs.subnets:
         if sub.vlan in explicit or sub.vlan not in pool:
             continue
@@ -103,7 +108,7 @@ def range_lines(settings: Any) -> list[RangeLine]:
     return out
 
 
-def render_config(settings: Any) -> str:
+def render_config(settings: Settings) -> str:
     """dnsmasq.conf text for ``settings`` (pure)."""
     d = settings.dhcp
     lines = ["no-resolv"]
@@ -114,8 +119,9 @@ def render_config(settings: Any) -> str:
             raise DhcpConfigError(f"[dns] servers: {server!r} is not an IP address") from None
         if not dnsfwd.local_only(settings):
             lines.append(f"server={server}")
-    for label, path in (("dhcp-leasefile", d.dhcp_leasefile_path),
-                        ("dhcp-script", d.dhcp_script_path)):
+    for label, path in (
+            ("dhcp-leasefile", need(d.dhcp_leasefile_path, "[dhcp] dhcpLeasefilePath")),
+            ("dhcp-script", need(d.dhcp_script_path, "[dhcp] dhcpScriptPath"))):
         text = str(path)
         if any(c in text for c in "\n\r\0"):
             raise DhcpConfigError(f"{label} path contains a line break")
@@ -139,31 +145,29 @@ def render_hook_script(socket_path: Path | str, python: str = sys.executable) ->
     ])
 
 
-def remove_lease(text: str, mac: str) -> str:
-    """Lease-file text without the first line holding ``mac`` (the original's semantics)."""
-    if not mac:
-        return text
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if mac.lower() in line.lower():
-            return "".join(lines[:i] + lines[i + 1:])
-    return text
-
-
 def write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically with ``mode`` (parent created 0755)."""
+    """Write ``text`` to ``path`` atomically and durably with ``mode`` (parent created 0755)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)
 
 
-def dnsmasq_argv(settings: Any) -> list[str]:
-    return [str(settings.dhcp.dhcp_bin_path), "--bind-dynamic", "--no-daemon", "-C",
-            str(settings.dhcp.dhcp_config_path)]
+def need(path: Path | None, key: str) -> Path:
+    """A path dnsmasq and its lease hook cannot run without; empty ``key`` is refused."""
+    if path is None:
+        raise DhcpConfigError(f"{key} is empty: dnsmasq (or its lease hook) needs this path")
+    return path
+
+
+def control_path(settings: Settings) -> Path:
+    """The supervisor socket the lease hook reports to."""
+    return need(settings.supervisor.supervisor_control_path,
+                "[supervisor] supervisorControlPath")
+
+
+def dnsmasq_argv(settings: Settings) -> list[str]:
+    d = settings.dhcp
+    return [str(need(d.dhcp_bin_path, "[dhcp] dhcpBinPath")), "--bind-dynamic", "--no-daemon",
+            "-C", str(need(d.dhcp_config_path, "[dhcp] dhcpConfigPath"))]
 
 
 class DhcpService:
@@ -171,22 +175,25 @@ class DhcpService:
 
     name = "dhcp"
 
-    def __init__(self, settings: Any, registry: Any = None, *, run: bool = True) -> None:
+    def __init__(self, settings: Settings, registry: Registry | None = None, *,
+                 run: bool = True) -> None:
         self.settings = settings
         self.registry = registry
         self.run = run
-        self.proc: Any = None
-        self.forwarder: Any = None  # the forwarding dnsmasq of the split DNS
-        self.nat_watch: Any = None  # flushes DNS flows of devices whose NAT flips
+        self.proc: SupervisedProcess | None = None
+        self.forwarder: SupervisedProcess | None = None  # the split DNS's forwarding dnsmasq
+        self.nat_watch: NatWatch | None = None  # flushes DNS flows of devices whose NAT flips
 
     def write_files(self) -> None:
         """(Re)generate dnsmasq.conf and the lease hook script."""
         d = self.settings.dhcp
-        write_private(Path(d.dhcp_config_path), render_config(self.settings) + "\n", 0o644)
-        write_private(Path(d.dhcp_script_path),
-                      render_hook_script(self.settings.supervisor.supervisor_control_path),
+        write_private(need(d.dhcp_config_path, "[dhcp] dhcpConfigPath"),
+                      render_config(self.settings) + "\n", 0o644)
+        write_private(need(d.dhcp_script_path, "[dhcp] dhcpScriptPath"),
+                      render_hook_script(control_path(self.settings)),
                       0o755)
-        Path(d.dhcp_leasefile_path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        leases = need(d.dhcp_leasefile_path, "[dhcp] dhcpLeasefilePath")
+        leases.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         if dnsfwd.forwarder_port(self.settings):
             write_private(dnsfwd.forwarder_config_path(self.settings),
                           dnsfwd.render_forwarder_config(self.settings) + "\n", 0o644)
@@ -221,7 +228,7 @@ class DhcpService:
         if self.proc is not None:
             await self.proc.stop()
 
-    async def reload(self, settings: Any = None) -> bool:
+    async def reload(self, settings: Settings | None = None) -> bool:
         """SIGHUP: regenerate the files from ``settings``; restart dnsmasq if they changed.
 
         dnsmasq does not re-read ``-C`` on SIGHUP, hence the restart (leases
@@ -231,15 +238,15 @@ class DhcpService:
         new = settings if settings is not None else self.settings
         render_config(new)  # validate before changing anything
         d = new.dhcp
-        before = _read(Path(self.settings.dhcp.dhcp_config_path))
+        before = _read(need(self.settings.dhcp.dhcp_config_path, "[dhcp] dhcpConfigPath"))
         self.settings = new
         if not self.run:
             self.write_files()
             return False
         changed = (before != render_config(new) + "\n"
                    or dnsmasq_argv(new) != (self.proc.argv if self.proc else None)
-                   or _read(Path(d.dhcp_script_path)) != render_hook_script(
-                       new.supervisor.supervisor_control_path))
+                   or _read(need(d.dhcp_script_path, "[dhcp] dhcpScriptPath"))
+                   != render_hook_script(control_path(new)))
         if not changed and self.proc is not None:
             return False
         await self.stop()
@@ -269,10 +276,6 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def ranges_for(settings: Any) -> Iterable[RangeLine]:
-    return range_lines(settings)
-
-
-def build_dhcp_service(settings: Any, registry: Any) -> DhcpService:
+def build_dhcp_service(settings: Settings, registry: Registry) -> DhcpService:
     """Factory for the gateway: dnsmasq as a supervised child."""
     return DhcpService(settings, registry)

@@ -28,6 +28,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zeroconf import Zeroconf
 
 from edgesec.lab import echo
 
@@ -56,7 +60,7 @@ def default_gateway() -> str | None:
     return None
 
 
-def announce(name: str, address: str, port: int):  # -> zeroconf.Zeroconf
+def announce(name: str, address: str, port: int) -> Zeroconf:
     """Publish ``name.local`` and ``name._http._tcp.local.`` at ``address``."""
     from zeroconf import IPVersion, ServiceInfo, Zeroconf
 

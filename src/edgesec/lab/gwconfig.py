@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesec.atomic import write_atomic
 from edgesec.config import Settings, parse_settings
 
 POOL_NETWORK = ipaddress.IPv4Network("10.100.0.0/16")
@@ -75,7 +76,7 @@ def sections(
     wan_ifname: str = "wan0",
     dns_server: str = "198.51.100.2",
     radius_port: int = 1812,
-) -> dict[str, dict]:
+) -> dict[str, dict[str, object]]:
     """The config as a dict of sections (before the pool's DHCP ranges are added)."""
     gw = OPEN_SUBNET.network_address + 1
     return {
@@ -141,9 +142,11 @@ def sections(
     }
 
 
-def render(devices: int, lab_secrets: LabSecrets, **kw: object) -> str:
+def render(devices: int, lab_secrets: LabSecrets, *, wan_ifname: str = "wan0",
+           dns_server: str = "198.51.100.2", radius_port: int = 1812) -> str:
     """The full config text: :func:`sections` plus one DHCP range per pool subnet."""
-    sect = sections(devices, lab_secrets, **kw)  # type: ignore[arg-type]
+    sect = sections(devices, lab_secrets, wan_ifname=wan_ifname, dns_server=dns_server,
+                    radius_port=radius_port)
     settings = parse_settings(render_ini(sect))
     for sub in settings.interfaces.subnets:
         if sub.vlan == OPEN_VLAN:
@@ -158,7 +161,7 @@ def render(devices: int, lab_secrets: LabSecrets, **kw: object) -> str:
 def write(directory: Path, devices: int, lab_secrets: LabSecrets) -> Path:
     """Write ``directory/config.ini`` and return its path."""
     path = directory / "config.ini"
-    path.write_text(render(devices, lab_secrets))
+    write_atomic(path, render(devices, lab_secrets), 0o600)
     return path
 
 

@@ -51,7 +51,8 @@ def socket_in_netns(
     ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM
 ) -> socket.socket:
     """A socket created inside network namespace ``ns`` (``/run/netns/<ns>``)."""
-    result: dict[str, object] = {}
+    opened: list[socket.socket] = []
+    failed: list[Exception] = []
 
     def enter_and_open() -> None:
         try:
@@ -63,16 +64,16 @@ def socket_in_netns(
                     raise OSError(err, f"setns({ns}): {os.strerror(err)}")
             finally:
                 os.close(fd)
-            result["sock"] = socket.socket(family, kind)
+            opened.append(socket.socket(family, kind))
         except Exception as exc:
-            result["error"] = exc
+            failed.append(exc)
 
     worker = threading.Thread(target=enter_and_open, name=f"netns-{ns}")
     worker.start()
     worker.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["sock"]  # type: ignore[return-value]
+    if failed:
+        raise failed[0]
+    return opened[0]
 
 
 def access_request(

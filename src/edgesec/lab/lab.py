@@ -32,7 +32,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
-from edgesec.config import load_settings
+from edgesec.atomic import write_atomic
+from edgesec.config import Settings, load_settings
 from edgesec.lab import daemon, gwconfig, hostap
 from edgesec.lab import topology as tb
 from edgesec.lab.state import DEFAULT_PREFIX, DeviceState, LabState, check_prefix, lab_dir
@@ -204,7 +205,7 @@ class Lab:
             raw = res.read()
         return json.loads(raw) if raw else None
 
-    def _precreate_bridges(self, settings: object, devices: int) -> None:
+    def _precreate_bridges(self, settings: Settings, devices: int) -> None:
         """Create (down, without address) the pool bridges the devices will get.
 
         edgesec's subnet service completes them (address, up) when a device is
@@ -212,14 +213,14 @@ class Lab:
         the capture service picks its interfaces among the bridges that exist
         when it starts, so bridges created later would not be captured.
         """
-        pool = sorted(settings.interfaces.pool_vlans)  # type: ignore[attr-defined]
-        if not settings.system.allocate_vlans or not pool:  # type: ignore[attr-defined]
+        pool = sorted(settings.interfaces.pool_vlans)
+        if not settings.system.allocate_vlans or not pool:
             return
         with IPRoute(netns=self.state.gateway_ns) as ipr:
             for vlan in pool[:devices]:
-                name = settings.interfaces.subnet_for_vlan(vlan).bridge  # type: ignore
-                if not ipr.link_lookup(ifname=name):
-                    ipr.link("add", ifname=name, kind="bridge")
+                sub = settings.interfaces.subnet_for_vlan(vlan)
+                if sub is not None and not ipr.link_lookup(ifname=sub.bridge):
+                    ipr.link("add", ifname=sub.bridge, kind="bridge")
 
     def start_daemon(self, timeout: float = 40.0) -> dict[str, str]:
         """Start ``edgesec run`` in the gateway namespace and wait for its services."""
@@ -360,7 +361,7 @@ class Lab:
         """Start each joined device's agent (services, mDNS announcement, traffic)."""
         peers = [d.ip for d in self.state.devices if d.ip and not d.announce]
         peers_file = self.dir / "peers.json"
-        peers_file.write_text(json.dumps(peers))
+        write_atomic(peers_file, json.dumps(peers), 0o644)
         for dev in self.state.devices:
             if dev.state != "joined" or daemon.alive(dev.agent_pid, AGENT_MARKER):
                 continue

@@ -59,17 +59,6 @@ def udp_echo(host: str, port: int, timeout: float = 1.0, source: str | None = No
     return False
 
 
-def udp_request(host: str, port: int, payload: bytes, timeout: float = 1.0) -> bytes | None:
-    """Send one datagram and return the first reply, or None on timeout."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.sendto(payload, (host, port))
-            return s.recvfrom(65536)[0]
-        except OSError:
-            return None
-
-
 def http_get(host: str, port: int, timeout: float = 1.0) -> bool:
     """True when an HTTP GET / answers 200."""
     try:

@@ -8,10 +8,17 @@ device, and rendering those rows as a rich table. Parsing is pure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from edgesec.device_status import DeviceStatus
 from edgesec.lab.state import LabState
+from edgesec.supervisor.protocol import DeviceLine, parse_device_line
 
-STATUS_WORDS = {0: "", 1: "yes", 2: "no"}
+if TYPE_CHECKING:
+    from rich.table import Table
+
+STATUS_WORDS = {DeviceStatus.UNKNOWN: "", DeviceStatus.CONNECTED: "yes",
+                DeviceStatus.DISCONNECTED: "no"}
 
 
 @dataclass
@@ -27,13 +34,13 @@ class Row:
     lab_state: str = ""
 
 
-def parse_all(reply: str) -> dict[str, list[str]]:
-    """GET_ALL reply -> {mac: the 11 fields}; ``OK``/blank/odd lines are skipped."""
+def parse_all(reply: str) -> dict[str, DeviceLine]:
+    """GET_ALL reply -> {mac: its fields}; ``OK``/blank/odd lines are skipped."""
     out = {}
     for line in reply.splitlines():
-        fields = line.split(",")
-        if len(fields) >= 11 and len(fields[1]) == 17:
-            out[fields[1].lower()] = fields
+        fields = parse_device_line(line)
+        if fields is not None:
+            out[fields.mac.lower()] = fields
     return out
 
 
@@ -59,11 +66,11 @@ def rows(state: LabState, all_reply: str, bridges_reply: str) -> list[Row]:
         row = Row(name=dev.name if dev else "?", mac=mac, lab_state=dev.state if dev else "")
         f = known.get(mac)
         if f is not None:
-            row.allowed = "allow" if f[0] == "a" else "deny"
-            row.ip = "\n".join(ip for ip in (f[2], f[3]) if ip)
-            row.vlan, row.nat = f[4], f[5] == "1"
-            status = int(f[10]) if f[10].isdigit() else 0
-            row.connected = STATUS_WORDS.get(status, "")
+            row.allowed = "allow" if f.allow == "a" else "deny"
+            row.ip = "\n".join(ip for ip in (f.primary_ip, f.secondary_ip) if ip)
+            row.vlan, row.nat = f.vlanid, f.nat == "1"
+            status = int(f.status) if f.status.isdigit() else 0
+            row.connected = STATUS_WORDS[DeviceStatus(status)]
         elif dev is not None:
             row.vlan, row.ip = str(dev.vlan or ""), dev.ip
         if not row.connected and dev is not None:
@@ -77,7 +84,7 @@ def rows(state: LabState, all_reply: str, bridges_reply: str) -> list[Row]:
     return out
 
 
-def table(title: str, data: list[Row]):  # -> rich.table.Table
+def table(title: str, data: list[Row]) -> Table:
     from rich.table import Table
     from rich.text import Text
 

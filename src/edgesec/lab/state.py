@@ -15,6 +15,9 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from edgesec.atomic import write_atomic
 
 PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,7}")
 DEFAULT_PREFIX = "elab"
@@ -52,7 +55,7 @@ class DeviceState:
     agent_pid: int | None = None
 
     @classmethod
-    def from_dict(cls, data: dict) -> DeviceState:
+    def from_dict(cls, data: dict[str, Any]) -> DeviceState:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -93,11 +96,7 @@ class LabState:
         directory = Path(self.dir)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _SAVE_LOCK:
-            tmp = directory / f"state.json.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(asdict(self), fh, indent=1)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(asdict(self), indent=1), 0o600)
 
     @classmethod
     def load(cls, prefix: str, root: Path | None = None) -> LabState:

@@ -342,7 +342,7 @@ class Topology:
                         return
                 elif proc.poll() is not None:
                     break
-        raise RuntimeError(f"process {proc.args} not ready ({text!r}): {''.join(seen)[-2000:]}")
+        raise RuntimeError(f"process {proc.args!r} not ready ({text!r}): {''.join(seen)[-2000:]}")
 
     def stop(self, proc: subprocess.Popen[str], sig: int = signal.SIGTERM,
              timeout: float = 5) -> int:

@@ -1,1 +1,1 @@
-"""mDNS reflector, name knowledge and safe automatic bridging (issue 5)."""
+"""mDNS reflector, name knowledge and safe automatic bridging."""

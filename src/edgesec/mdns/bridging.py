@@ -25,16 +25,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgesec.mdns.knowledge import Knowledge
 from edgesec.mdns.names import NameOwners
+
+if TYPE_CHECKING:
+    from edgesec.registry import Device, Registry
 
 __all__ = ["AutoBridger", "Decision", "decide", "owner_mac"]
 
 log = logging.getLogger(__name__)
 
-DeviceLookup = Callable[[str], Any]
+DeviceLookup = Callable[[str], "Device | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,7 @@ def owner_mac(lookup: DeviceLookup, ip: str) -> str:
         dev = lookup(ip)
     except Exception:  # registry raises on malformed input; treat as unknown
         return ""
-    return getattr(dev, "mac", "") if dev is not None else ""
+    return dev.mac if dev is not None else ""
 
 
 def decide(
@@ -126,7 +129,7 @@ class AutoBridger:
     A permanent bridge (made by ``ADD_BRIDGE``) is never given a lifetime.
     """
 
-    def __init__(self, registry: Any, expiry: float = 0.0) -> None:
+    def __init__(self, registry: Registry, expiry: float = 0.0) -> None:
         self.registry = registry
         self.expiry = expiry
         self.created = 0

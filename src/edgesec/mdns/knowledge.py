@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, TYPE_PTR, TYPE_SRV, Message
 
@@ -49,19 +51,29 @@ class Announcement:
         return _TYPE_NAMES.get(self.rtype, str(self.rtype))
 
 
-class _Expiring(OrderedDict):
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Expiring(OrderedDict[_K, _V]):
     """Insertion-ordered dict capped at ``cap`` entries (oldest evicted)."""
 
     def __init__(self, cap: int) -> None:
         super().__init__()
         self.cap = cap
 
-    def put(self, key: object, value: object) -> None:
+    def put(self, key: _K, value: _V) -> None:
         if key in self:
             self.move_to_end(key)
         self[key] = value
         while len(self) > self.cap:
             self.popitem(last=False)
+
+    def expire_front(self, deadline: Callable[[_V], float], now: float, budget: int) -> None:
+        """Pop up to ``budget`` entries from the front while they are past ``now``."""
+        while self and budget > 0 and deadline(next(iter(self.values()))) <= now:
+            self.popitem(last=False)
+            budget -= 1
 
 
 Key = tuple[str, int, str]
@@ -76,8 +88,10 @@ class Knowledge:
         self._ann: OrderedDict[Key, Announcement] = OrderedDict()
         self._by_value: dict[str, set[Key]] = {}  # A/AAAA address, SRV target, PTR target
         self._heap: list[tuple[float, Key]] = []
-        self._queries: _Expiring = _Expiring(max_entries)  # ordered by expiry (fixed ttl)
-        self._exposed: _Expiring = _Expiring(max_entries)
+        # (ip, name) -> until; ordered by expiry (fixed ttl)
+        self._queries: _Expiring[tuple[str, str], float] = _Expiring(max_entries)
+        # (interface, address) -> (mac, until)
+        self._exposed: _Expiring[tuple[str, str], tuple[str, float]] = _Expiring(max_entries)
 
     # -- announcement table ---------------------------------------------------
     @staticmethod
@@ -158,11 +172,8 @@ class Knowledge:
             ann = self._ann.get(key)
             if ann is not None and ann.expires == when:
                 self._drop(key)
-        for table, when in ((self._queries, lambda v: v), (self._exposed, lambda v: v[1])):
-            n = budget
-            while table and n > 0 and when(next(iter(table.values()))) <= now:
-                table.popitem(last=False)
-                n -= 1
+        self._queries.expire_front(lambda until: until, now, budget)
+        self._exposed.expire_front(lambda entry: entry[1], now, budget)
 
     def announcements(self, now: float) -> list[Announcement]:
         """Unexpired announcements, sorted by name."""

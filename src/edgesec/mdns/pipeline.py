@@ -86,9 +86,9 @@ class Pipeline:
     service_allow: frozenset[str] = frozenset()
     echo_window: float = 1.0
     own: set[IPAddress] = field(default_factory=set)
-    counters: Counter = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)
     vet: Callable[[Message, IPAddress, float], str | None] | None = None
-    _sent: OrderedDict = field(default_factory=OrderedDict)
+    _sent: OrderedDict[int, float] = field(default_factory=OrderedDict)  # hash -> until
 
     def note_sent(self, payload: bytes, now: float) -> None:
         """Remember a payload we reflected (to drop it if it comes back)."""

@@ -69,7 +69,10 @@ def link_local(ifname: str = "eth0", wait: float = 5.0) -> str:
         time.sleep(0.1)
 
 
-def _sender(source: str, ttl: int, ifname: str = "eth0") -> tuple[socket.socket, tuple]:
+SockAddr = tuple[str, int] | tuple[str, int, int, int]  # IPv4 or IPv6 (flowinfo, scope)
+
+
+def _sender(source: str, ttl: int, ifname: str = "eth0") -> tuple[socket.socket, SockAddr]:
     """Socket sending from ``source``:5353 and the group address to send to."""
     if source == "ll":
         source = link_local(ifname)
@@ -168,7 +171,7 @@ def cmd_browse(a: argparse.Namespace) -> int:
                 result["host"] = (info.server or "").rstrip(".")
                 result["port"] = info.port
         if a.host:
-            from zeroconf import AddressResolverIPv4
+            from zeroconf._services.info import AddressResolverIPv4  # not in zeroconf.__all__
 
             r = AddressResolverIPv4(f"{a.host}.local.")
             if r.request(zc, int(max(0.2, deadline - time.monotonic()) * 1000)):
@@ -210,7 +213,8 @@ def cmd_send(a: argparse.Namespace) -> int:
 def cmd_listen(a: argparse.Namespace) -> int:
     s = _listener6() if a.v6 else _socket()
     match = a.match.encode() if a.match else b""
-    count, sources, echoed = 0, {}, False
+    count, echoed = 0, False
+    sources: dict[str, int] = {}
     names: set[str] = set()
     deadline = time.monotonic() + a.seconds
     print("ready", flush=True)

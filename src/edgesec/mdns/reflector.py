@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgesec.mdns.decoder import Message
-from edgesec.mdns.pipeline import Interface, Pipeline
+from edgesec.mdns.pipeline import Interface, IPAddress, Pipeline
 from edgesec.mdns.sockets import MDNS_GROUP4, MDNS_GROUP6, MDNS_PORT, open_socket, receive
 
 __all__ = ["Reflector", "discover_interface"]
@@ -120,7 +120,7 @@ class Reflector:
                 assert self._loop is not None
                 self._loop.add_reader(sock.fileno(), self._readable, ep)
                 opened.append(name)
-        own: set = set()
+        own: set[IPAddress] = set()
         for ep in self.endpoints.values():
             own.update(ep.iface.addresses6)
             if ep.iface.address4 is not None:

@@ -16,7 +16,7 @@ another process flushes or alters it, it is re-installed with the announced
 addresses, counted ("detection table healed Nx" in STATUS) and a
 ``firewall_healed`` event is published.
 
-Entry points for the lead: :func:`build_mdns_service` (factory used by
+Entry points: :func:`build_mdns_service` (factory used by
 ``edgesec.gateway``), :meth:`MdnsService.handle_mdns_names` and
 :meth:`MdnsService.register_commands`.
 """
@@ -29,8 +29,9 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgesec.events import Event
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
@@ -47,6 +48,12 @@ from edgesec.mdns.settings import MdnsSettings
 from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
 from edgesec.supervisor.ratelog import RateLimitedLog
 
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.net.nftbackend import NftBackend
+    from edgesec.registry import Registry
+    from edgesec.supervisor.commands import CommandTable
+
 __all__ = ["MdnsService", "build_mdns_service"]
 
 log = logging.getLogger(__name__)
@@ -60,11 +67,12 @@ class MdnsService:
 
     name = "mdns"
 
-    def __init__(self, settings: Any, registry: Any, mdns: MdnsSettings | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry,
+                 mdns: MdnsSettings | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.mdns = mdns or MdnsSettings.from_settings(settings)
-        nat_if = getattr(getattr(settings, "nat", None), "nat_interface", "") or ""
+        nat_if = settings.nat.nat_interface
         self.subnets = [
             (s.bridge, s.gateway, s.network)
             for s in settings.interfaces.subnets
@@ -87,25 +95,21 @@ class MdnsService:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.detect_error = ""
-        self.first_packets = 0
         self.table_heals = 0
         self._watcher: RulesetWatcher | None = None
         self.refusals: dict[str, int] = {}  # bridge refusals by Decision.code
         self.conflict_log = RateLimitedLog(log, "mDNS name conflicts")
         self.refusal_log = RateLimitedLog(log, "refused auto-bridges", level=logging.INFO)
-        leases = getattr(getattr(settings, "dhcp", None), "dhcp_leasefile_path", None)
-        self._lease_path = Path(leases) if leases else None
+        self._lease_path: Path | None = settings.dhcp.dhcp_leasefile_path
         self._lease_stamp: tuple[int, int] | None = None
         self._identities_dirty = True
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     # -- service protocol -----------------------------------------------------
     async def start(self) -> None:
         """Open sockets, install the detection table and NFLOG reader."""
         self._loop = asyncio.get_running_loop()
-        bus = getattr(self.registry, "bus", None)
-        if bus is not None:
-            self._unsubscribe = bus.subscribe(self._on_registry_event)
+        self._unsubscribe = self.registry.bus.subscribe(self._on_registry_event)
         self.refresh_identities()
         self.reflector.start()
         if self.mdns.auto_bridge:
@@ -254,8 +258,7 @@ class MdnsService:
                     hosts = lease_hostnames(f.read(MAX_LEASE_BYTES))
             except OSError as exc:
                 log.warning("mdns: cannot read DHCP leases: %s", exc)
-        devices = getattr(self.registry, "devices", None)
-        labels = [(d.mac, d.label) for d in devices() if d.label] if devices else []
+        labels = [(d.mac, d.label) for d in self.registry.devices() if d.label]
         self.names.set_identities(labels, hosts)
 
     def _vet(self, msg: Message, src: ipaddress.IPv4Address | ipaddress.IPv6Address,
@@ -316,9 +319,7 @@ class MdnsService:
                 log.warning("mdns: cannot update announced set: %s", exc)
 
     def _publish(self, event: Event) -> None:
-        bus = getattr(self.registry, "bus", None)
-        if bus is not None:
-            bus.publish(event)
+        self.registry.bus.publish(event)
 
     # -- automatic bridging ---------------------------------------------------
     def _on_nflog(self) -> None:
@@ -337,7 +338,6 @@ class MdnsService:
 
     def first_packet(self, src: str, dst: str, indev: int) -> bool:
         """Apply the bridging rule to a logged first packet; True when a bridge was made."""
-        self.first_packets += 1
         now = self.reflector.clock()
         d = decide(self.knowledge, self.registry.device_by_ip, src, dst, self._ifname(indev),
                    now, self.mdns.auto_bridge, self.mdns.bridge_passive, self.names)
@@ -370,18 +370,18 @@ class MdnsService:
                          f"{int(a.expires - now)}\n")
         return "".join(lines) if lines else "FAIL\n"
 
-    def register_commands(self, table: Any) -> None:
+    def register_commands(self, table: CommandTable) -> None:
         """Register ``MDNS_NAMES`` on the supervisor's command table."""
         table.register("MDNS_NAMES", lambda req: self.handle_mdns_names(tuple(req.args)), (0, 1))
 
 
-def _backend(settings: Any) -> Any:
+def _backend(settings: Settings) -> NftBackend:
     from edgesec.net.nftbackend import backend_for
 
     return backend_for(settings)
 
 
-def build_mdns_service(settings: Any, registry: Any) -> MdnsService:
+def build_mdns_service(settings: Settings, registry: Registry) -> MdnsService:
     """Factory used by the gateway (``exec_mdns_forward``)."""
     return MdnsService(settings, registry)
 

@@ -26,7 +26,9 @@ def parse(listing: Mapping[str, Any]) -> Counts:
             continue
         for item in body.get("elem", []):
             elem = item.get("elem", item) if isinstance(item, dict) else None
-            val = elem.get("val") if isinstance(elem, dict) else None
+            if not isinstance(elem, dict):
+                continue
+            val = elem.get("val")
             pair = val.get("concat") if isinstance(val, dict) else None
             if not (isinstance(pair, list) and len(pair) == 2):
                 continue

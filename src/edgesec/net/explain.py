@@ -18,11 +18,22 @@ services are fixed rules, documented in docs/network.md).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from edgesec.net import policy as P
+
+if TYPE_CHECKING:
+    from edgesec.groups import GroupPolicy
+
+
+class RegistryLike(Protocol):
+    """What :meth:`PolicyView.from_registry` reads (:class:`edgesec.registry.Registry`)."""
+
+    def devices(self) -> Iterable[P.DeviceLike]: ...
+
+    def bridges(self) -> Iterable[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -35,8 +46,10 @@ class PolicyView:
     access: Collection[P.AccessLike]
 
     @classmethod
-    def from_registry(cls, registry: Any) -> PolicyView:
-        groups = getattr(registry, "groups", None)
+    def from_registry(cls, registry: RegistryLike) -> PolicyView:
+        """The view of ``registry``; groups and access rules come from its optional
+        ``groups`` (:class:`edgesec.groups.GroupPolicy`)."""
+        groups: GroupPolicy | None = getattr(registry, "groups", None)
         return cls({d.mac: d for d in registry.devices()}, set(registry.bridges()),
                    groups.memberships() if groups else [], groups.rules() if groups else [])
 

@@ -30,15 +30,20 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from edgesec.events import Event
+from edgesec.events import Event, EventBus
 from edgesec.net import policy as P
 from edgesec.net.links import IP_FORWARD, set_ip_forward
 from edgesec.net.nftbackend import NftBackend, backend_for, open_backend
 from edgesec.net.nftgen import NFPROTO_INET, Commit, RulesetWatcher
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.groups import GroupPolicy
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,8 @@ class Nft:
         rc, out, _err = self.backend.cmd(f"list table inet {table}")
         if rc != 0:
             return None
-        return json.loads(out)
+        listing: dict[str, Any] = json.loads(out)
+        return listing
 
     def list_structure(self, table: str) -> dict[str, Any] | None:
         """Chains and sets (no rules, no elements) of ``inet <table>``; None if absent.
@@ -144,18 +150,30 @@ def table_differences(listing: Mapping[str, Any] | None, skel: P.Skeleton,
     return diffs
 
 
-class FirewallService:
-    """Service (``name``, ``start``, ``stop``, ``status``) enforcing the policy.
+class PolicySource(Protocol):
+    """What the firewall reads from :class:`edgesec.registry.Registry`."""
 
-    ``registry`` needs ``get(mac)``, ``devices()``, ``bridges()``,
-    ``bridge_partners(mac)`` and ``bus.subscribe(callback)``; groups and
+    @property
+    def bus(self) -> EventBus: ...
+
+    def get(self, mac: str) -> P.DeviceLike | None: ...
+
+    def devices(self) -> Iterable[P.DeviceLike]: ...
+
+    def bridges(self) -> Iterable[tuple[str, str]]: ...
+
+    def bridge_partners(self, mac: str) -> Iterable[str]: ...
+
+
+class FirewallService:
+    """Service (``name``, ``start``, ``stop``, ``status``) enforcing the policy over
+    the devices and bridges of a :class:`PolicySource` (the registry); groups and
     access rules are read from ``registry.groups`` when it has one
-    (:class:`edgesec.groups.GroupPolicy`).
-    """
+    (:class:`edgesec.groups.GroupPolicy`)."""
 
     name = "firewall"
 
-    def __init__(self, cfg: P.PolicyConfig, registry: Any, *, nft: Nft | None = None,
+    def __init__(self, cfg: P.PolicyConfig, registry: PolicySource, *, nft: Nft | None = None,
                  forward_path: Path | None = None) -> None:
         self.cfg = cfg
         self.registry = registry
@@ -168,7 +186,7 @@ class FirewallService:
         self._watcher: RulesetWatcher | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.heals = 0
         self.changes = 0
         self.last_error = ""
@@ -188,7 +206,7 @@ class FirewallService:
         get = self.registry.get
         partners = [p for p in (get(m) for m in self.registry.bridge_partners(mac))
                     if p is not None]
-        groups = getattr(self.registry, "groups", None)
+        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
         if groups is None:
             return P.device_rows(self.cfg, dev, partners)
         members = [p for p in (get(m) for m in groups.peers(mac)) if p is not None]
@@ -199,7 +217,7 @@ class FirewallService:
     def _policy_peers(self, mac: str) -> set[str]:
         """Devices whose rows depend on ``mac``'s record (bridges, groups, access rules)."""
         out = set(self.registry.bridge_partners(mac))
-        groups = getattr(self.registry, "groups", None)
+        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
         if groups is not None:
             out |= groups.related(mac)
         return out
@@ -207,12 +225,12 @@ class FirewallService:
     def _rebuild(self) -> None:
         by_mac: dict[str, P.Rows] = {}
         devices = {d.mac: d for d in self.registry.devices()}
-        partners: dict[str, list[Any]] = {}
+        partners: dict[str, list[P.DeviceLike]] = {}
         for a, b in self.registry.bridges():
             if a in devices and b in devices:
                 partners.setdefault(a, []).append(devices[b])
                 partners.setdefault(b, []).append(devices[a])
-        groups = getattr(self.registry, "groups", None)
+        groups: GroupPolicy | None = getattr(self.registry, "groups", None)
         count: dict[str, dict[Any, int]] = {n: {} for n in P.ROW_SETS}
         for mac, dev in devices.items():
             if groups is None:
@@ -280,7 +298,7 @@ class FirewallService:
             self.changes += 1
             return sum(len(v) for v in add.values()) + sum(len(v) for v in delete.values())
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: Event) -> None:
         """Registry event callback (runs synchronously after the change is durable)."""
         if event.kind not in WATCHED_EVENTS or not self._running:
             return
@@ -350,10 +368,8 @@ class FirewallService:
             self.heal_failing = False
             self._release_forwarding()
             self.heals += 1
-        bus = getattr(self.registry, "bus", None)
-        if bus is not None:
-            bus.publish(Event(HEALED_EVENT, "", {"family": "inet", "table": self.cfg.table,
-                                                 "heals": self.heals, "reason": reason}))
+        self.registry.bus.publish(Event(HEALED_EVENT, "", {
+            "family": "inet", "table": self.cfg.table, "heals": self.heals, "reason": reason}))
 
     def _hold_forwarding(self) -> None:
         if self.forward_path is None or self.forwarding_held:
@@ -393,7 +409,7 @@ class FirewallService:
         self._retry = self._loop.call_later(RETRY_S, retry)
 
     # -- Service protocol ----------------------------------------------------
-    def reload(self, settings: Any = None) -> None:
+    def reload(self, settings: Settings | None = None) -> None:
         """SIGHUP: take new subnets/NAT from ``settings`` and re-apply; else verify the table.
 
         The table name stays (renaming it needs a restart).
@@ -468,7 +484,7 @@ class FirewallService:
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 
-def build_firewall_service(settings: Any, registry: Any) -> FirewallService:
+def build_firewall_service(settings: Settings, registry: Registry) -> FirewallService:
     """Factory for the gateway: the firewall service for these settings and registry.
 
     Raises :class:`edgesec.net.nftbackend.NftUnavailable` when no nftables

@@ -25,12 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pyroute2 import AsyncIPRoute
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.events import Event
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +68,6 @@ def set_ip_forward(path: Path = IP_FORWARD, on: bool = True) -> bool:
     return True
 
 
-def ip_forward_on(path: Path = IP_FORWARD) -> bool:
-    """Whether IPv4 forwarding is on in this network namespace."""
-    try:
-        return path.read_text().strip() == "1"
-    except OSError:
-        return False
-
-
 async def ensure_bridge(ipr: AsyncIPRoute, name: str, gateway: str, prefixlen: int,
                         broadcast: str) -> bool:
     """Make bridge ``name`` exist, be up and carry ``gateway/prefixlen``; True if changed."""
@@ -100,16 +97,16 @@ class SubnetService:
 
     name = "subnets"
 
-    def __init__(self, settings: Any, registry: Any) -> None:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
         ifs = settings.interfaces
-        self.pool_vlans: frozenset[int] = frozenset(getattr(ifs, "pool_vlans", frozenset()))
+        self.pool_vlans: frozenset[int] = ifs.pool_vlans
         self.subnets = {s.vlan: s for s in ifs.subnets}
         self.ignore_errors = bool(settings.system.ignore_error_on_if_create)
         self.ensured: set[str] = set()
         self.errors: dict[str, str] = {}
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -135,7 +132,7 @@ class SubnetService:
         return {d.vlanid for d in self.registry.devices()
                 if d.allow and d.vlanid in self.pool_vlans}
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: Event) -> None:
         if event.kind != "device":
             return
         dev = event.data.get("device") or self.registry.get(event.mac)
@@ -167,7 +164,7 @@ class SubnetService:
                     if found:
                         await ipr.link("set", index=found[0], state="down")
 
-    async def reload(self, settings: Any = None) -> None:
+    async def reload(self, settings: Settings | None = None) -> None:
         """SIGHUP: take the new ``[interfaces]``; create new bridges, delete dropped ones.
 
         A subnet whose bridge name or addressing changed is a dropped one plus a
@@ -178,7 +175,7 @@ class SubnetService:
             gone = [sub for vlan, sub in self.subnets.items() if new.get(vlan) != sub]
             self.settings = settings
             self.subnets = new
-            self.pool_vlans = frozenset(getattr(settings.interfaces, "pool_vlans", frozenset()))
+            self.pool_vlans = settings.interfaces.pool_vlans
             await self._delete_bridges([s.bridge for s in gone if s.bridge in self.ensured])
         await self.ensure_vlans(set(self.subnets) - self.pool_vlans | self._used_pool_vlans())
 
@@ -210,11 +207,6 @@ class SubnetService:
         return text
 
 
-def prefix_of(netmask: str) -> int:
-    """Prefix length of a dotted netmask (a /32 is 32, unlike the original)."""
-    return ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
-
-
-def build_subnet_service(settings: Any, registry: Any) -> SubnetService:
+def build_subnet_service(settings: Settings, registry: Registry) -> SubnetService:
     """Factory for the gateway: the subnet/bridge service."""
     return SubnetService(settings, registry)

@@ -26,7 +26,10 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ class LibraryBackend:
         with self._lock:
             self._nft.set_terse_output(terse)
             try:
-                return self._nft.cmd(text)
+                result: tuple[int, str, str] = self._nft.cmd(text)
+                return result
             finally:
                 self._nft.set_terse_output(False)
 
@@ -173,10 +177,7 @@ def shared_backend(choice: str = "auto", nft_path: str = "",
         return _shared[key]
 
 
-def backend_for(settings: Any) -> NftBackend:
+def backend_for(settings: Settings) -> NftBackend:
     """The shared backend chosen by ``[firewall] nftBackend`` / ``nftBinPath``."""
-    fw = getattr(settings, "firewall", None)
-    system = getattr(settings, "system", None)
-    return shared_backend(getattr(fw, "nft_backend", "auto") or "auto",
-                          str(getattr(fw, "nft_bin_path", "") or ""),
-                          getattr(system, "bin_path", ()) or ())
+    fw = settings.firewall
+    return shared_backend(fw.nft_backend, fw.nft_bin_path, settings.system.bin_path)

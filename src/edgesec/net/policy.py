@@ -50,7 +50,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
 
 LEASES = "leases"
 BRIDGES = "bridges"
@@ -86,24 +89,34 @@ Rows = dict[str, set[Row]]
 
 
 class DeviceLike(Protocol):
-    """The fields of ``edgesec.registry.Device`` the policy reads."""
+    """The fields of ``edgesec.registry.Device`` the policy reads (read-only, so the
+    frozen dataclass matches)."""
 
-    mac: str
-    allow: bool
-    vlanid: int
-    nat: bool
+    @property
+    def mac(self) -> str: ...
+    @property
+    def allow(self) -> bool: ...
+    @property
+    def vlanid(self) -> int: ...
+    @property
+    def nat(self) -> bool: ...
 
     @property
     def ips(self) -> tuple[str, ...]: ...
 
 
 class AccessLike(Protocol):
-    """The fields of ``edgesec.groups.Access`` the policy reads."""
+    """The fields of ``edgesec.groups.Access`` the policy reads (read-only, so the
+    frozen dataclass matches)."""
 
-    src: str
-    dst: str
-    proto: str  # "" = any protocol
-    port: int
+    @property
+    def src(self) -> str: ...
+    @property
+    def dst(self) -> str: ...
+    @property
+    def proto(self) -> str: ...  # "" = any protocol
+    @property
+    def port(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -131,10 +144,10 @@ class PolicyConfig:
         return self._by_vlan.get(vlan)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PolicyConfig:
+    def from_settings(cls, settings: Settings) -> PolicyConfig:
         subs = tuple(PolicySubnet(s.vlan, s.bridge, s.network)
                      for s in settings.interfaces.subnets)
-        table = getattr(settings.firewall, "table_name", "") or "edgesec"
+        table = settings.firewall.table_name or "edgesec"
         from edgesec.dhcp.dnsfwd import forwarder_port
 
         return cls(subnets=subs, table=table, nat_interface=settings.nat.nat_interface,
@@ -480,14 +493,6 @@ def full_commands(cfg: PolicyConfig, rows: Mapping[str, Iterable[Row]],
     cmds += skeleton(cfg).commands
     cmds += element_commands(cfg.table, "add", rows)
     return cmds
-
-
-def diff_rows(old: Mapping[str, set[Row]], new: Mapping[str, set[Row]]
-              ) -> tuple[Rows, Rows]:
-    """(to_add, to_delete) per set."""
-    add = {n: new.get(n, set()) - old.get(n, set()) for n in ROW_SETS}
-    dele = {n: old.get(n, set()) - new.get(n, set()) for n in ROW_SETS}
-    return add, dele
 
 
 def diff_commands(table: str, add: Mapping[str, set[Row]], delete: Mapping[str, set[Row]]

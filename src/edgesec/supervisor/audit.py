@@ -17,6 +17,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +132,7 @@ class Audit:
         self.lines.log(msg, *args, extra=extra)
 
 
-def format_policy_event(data: dict[str, Any]) -> str:
+def format_policy_event(data: Mapping[str, Any]) -> str:
     """``POLICY <unix-time> <source> <COMMAND> [ARGS...]`` (an extension event)."""
     args = " ".join(a.replace(" ", "_") or "-" for a in data.get("args", ()))
     return (f"POLICY {data['ts']:.3f} {data['source']} {data['command']}"

@@ -29,13 +29,14 @@ class SupervisorClient:
         self.key = key
         self._tmpdir = ""
         if unix_path is not None:
-            self.target: object = str(unix_path)
+            self.target: str | tuple[str, int] = str(unix_path)
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             # A filesystem address (not an abstract one: those are private to a
             # network namespace, and the daemon may run in another one).
             self._tmpdir = tempfile.mkdtemp(prefix="edgesec-ctl-")
             self.sock.bind(os.path.join(self._tmpdir, "client.sock"))
         else:
+            assert udp is not None  # exactly one of the two, checked above
             self.target = udp
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.settimeout(timeout)
@@ -58,7 +59,7 @@ class SupervisorClient:
         else:
             data, nonce = command.encode(), ""
         try:
-            self.sock.sendto(data, self.target)  # type: ignore[arg-type]
+            self.sock.sendto(data, self.target)
             reply = self.sock.recv(4 * 1024 * 1024)
         except TimeoutError:
             raise ClientError(f"no reply from the supervisor at {self.target}") from None

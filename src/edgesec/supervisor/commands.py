@@ -23,6 +23,7 @@ from edgesec.supervisor.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 Channel = Literal["unix", "udp", "udp-auth"]
+Address = str | tuple[str, int]  # where replies go: a UNIX socket path or (ip, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class Request:
     name: str
     args: tuple[str, ...]
     channel: Channel = "unix"
-    peer: object = None
+    peer: tuple[Channel, Address | None] | None = None  # None: an unbound UNIX client
 
 
 Handler = Callable[[Request], str]
@@ -58,16 +59,31 @@ class CommandTable:
         default_factory=lambda: RateLimitedLog(log, "refused commands", logging.INFO))
     # (command, "ok" | "fail") -> count; unknown commands count as "unknown"
     results: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Exact request datagram -> (reply, results key) of argument-less commands with a
+    # constant reply: the server answers these without parsing (docs/supervisor.md).
+    constants: dict[bytes, tuple[bytes, tuple[str, str]]] = field(default_factory=dict)
 
     def register(self, name: str, handler: Handler, arity: tuple[int, ...] | None = None,
                  secret: bool = False) -> None:
         self.entries[name] = _Entry(handler, arity, secret)
+        for datagram in [d for d, (_, key) in self.constants.items() if key[0] == name]:
+            del self.constants[datagram]  # in place: the server holds this dict
+
+    def register_constant(self, name: str, reply: str) -> None:
+        """An argument-less command that always answers ``reply`` (``PING_SUPERVISOR``)."""
+        self.register(name, lambda _: reply, (0,))
+        for datagram in (name, f"{name}\n", f"{name}\r\n"):
+            self.constants[datagram.encode()] = (
+                reply.encode(), (name, "fail" if reply == proto.FAIL else "ok"))
 
     def register_family(self, names: frozenset[str], handle: Callable[[str, tuple[str, ...]], str],
                         secret: frozenset[str] = frozenset()) -> None:
         """Register commands served by one ``handle(name, args) -> reply`` function."""
+        def handler(r: Request) -> str:
+            return handle(r.name, r.args)
+
         for name in names:
-            self.register(name, lambda r, _h=handle: _h(r.name, r.args), None, name in secret)
+            self.register(name, handler, None, name in secret)
 
     def dispatch(self, request: Request) -> str:
         reply = self._dispatch(request)
@@ -132,7 +148,7 @@ class NetworkCommands:
 
     def install(self, table: CommandTable) -> None:
         r = self.registry
-        table.register("PING_SUPERVISOR", lambda _: proto.PONG, (0,))
+        table.register_constant("PING_SUPERVISOR", proto.PONG)
         table.register("SET_IP", self.set_ip, (3, 4))
         table.register("ACCEPT_MAC", lambda q: self._ok(r.accept_mac(q.args[0],
                                                                      parse_vlan(q.args[1]))), (2,))

@@ -32,15 +32,19 @@ class GroupCommands:
 
     def install(self, table: CommandTable) -> None:
         g = self.groups
-        table.register("ADD_GROUP_MEMBER", lambda q: self._ok(g.add_member(*q.args)), (2,))
-        table.register("REMOVE_GROUP_MEMBER", lambda q: self._ok(g.remove_member(*q.args)), (2,))
+        table.register("ADD_GROUP_MEMBER", self.add_member, (2,))
+        table.register("REMOVE_GROUP_MEMBER", self.remove_member, (2,))
         table.register("GET_GROUPS", lambda _: format_memberships(g.memberships()), (0,))
         table.register("ADD_ACCESS", self.add_access, (2, 3))
         table.register("REMOVE_ACCESS", self.remove_access, (2, 3))
         table.register("GET_ACCESS", lambda _: format_access(g.rules()), (0,))
 
-    @staticmethod
-    def _ok(_result: object) -> str:
+    def add_member(self, q: Request) -> str:
+        self.groups.add_member(q.args[0], q.args[1])
+        return proto.OK
+
+    def remove_member(self, q: Request) -> str:
+        self.groups.remove_member(q.args[0], q.args[1])
         return proto.OK
 
     @staticmethod

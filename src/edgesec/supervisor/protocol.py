@@ -20,8 +20,9 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # kept out of the import path of light clients (the lease hook)
     from edgesec.registry import Bridge, Device
@@ -74,6 +75,30 @@ def format_device(d: Device) -> str:
     )
 
 
+class DeviceLine(NamedTuple):
+    """The fields of a device line, by name (what :func:`format_device` writes)."""
+
+    allow: str  # "a" or "d"
+    mac: str
+    primary_ip: str
+    secondary_ip: str
+    vlanid: str
+    nat: str  # "1" or "0"
+    label: str
+    id: str
+    has_psk: str
+    join_ts: str
+    status: str
+
+
+def parse_device_line(line: str) -> DeviceLine | None:
+    """A GET_MAP/GET_ALL line split into named fields; None if it is not one."""
+    fields = line.rstrip("\n").split(",")
+    if len(fields) != len(DeviceLine._fields) or len(fields[1]) != 17:
+        return None
+    return DeviceLine(*fields)
+
+
 def format_devices(devices: list[Device]) -> str:
     return "".join(format_device(d) for d in devices) or OK
 
@@ -86,7 +111,7 @@ def format_bridges(bridges: list[Bridge] | list[tuple[str, str]]) -> str:
     return "".join(lines) or OK
 
 
-def format_event(kind: str, mac: str, data: dict) -> str | None:
+def format_event(kind: str, mac: str, data: Mapping[str, Any]) -> str | None:
     """An event datagram: the original's ``IP``/``AP`` lines plus documented extensions."""
     if kind == "ip":
         if data["type"] not in (1, 2):

@@ -26,8 +26,14 @@ from typing import Any
 
 from edgesec.events import Event, EventBus
 from edgesec.supervisor import protocol as proto
-from edgesec.supervisor.audit import CMSG_CREDS_SPACE, Audit, Peer, unix_credentials
-from edgesec.supervisor.commands import Channel, CommandTable, Request
+from edgesec.supervisor.audit import (
+    CMSG_CREDS_SPACE,
+    POLICY_COMMANDS,
+    Audit,
+    Peer,
+    unix_credentials,
+)
+from edgesec.supervisor.commands import Address, Channel, CommandTable, Request
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -87,29 +93,43 @@ class _Endpoint:
 
     def on_readable(self) -> None:
         sock = self.sock
+        server = self.server
+        channel = self.channel
+        # Constant replies (PING_SUPERVISOR) skip parsing, dispatch and allocation;
+        # they are counted like any request.  Not on authenticated UDP (framed).
+        constants = server.table.constants if channel != "udp-auth" else {}
+        results = server.table.results
         for _ in range(READ_BATCH):
-            creds = None
+            anc = None
             try:
                 if self.creds:
+                    # The kernel attaches credentials when a datagram is *sent* to a
+                    # SO_PASSCRED socket, so they cannot be skipped per command; they
+                    # are only decoded for a policy-changing one (Peer, audit trail).
                     data, anc, _flags, addr = sock.recvmsg(RECV_SIZE, CMSG_CREDS_SPACE)
-                    creds = unix_credentials(anc)
                 else:
                     data, addr = sock.recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.debug("%s socket error: %s", self.channel, exc)
+                log.debug("%s socket error: %s", channel, exc)
                 return
-            try:
-                reply = self.server.handle(data, addr, self.channel, creds)
-            except Exception:  # handle() never raises; this is the last line of defence
-                log.exception("%s: request from %s failed", self.channel, addr)
-                reply = proto.FAIL.encode()
+            constant = constants.get(data)
+            reply: bytes | None
+            if constant is not None:
+                reply, key = constant
+                results[key] += 1
+            else:
+                try:
+                    reply = server.handle(data, addr, channel, ancdata=anc)
+                except Exception:  # handle() never raises; this is the last line of defence
+                    log.exception("%s: request from %s failed", channel, addr)
+                    reply = proto.FAIL.encode()
             if reply is not None and addr:
                 try:
                     sock.sendto(reply, addr)
                 except OSError as exc:
-                    log.debug("%s: reply to %s dropped: %s", self.channel, addr, exc)
+                    log.debug("%s: reply to %s dropped: %s", channel, addr, exc)
 
 
 class SupervisorServer:
@@ -139,7 +159,7 @@ class SupervisorServer:
             self.udp_off_reason = "no key"
             udp_port = 0
         self.udp_port = udp_port
-        self.subscribers: collections.OrderedDict[tuple[str, Any], int] = \
+        self.subscribers: collections.OrderedDict[tuple[Channel, Address], int] = \
             collections.OrderedDict()
         self.bad = RateLimitedLog(log, "malformed datagrams")
         self.malformed = 0
@@ -212,7 +232,11 @@ class SupervisorServer:
 
     # -- requests ----------------------------------------------------------------
     def handle(self, data: bytes, addr: Any, channel: Channel,
-               creds: tuple[int, int, int] | None = None) -> bytes | None:
+               creds: tuple[int, int, int] | None = None,
+               ancdata: list[tuple[int, int, bytes]] | None = None) -> bytes | None:
+        """The reply to one request datagram (None: no reply).  The sender's
+        credentials come decoded (``creds``) or as ``recvmsg`` ancillary data,
+        decoded only for a policy-changing command."""
         nonce = ""
         if channel == "udp-auth":
             try:
@@ -232,8 +256,11 @@ class SupervisorServer:
         else:
             reply = self.table.dispatch(Request(command.name, command.args, channel,
                                                 (channel, addr)))
-            self.audit.record(command.name, command.args,
-                              Peer(channel, addr, *(creds or (None, None, None))), reply)
+            if command.name in POLICY_COMMANDS:
+                if creds is None and ancdata:
+                    creds = unix_credentials(ancdata)
+                self.audit.record(command.name, command.args,
+                                  Peer(channel, addr, *(creds or (None, None, None))), reply)
         if channel == "udp-auth":
             return proto.sign_reply(self.key, nonce, reply)
         return reply.encode()
@@ -249,7 +276,7 @@ class SupervisorServer:
 
     # -- events ------------------------------------------------------------------
     def _subscribe(self, q: Request) -> str:
-        channel, addr = q.peer  # type: ignore[misc]
+        channel, addr = q.peer if q.peer is not None else (q.channel, None)
         if not addr:
             return proto.FAIL  # an unbound UNIX client cannot receive events
         key = (channel, addr)
@@ -261,7 +288,9 @@ class SupervisorServer:
         return proto.OK
 
     def _unsubscribe_peer(self, q: Request) -> str:
-        self.subscribers.pop(q.peer, None)  # type: ignore[arg-type]
+        channel, addr = q.peer if q.peer is not None else (q.channel, None)
+        if addr:
+            self.subscribers.pop((channel, addr), None)
         return proto.OK
 
     def _on_event(self, event: Event) -> None:

@@ -5,6 +5,8 @@ const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => (
   {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 let devices = [];
+let traffic = {};
+const size = (n) => n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`;
 
 async function api(method, path, body) {
   const opts = {method, headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"};
@@ -26,7 +28,13 @@ function deviceRow(d) {
     `<td><span class="st ${esc(d.status)}">${esc(d.status)}</span></td>` +
     `<td><input type="checkbox" class="allow" aria-label="allowed" ${d.allowed ? "checked" : ""}></td>` +
     `<td><input type="checkbox" class="nat" aria-label="NAT" ${d.nat ? "checked" : ""}></td>` +
-    `<td>${d.bridges.length}</td></tr>`;
+    `<td>${d.bridges.length}</td>` + trafficCells(traffic[d.mac]) + `</tr>`;
+}
+
+function trafficCells(t) {
+  if (!t) return "<td>—</td><td>—</td>";
+  return `<td>↑ ${size(t.sent_bytes)} ↓ ${size(t.received_bytes)}</td>` +
+    `<td><time>${esc(t.last_seen ? t.last_seen.replace("T", " ").replace("+00:00", "") : "—")}</time></td>`;
 }
 
 function renderDevices() {
@@ -54,10 +62,26 @@ function renderGraph(bridges) {
     `<span class="id">${esc(b.b)}</span> <small>${esc(b.reason)}${b.expires ? ", expires " + esc(b.expires) : ""}</small></li>`).join("");
 }
 
+function renderGroups(groups, rules) {
+  const name = (m) => esc((devices.find((d) => d.mac === m) || {}).label || m);
+  $("#group-list").innerHTML = groups.map((g) => `<li><b>${esc(g.group)}</b>: ` +
+    g.members.map((m) => `<span class="id">${name(m)}</span> <button class="link" data-group="${esc(g.group)}" ` +
+      `data-mac="${esc(m)}" aria-label="remove">×</button>`).join(", ") + `</li>`).join("");
+  $("#access-list").innerHTML = rules.map((r) => `<li><span class="id">${name(r.from)}</span> → ` +
+    `<span class="id">${name(r.to)}</span> ${esc(r.service)} <button class="link" data-from="${esc(r.from)}" ` +
+    `data-to="${esc(r.to)}" data-service="${esc(r.service)}" aria-label="remove">×</button></li>`).join("");
+}
+
+async function groupAction(fn) {
+  try { await fn(); $("#group-error").textContent = ""; refreshSoon(); }
+  catch (err) { $("#group-error").textContent = String(err.message); }
+}
+
 async function refresh() {
-  devices = await api("GET", "/api/v1/devices");
+  [devices, traffic] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/traffic")]);
   renderDevices();
   renderGraph(await api("GET", "/api/v1/bridges"));
+  renderGroups(await api("GET", "/api/v1/groups"), await api("GET", "/api/v1/access"));
   const st = await api("GET", "/api/v1/status");
   $("#service-rows").innerHTML = st.services.map((s) => `<tr><td>${esc(s.name)}</td>` +
     `<td><span class="st ${esc(s.state)}">${esc(s.state)}</span></td><td>${esc(s.detail)}</td></tr>`).join("");
@@ -83,6 +107,25 @@ $("#device-rows").addEventListener("change", async (e) => {
   } catch (err) { showError(err); e.target.checked = !e.target.checked; }
 });
 $("#filter").addEventListener("input", renderDevices);
+
+$("#member-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  groupAction(() => api("PUT", `/api/v1/groups/${encodeURIComponent(f.get("group"))}/members/${encodeURIComponent(f.get("mac"))}`));
+});
+$("#access-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  groupAction(() => api("POST", "/api/v1/access", {from: f.get("from"), to: f.get("to"), service: f.get("service") || "any"}));
+});
+$("#group-list").addEventListener("click", (e) => {
+  const b = e.target.closest("button");
+  if (b) groupAction(() => api("DELETE", `/api/v1/groups/${encodeURIComponent(b.dataset.group)}/members/${encodeURIComponent(b.dataset.mac)}`));
+});
+$("#access-list").addEventListener("click", (e) => {
+  const b = e.target.closest("button");
+  if (b) groupAction(() => api("DELETE", "/api/v1/access?" + new URLSearchParams({from: b.dataset.from, to: b.dataset.to, service: b.dataset.service})));
+});
 
 $("#ticket-form").addEventListener("submit", async (e) => {
   e.preventDefault();
