@@ -34,6 +34,7 @@ SUB_APPS = {
     "recap": ("edgesec.capture.cli", "app", "Read a pcap file or stream into the capture DB."),
     "crypt": ("edgesec.crypt.cli", "app", "Manage the encrypted vault."),
     "lab": ("edgesec.lab.cli", "app", "Virtual IoT devices in network namespaces."),
+    "alerts": ("edgesec.detect.cli", "app", "Alerts raised by the detectors."),
     "api": ("edgesec.api.cli", "app", "Management API: tokens."),
 }
 # Top-level views served by the management API (defined in edgesec.api.cli).
@@ -48,10 +49,7 @@ def setup_logging(verbosity: int, log_format: str = "text") -> None:
     from edgesec.logsetup import setup_logging as _setup
 
     level = logging.WARNING if verbosity < 3 else logging.INFO if verbosity == 3 else logging.DEBUG
-    _setup(level, log_format)
-    from edgesec.ratelog import install
-
-    install()  # nothing a device or client repeats can flood the log
+    _setup(level, log_format)  # also installs the rate limit on repeated lines
 
 
 def _version(value: bool) -> None:

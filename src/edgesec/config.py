@@ -462,6 +462,47 @@ class CryptSection:
     psk_in_vault: bool | None = key("pskInVault", parse_bool, None)
 
 
+def parse_containment(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("alert", "quarantine"):
+        raise ValueError("expected alert or quarantine")
+    return value
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """``[detect]`` (new, docs/detect.md): detection and containment of devices."""
+
+    enabled: bool = key("enabled", parse_bool, False)
+    detect_db_path: Path | None = path_key("detectDbPath", "detect.sqlite")
+    eve_path: Path | None = path_key("evePath", "")
+    containment: str = key("containment", parse_containment, "alert")
+    quarantine_severity: int = key("quarantineSeverity", parse_int, 3)
+    quarantine_seconds: int = key("quarantineSeconds", parse_int, 0)
+    quarantine_devices: tuple[str, ...] = key("quarantineDevices", parse_list, ())
+    alert_only_devices: tuple[str, ...] = key("alertOnlyDevices", parse_list, ())
+    exempt_devices: tuple[str, ...] = key("exemptDevices", parse_list, ())
+    learning_window: int = key("learningWindow", parse_int, 86400)
+    scan_window: int = key("scanWindow", parse_int, 60)
+    scan_ports: int = key("scanPorts", parse_int, 15)
+    scan_hosts: int = key("scanHosts", parse_int, 25)
+    lateral_targets: int = key("lateralTargets", parse_int, 6)
+    lateral_window: int = key("lateralWindow", parse_int, 10)
+    dns_window: int = key("dnsWindow", parse_int, 60)
+    dns_suspicious: int = key("dnsSuspicious", parse_int, 10)
+    dns_label_length: int = key("dnsLabelLength", parse_int, 40)
+    dns_entropy: float = key("dnsEntropy", float, 3.9)
+    nxdomain_burst: int = key("nxdomainBurst", parse_int, 20)
+    upload_window: int = key("uploadWindow", parse_int, 60)
+    upload_factor: int = key("uploadFactor", parse_int, 10)
+    upload_min_bytes: int = key("uploadMinBytes", parse_int, 2 * 1024 * 1024)
+    upload_ceiling: int = key("uploadCeiling", parse_int, 64 * 1024 * 1024)
+    spoof_packets: int = key("spoofPackets", parse_int, 3)
+    new_device_flood: int = key("newDeviceFlood", parse_int, 10)
+    alerts_per_minute: int = key("alertsPerMinute", parse_int, 60)
+    interfaces: tuple[str, ...] = key("interfaces", parse_list, ())
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     """``[api]``: the management API (HTTP + JSON, metrics, dashboard); see docs/api.md."""
@@ -491,6 +532,7 @@ class Settings:
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
     interfaces: InterfacesSettings = field(default_factory=InterfacesSettings)
     crypt: CryptSection = field(default_factory=CryptSection)
+    detect: DetectSettings = field(default_factory=DetectSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
 
 
@@ -506,6 +548,7 @@ SECTIONS: dict[str, type] = {
     "dhcp": DhcpSettings,
     "interfaces": InterfacesSettings,
     "crypt": CryptSection,
+    "detect": DetectSettings,
     "api": ApiSettings,
 }
 

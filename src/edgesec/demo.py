@@ -4,7 +4,7 @@ Owns the story only: it builds a lab (:mod:`edgesec.lab.lab`) with five
 virtual IoT devices around a real edgesec daemon, then checks, step by step
 and in plain words, what the gateway promises — isolation, bridges, NAT,
 discovery across subnets with automatic bridging, groups and one-way access,
-capture and the vault —
+capture, the vault and the containment of a compromised device —
 printing ✓ or ✗ (with the reason) for each step. The lab is always torn down
 at the end. Exit status 0 only if every step passed. A step whose part is
 missing or broken fails with the reason; it never stops the story.
@@ -311,6 +311,36 @@ def step_api(s: Story) -> str:
             f"dashboard at {s.lab.state.api_url}")
 
 
+def _gateway_of(s: Story, name: str) -> str:
+    route = s.lab.run(name, ["ip", "-4", "route", "show", "default"]).stdout.split()
+    return route[2] if len(route) > 2 else ""
+
+
+def step_contain(s: Story) -> str:
+    """A scans; the detector quarantines A (DHCP/DNS only); B keeps its own paths."""
+    from edgesec.lab.scenario import attack
+
+    a, b, c = s.dev(s.a), s.dev(s.b), s.dev(s.c)
+    s.ok(f"ADD_BRIDGE {b.mac} {c.mac}")
+    require(s.eventually(lambda: s.reach(s.a, WAN, 80, "http"), 3), f"{s.a} lost the wan")
+    require(s.eventually(lambda: s.reach(s.b, c.ip), 3), f"{s.b} cannot reach {s.c}")
+    result = attack(s.lab, s.a, "scan", wait=20)
+    require(result.quarantined, f"{s.a} was not quarantined; alerts: {result.alerts}")
+    require(not s.reach(s.a, WAN, 80, "http"), f"quarantined {s.a} still reaches the wan")
+    require(not s.reach(s.b, a.ip, 80, "http"), f"{s.b} still reaches quarantined {s.a}")
+    require(s.reach(s.a, _gateway_of(s, s.a), 53, "connect"), f"{s.a} lost DNS")
+    require(s.reach(s.b, c.ip), f"{s.b} lost its bridge to {s.c} (B must be unaffected)")
+    s.ok(f"RELEASE {a.mac}")
+    require(s.eventually(lambda: s.reach(s.a, WAN, 80, "http"), 5),
+            f"{s.a} did not get the wan back after RELEASE")
+    require(s.eventually(lambda: s.reach(s.b, a.ip, 80, "http"), 5),
+            f"{s.a}'s bridge to {s.b} was not restored")
+    s.ok(f"REMOVE_BRIDGE {b.mac} {c.mac}")
+    kinds = sorted({x.split(" ", 1)[0] for x in result.alerts})
+    return (f"{', '.join(kinds)} → {s.a} quarantined {result.contained_after:.1f} s after its "
+            f"first packet; {s.b} ↔ {s.c} kept; RELEASE restored NAT and bridge")
+
+
 STEPS: tuple[tuple[str, Callable[[Story], str]], ...] = (
     ("Five devices join, each on its own VLAN and subnet", step_join),
     ("Device A cannot reach device B", step_isolated),
@@ -323,6 +353,8 @@ STEPS: tuple[tuple[str, Callable[[Story], str]], ...] = (
     ("The capture DB shows A's and B's traffic", step_capture),
     ("A secret is stored in the vault (PUT_CRYPT / GET_CRYPT)", step_vault),
     ("The management API explains why C is offline and grants it NAT", step_api),
+    ("A compromised device is detected and contained (scan from A, A quarantined, "
+     "B unaffected, A released)", step_contain),
 )
 
 

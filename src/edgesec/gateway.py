@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 from edgesec import statelock
 from edgesec.config import Settings
+from edgesec.detect.commands import QuarantineCommands
 from edgesec.events import EventBus
 from edgesec.failclosed import (
     enable_forwarding,
@@ -147,6 +148,8 @@ OPTIONAL_SERVICES: tuple[ServiceSpec, ...] = (
                 lambda s: s.system.exec_mdns_forward),
     ServiceSpec("capture", "edgesec.capture.service", "build_capture_service",
                 lambda s: s.system.exec_capture),
+    ServiceSpec("detect", "edgesec.detect.service", "build_detect_service",
+                lambda s: s.detect.enabled),
     ServiceSpec("api", "edgesec.api.service", "build_api_service",
                 lambda s: s.api.socket_path is not None or s.api.port != 0),
 )
@@ -180,6 +183,7 @@ class Gateway:
         self._install_crypt()
         self.registry = Registry(settings, self.store, self.bus, vault=self.vault)
         NetworkCommands(self.registry).install(self.table)
+        QuarantineCommands(self.registry).install(self.table)
         self.table.register("STATUS", self._status_command, (0,))
         sup = settings.supervisor
         self.supervisor = SupervisorServer(
@@ -273,6 +277,7 @@ class Gateway:
                 self.registry.flush_join_times()
                 if ticks % BRIDGE_EXPIRY_TICKS == 0:
                     self.registry.expire_bridges()
+                    self.registry.expire_quarantines()
                     self.registry.reclaim_pool_vlans(self.settings.interfaces.vlan_pool_lifetime)
             except sqlite3.OperationalError as exc:  # disk full: one line, rate-limited
                 log.error("registry housekeeping failed: %s", exc)

@@ -102,5 +102,8 @@ def setup_logging(level: int, log_format: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    from edgesec.ratelog import install
+
+    install()  # nothing a device or client repeats can flood the log
     # The audit trail is shown at every verbosity (it is INFO, the default is WARNING).
     logging.getLogger(AUDIT_LOGGER).setLevel(min(level, logging.INFO))

@@ -26,8 +26,9 @@ from typing import Protocol
 from edgesec.config import Settings
 from edgesec.device_status import DeviceStatus
 from edgesec.events import Event, EventBus
+from edgesec.quarantine import QuarantineMixin
 from edgesec.reclaim import reclaimable
-from edgesec.store import BridgeRow, DeviceRow, Store, TicketRow
+from edgesec.store import BridgeRow, DeviceRow, QuarantineRow, Store, TicketRow
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class Device:
     id: str = ""
     join_ts: int = 0
     status: DeviceStatus = DeviceStatus.UNKNOWN
+    # Contained by edgesec.detect (or QUARANTINE): DHCP and DNS only; kept in its
+    # own table, never in the original's ``instance`` row (GET_MAP is unchanged).
+    quarantined: bool = False
 
     @property
     def ips(self) -> tuple[str, ...]:
@@ -140,7 +144,7 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
 
-class Registry:
+class Registry(QuarantineMixin):
     """Devices, bridges and tickets, durable in a :class:`Store`."""
 
     def __init__(self, settings: Settings, store: Store, bus: EventBus | None = None,
@@ -180,6 +184,8 @@ class Registry:
         # MAC -> unix time of its last lease report (not persisted: after a
         # restart the join time and a held address stand in for it).
         self._lease_seen: dict[str, float] = {}
+        # MAC -> its quarantine record (edgesec.detect); durable in ``quarantine``.
+        self._quarantine: dict[str, QuarantineRow] = {}
         # Groups and one-way access rules (edgesec.groups imports this module,
         # hence the import here); _remove_devices deletes a device's too.
         from edgesec.groups import GroupPolicy
@@ -207,6 +213,10 @@ class Registry:
                                                        b.expires)
         for t in self.store.load_tickets():
             self._tickets[t.passphrase] = t
+        for q in self.store.load_quarantines():
+            self._quarantine[q.mac] = q
+            if q.mac in self._devices:
+                self._devices[q.mac] = replace(self._devices[q.mac], quarantined=True)
 
     def _remember(self, dev: Device) -> None:
         self.generation += 1
@@ -706,6 +716,7 @@ class Registry:
             self.store.delete_devices(gone)
             self.store.delete_bridges(pairs)
             self.store.delete_tickets_used_by(gone)
+            self.store.delete_quarantines(gone)
             for m in gone:  # group memberships and access rules (edgesec.groups)
                 self.store.delete_memberships_of(m)
         if self._psk_in_vault:
@@ -723,6 +734,7 @@ class Registry:
             self._unflushed.discard(d.mac)
             self._lease_seen.pop(d.mac, None)
             self._offers.pop(d.mac, None)
+            self._quarantine.pop(d.mac, None)
         for pair in pairs:
             del self._bridges[pair]
             self.bus.publish(Event("bridge_removed", pair[0], {"peer": pair[1],

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PRIVATE_MODE = 0o600
 QUICK_CHECK_ROWS = 5  # problems quoted in the error
 
@@ -62,6 +62,17 @@ MIGRATIONS: dict[int, str] = {
         mac_from TEXT NOT NULL, mac_to TEXT NOT NULL, proto TEXT NOT NULL DEFAULT '',
         port INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (mac_from, mac_to, proto, port), CHECK (mac_from <> mac_to));
+    """,
+    # Quarantine (edgesec.detect): which devices are contained, and the audit
+    # trail of every quarantine/release decision with its evidence.
+    4: """
+    CREATE TABLE IF NOT EXISTS quarantine (
+        mac TEXT PRIMARY KEY, reason TEXT NOT NULL, source TEXT NOT NULL,
+        created INTEGER NOT NULL, expires INTEGER NOT NULL DEFAULT 0,
+        evidence TEXT NOT NULL DEFAULT '');
+    CREATE TABLE IF NOT EXISTS audit (
+        ts REAL NOT NULL, mac TEXT NOT NULL, action TEXT NOT NULL, source TEXT NOT NULL,
+        reason TEXT NOT NULL, evidence TEXT NOT NULL DEFAULT '');
     """,
 }
 
@@ -114,6 +125,29 @@ class TicketRow:
     created: int
     expires: int
     used_by: str = ""  # the MAC the ticket was bound to by its first use
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    mac: str
+    reason: str
+    source: str  # "manual" (supervisor) or the detector that decided
+    created: int
+    expires: int = 0  # unix seconds, 0 = until released
+    evidence: str = ""  # JSON of the alert(s) that caused it
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    ts: float
+    mac: str
+    action: str  # quarantine | release | expire
+    source: str
+    reason: str
+    evidence: str = ""
+
+
+MAX_AUDIT_ROWS = 10_000  # the oldest audit rows are deleted beyond this
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,3 +334,38 @@ class Store:
     def delete_tickets_used_by(self, macs: Iterable[str]) -> None:
         """Forget which tickets these devices used (removing a device removes its binding)."""
         self.db.executemany("DELETE FROM tickets WHERE used_by=?", [(m,) for m in macs])
+
+    # -- quarantine and its audit trail (edgesec.detect) --------------------
+    def load_quarantines(self) -> list[QuarantineRow]:
+        rows = self.db.execute(
+            "SELECT mac, reason, source, created, expires, evidence FROM quarantine")
+        return [QuarantineRow(*r) for r in rows]
+
+    def put_quarantine(self, row: QuarantineRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO quarantine (mac, reason, source, created, expires, evidence)"
+            " VALUES (?,?,?,?,?,?)",
+            (row.mac, row.reason, row.source, row.created, row.expires, row.evidence))
+
+    def delete_quarantines(self, macs: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM quarantine WHERE mac=?", [(m,) for m in macs])
+
+    def add_audit(self, row: AuditRow) -> None:
+        """Append one decision; the table keeps the newest MAX_AUDIT_ROWS rows."""
+        cur = self.db.execute(
+            "INSERT INTO audit (ts, mac, action, source, reason, evidence) VALUES (?,?,?,?,?,?)",
+            (row.ts, row.mac, row.action, row.source, row.reason, row.evidence))
+        if cur.lastrowid and cur.lastrowid % 100 == 0:
+            self.db.execute("DELETE FROM audit WHERE rowid <= ?",
+                            (cur.lastrowid - MAX_AUDIT_ROWS,))
+
+    def load_audit(self, mac: str | None = None, limit: int = 1000) -> list[AuditRow]:
+        if mac:
+            rows = self.db.execute(
+                "SELECT ts, mac, action, source, reason, evidence FROM audit WHERE mac=?"
+                " ORDER BY rowid DESC LIMIT ?", (mac, limit))
+        else:
+            rows = self.db.execute(
+                "SELECT ts, mac, action, source, reason, evidence FROM audit"
+                " ORDER BY rowid DESC LIMIT ?", (limit,))
+        return [AuditRow(*r) for r in rows][::-1]

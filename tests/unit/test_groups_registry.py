@@ -213,7 +213,8 @@ def test_a_schema_2_database_migrates_to_3_keeping_its_rows(tmp_path: Path) -> N
     con.close()
     store = Store(db)
     try:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        # 3 added groups; later steps (4: quarantine) run on top
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
         assert [d.mac for d in store.load_devices()] == [A]
         assert [(b.mac_a, b.mac_b) for b in store.load_bridges()] == [(A, B)]
         assert store.load_memberships() == [] and store.load_access() == []

@@ -8,7 +8,7 @@ The network-namespace tests remain the end-to-end proof.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given
@@ -202,3 +202,63 @@ def test_an_unknown_expression_is_refused_not_misread() -> None:
                                                   "right": 1}}, {"drop": None}]}}}]
     with pytest.raises(UnsupportedExpression):
         Ruleset(cmds).verdict(Packet(iif="br1", src_mac="", src_ip="", dst_ip=""))
+
+
+# -- quarantine (edgesec.detect) -------------------------------------------------------
+
+
+def _quarantine(snap: Snapshot, macs: set[str]) -> Snapshot:
+    devs = tuple(replace(d, quarantined=d.mac in macs) for d in snap.devices)
+    return Snapshot(devs, snap.bridges)
+
+
+def _probes(snap: Snapshot, dev: Device) -> list[Packet]:
+    """Everything a device might try: the WAN, every peer, the gateway's services."""
+    out = [sent_by(dev, dst_ip=INTERNET_IP, oif=WAN),
+           sent_by(dev, l4proto="udp", dport=53), sent_by(dev, l4proto="tcp", dport=53),
+           sent_by(dev, dst_ip="224.0.0.251", l4proto="udp", dport=5353),
+           sent_by(dev, src_ip="0.0.0.0", dst_ip="255.255.255.255", l4proto="udp", dport=67),
+           sent_by(dev, l4proto="tcp", dport=22)]
+    for peer in snap.devices:
+        if peer is not dev:
+            out += [to_peer(dev, peer), to_peer(peer, dev),
+                    to_peer(peer, dev, ct_state="established"),
+                    to_peer(dev, peer, ct_state="established")]
+    out.append(Packet(iif=WAN, src_mac="02:aa:00:00:00:01", src_ip=INTERNET_IP,
+                      dst_ip=dev.primary_ip, oif=f"br{dev.vlanid}", ct_state="established"))
+    return out
+
+
+@given(snapshots(), st.data())
+def test_a_quarantined_device_reaches_nothing_but_dhcp_and_dns(snap: Snapshot,
+                                                               data: st.DataObject) -> None:
+    macs = {d.mac for d in snap.devices}
+    held = set(data.draw(st.lists(st.sampled_from(sorted(macs)), min_size=1, unique=True)))
+    rules = _quarantine(snap, held).ruleset(config())
+    for dev in (d for d in snap.devices if d.mac in held):
+        dhcp = sent_by(dev, src_ip="0.0.0.0", dst_ip="255.255.255.255", l4proto="udp", dport=67)
+        dns = [sent_by(dev, l4proto="udp", dport=53), sent_by(dev, l4proto="tcp", dport=53)]
+        # DHCP and DNS to the gateway stay exactly as the device's admission allows
+        assert rules.verdict(dhcp).accepted == dev.allow
+        for pkt in dns:
+            assert rules.verdict(pkt).accepted == dev.allow
+        for pkt in _probes(snap, dev):
+            if pkt in (dhcp, *dns):
+                continue
+            assert not rules.verdict(pkt), pkt
+
+
+@given(snapshots(), st.data())
+def test_quarantine_leaves_other_devices_alone_and_release_restores_everything(
+        snap: Snapshot, data: st.DataObject) -> None:
+    macs = sorted(d.mac for d in snap.devices)
+    held = set(data.draw(st.lists(st.sampled_from(macs), min_size=1, unique=True)))
+    before = snap.ruleset(config())
+    during = _quarantine(snap, held).ruleset(config())
+    after = _quarantine(_quarantine(snap, held), set()).ruleset(config())
+    for dev in snap.devices:
+        for pkt in _probes(snap, dev):
+            assert after.verdict(pkt).accepted == before.verdict(pkt).accepted, pkt
+            if pkt.src_mac not in held and pkt.dst_ip not in {
+                    d.primary_ip for d in snap.devices if d.mac in held}:
+                assert during.verdict(pkt).accepted == before.verdict(pkt).accepted, pkt

@@ -324,3 +324,33 @@ def test_group_change_is_one_transaction_for_its_members_only() -> None:
     reg.groups.remove_access(C, A, "tcp", 80)
     assert nft.sets[P.GROUPS] == set() and nft.sets[P.ACCESS] == set()
     assert Access(C, A, "tcp", 80) not in reg.groups.rules()
+
+
+def test_a_quarantined_device_loses_its_group_and_access_pairs_and_gets_them_back() -> None:
+    """Quarantine (edgesec.detect) suspends groups and one-way access like bridges/NAT."""
+    reg = bed()
+    reg.groups.add_member("cams", A)
+    reg.groups.add_member("cams", B)
+    reg.groups.add_member("cams", C)
+    reg.groups.add_access(D, A, "tcp", 80)
+    reg.groups.add_access(A, D)
+    before = rows_of(reg)
+    reg.put(replace(reg.get(A), quarantined=True))
+    during = rows_of(reg)
+    assert during[P.QUARANTINED] == {A}
+    assert not any(IA in pair for pair in during[P.GROUPS] | during[P.ACCESS_ANY])
+    assert not any(IA in r[:2] for r in during[P.ACCESS])
+    assert during[P.GROUPS] == {(IB, IC), (IC, IB)}  # the others keep their group
+    reg.put(replace(reg.get(A), quarantined=False))
+    assert rows_of(reg) == before
+
+
+def test_explain_names_a_quarantine_as_the_blocker() -> None:
+    reg = bed()
+    reg.bridge(A, B, True)
+    reg.put(replace(reg.get(A), quarantined=True))
+    view = PolicyView.from_registry(reg)
+    why = explain(cfg(), view, A, B, "tcp", 80)
+    assert not why.allowed and any("quarantined" in r for r in why.reasons), why
+    rows = rows_of(reg)
+    assert accepts(rows, IA, IB) is None and accepts(rows, IB, IA) is None

@@ -51,3 +51,21 @@ def test_run_does_not_import_typer_rich_or_pydantic(tmp_path: Path) -> None:
     helped = _importtime(tmp_path, "run", "--help")
     assert helped.returncode == 0 and "--log-format" in helped.stdout
     assert "typer" in _imported(helped.stderr)
+
+
+def test_every_log_setup_rate_limits_repeated_lines() -> None:
+    """`edgesec run` (runcmd) and the CLI share one set-up, and it installs the limit."""
+    import logging
+
+    from edgesec.logsetup import setup_logging
+    from edgesec.ratelog import RateLimitFilter
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        setup_logging(logging.INFO)
+        assert root.handlers and all(
+            any(isinstance(f, RateLimitFilter) for f in h.filters) for h in root.handlers)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

@@ -151,6 +151,29 @@ def ctl(
 
 
 @app.command()
+def attack(
+    device: Annotated[str, typer.Argument(help="device name (dev1...)")],
+    kind: Annotated[str, typer.Argument(help="scan|lateral|exfil|dnstunnel|spoof|beacon")],
+    prefix: Prefix = DEFAULT_PREFIX,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the quarantine")] = 15.0,
+) -> None:
+    """Make DEVICE generate real attack traffic; report detection and quarantine."""
+    from edgesec.lab.attack import KINDS
+    from edgesec.lab.scenario import attack as run_attack
+
+    if kind not in KINDS:
+        raise _fail(f"unknown attack {kind!r}; one of {', '.join(KINDS)}", 2)
+    lab = _load(prefix)
+    try:
+        result = run_attack(lab, device, kind, wait)
+    except lab_mod.LabError as exc:
+        raise _fail(str(exc), 2) from None
+    console.print(result.text())
+    if not result.quarantined and kind != "beacon":
+        raise typer.Exit(1)
+
+
+@app.command()
 def restart(prefix: Prefix = DEFAULT_PREFIX) -> None:
     """Restart the lab's edgesec daemon (devices keep their namespaces and leases)."""
     lab = _load(prefix)

@@ -121,6 +121,10 @@ def sections(
         },
         "nat": {"natInterface": wan_ifname},
         "firewall": {"tableName": "edgesec"},
+        # Detection and containment (docs/detect.md): the lab's devices are
+        # contained automatically, so `edgesec lab attack` shows the whole path.
+        "detect": {"enabled": True, "containment": "quarantine", "learningWindow": 300,
+                   "detectDbPath": "detect.sqlite"},
         "dns": {"servers": dns_server, "mdnsReflectIp4": True, "mdnsReflectIp6": False},
         "dhcp": {
             "dhcpConfigPath": "dnsmasq.conf",

@@ -141,6 +141,11 @@ class AutoBridger:
             return False
         ttl = int(self.expiry)
         try:
+            if any(getattr(self.registry.get(m), "quarantined", False)
+                   for m in (decision.a, decision.b)):
+                log.info("mdns auto-bridge %s<->%s: a quarantined device is never bridged",
+                         decision.a, decision.b)
+                return False
             existing = self.registry.bridge(decision.a, decision.b)
             if existing is not None:
                 expires = existing.expires

@@ -79,6 +79,8 @@ class Reflector:
     clock: Callable[[], float] = time.monotonic
     endpoints: dict[tuple[str, int], _Endpoint] = field(default_factory=dict)
     send_errors: int = 0
+    # Bridges not to reflect onto (those holding only quarantined devices, edgesec.detect).
+    skip_target: Callable[[str], bool] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
     def families(self) -> list[int]:
@@ -143,8 +145,10 @@ class Reflector:
         return sorted({name for name, _f in self.endpoints})
 
     def _targets(self, origin: _Endpoint) -> Iterable[_Endpoint]:
+        skip = self.skip_target
         for ep in self.endpoints.values():
-            if ep.family == origin.family and ep.iface.name != origin.iface.name:
+            if ep.family == origin.family and ep.iface.name != origin.iface.name \
+                    and not (skip is not None and skip(ep.iface.name)):
                 yield ep
 
     def _readable(self, ep: _Endpoint) -> None:

@@ -88,6 +88,8 @@ class MdnsService:
         )
         self.reflector = Reflector(self.subnets, self.pipeline, self.mdns.reflect_ip4,
                                    self.mdns.reflect_ip6, self._on_packet)
+        self.reflector.skip_target = self._contained
+        self._contained_cache: tuple[int, frozenset[str]] = (-1, frozenset())
         self.bridger = AutoBridger(registry, self.mdns.bridge_expiry)
         self.detector: Detector | None = None
         self.nflog: NflogSocket | None = None
@@ -235,6 +237,24 @@ class MdnsService:
                 self.reflector.rescan()
             except Exception:
                 log.exception("mdns: housekeeping failed")
+
+    def _contained(self, bridge: str) -> bool:
+        """True for a bridge whose devices are all quarantined: no reflection onto it."""
+        gen = getattr(self.registry, "generation", None)
+        if gen is None:
+            return False
+        if gen != self._contained_cache[0]:
+            held: dict[int, bool] = {}
+            for d in self.registry.devices():
+                held[d.vlanid] = held.get(d.vlanid, True) and bool(
+                    getattr(d, "quarantined", False))
+            names = set()
+            for vlan, all_held in held.items():
+                sub = self.settings.interfaces.subnet_for_vlan(vlan)
+                if all_held and sub is not None:
+                    names.add(sub.bridge)
+            self._contained_cache = (gen, frozenset(names))
+        return bridge in self._contained_cache[1]
 
     # -- name ownership -------------------------------------------------------
     def _on_registry_event(self, event: Event) -> None:

@@ -119,6 +119,8 @@ def explain(cfg: P.PolicyConfig, view: PolicyView, src: str, dst: str, proto: st
             blockers.append(f"{d.mac} is denied")
         elif not P.valid_ips(cfg, d):
             blockers.append(f"{d.mac} has no address in its VLAN's subnet")
+        elif P.is_quarantined(d):  # edgesec.detect: suspended until RELEASE
+            blockers.append(f"{d.mac} is quarantined (RELEASE {d.mac} restores its paths)")
     if paths and not blockers:
         return Explanation(True, tuple(f"allowed by {p}" for p in paths))
     if paths:

@@ -18,6 +18,12 @@ hash-set lookups, however many devices and bridges exist):
 * ``nat`` — ``ipv4_addr`` of allowed devices with NAT: forwarded out of
   ``natInterface`` and masqueraded; only replies come back.
 * ``denied`` — ``ether_addr`` of denied devices: every packet dropped, DHCP too.
+* ``quarantined`` — ``ether_addr`` of quarantined devices (``edgesec.detect``):
+  they keep their lease row (so DHCP and DNS to the gateway still pass
+  anti-spoofing) but contribute no NAT, bridge, group or access pairs (nor do
+  their peers towards them), and an early rule in
+  ``input`` (before mDNS) and ``from_device`` drops everything else they send.
+  The registry keeps their NAT flag and bridges, so a release restores them.
 * ``group_pairs`` — ``ipv4_addr . ipv4_addr``, both directions of every pair
   of allowed devices sharing a group (a group is expanded to its member pairs,
   so a packet costs one lookup however many groups a device is in).
@@ -59,11 +65,12 @@ LEASES = "leases"
 BRIDGES = "bridges"
 NAT = "nat"
 DENIED = "denied"
+QUARANTINED = "quarantined"
 DEVICE_IFS = "device_ifs"
 GROUPS = "group_pairs"
 ACCESS = "access"
 ACCESS_ANY = "access_any"
-ROW_SETS = (LEASES, BRIDGES, NAT, DENIED, GROUPS, ACCESS, ACCESS_ANY)
+ROW_SETS = (LEASES, BRIDGES, NAT, DENIED, GROUPS, ACCESS, ACCESS_ANY, QUARANTINED)
 # Filled by the kernel, not by the policy: ``saddr . daddr`` of dropped IPv4
 # packets from devices, each with a counter, forgotten after an hour without
 # drops and bounded in size (a full set counts nothing more; the drop still
@@ -78,6 +85,7 @@ SET_TYPES: dict[str, Any] = {
     BRIDGES: ["ipv4_addr", "ipv4_addr"],
     NAT: "ipv4_addr",
     DENIED: "ether_addr",
+    QUARANTINED: "ether_addr",
     GROUPS: ["ipv4_addr", "ipv4_addr"],
     ACCESS: ["ipv4_addr", "ipv4_addr", "inet_proto", "inet_service"],
     ACCESS_ANY: ["ipv4_addr", "ipv4_addr"],
@@ -103,6 +111,11 @@ class DeviceLike(Protocol):
 
     @property
     def ips(self) -> tuple[str, ...]: ...
+
+
+def is_quarantined(dev: DeviceLike) -> bool:
+    """``Device.quarantined`` (read with a default so simpler records still work)."""
+    return bool(getattr(dev, "quarantined", False))
 
 
 class AccessLike(Protocol):
@@ -208,10 +221,13 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
     sub = cfg.subnet(dev.vlanid)
     if sub is not None:
         rows[LEASES].update((sub.bridge, dev.mac, ip) for ip in ips)
+    if is_quarantined(dev):
+        rows[QUARANTINED].add(dev.mac)
+        return rows
     if dev.nat and cfg.nat_interface:
         rows[NAT].update(ips)
     for peer in partners:
-        if not peer.allow or peer.mac == dev.mac:
+        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
             continue
         for pip in valid_ips(cfg, peer):
             for ip in ips:
@@ -219,7 +235,7 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
                     rows[BRIDGES].add((ip, pip))
                     rows[BRIDGES].add((pip, ip))
     for peer in members:
-        if not peer.allow or peer.mac == dev.mac:
+        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
             continue
         for pip in valid_ips(cfg, peer):
             for ip in ips:
@@ -227,7 +243,7 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
                     rows[GROUPS].add((ip, pip))
                     rows[GROUPS].add((pip, ip))
     for rule, peer in access:
-        if not peer.allow or peer.mac == dev.mac:
+        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
             continue
         src_ips, dst_ips = ((ips, valid_ips(cfg, peer)) if rule.src == dev.mac
                             else (valid_ips(cfg, peer), ips))
@@ -322,6 +338,7 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         ("input", "replies", [_CT_REPLY, _ACCEPT]),
         ("input", "dns-udp", [_UDP, _m(_pl("udp", "dport"), 53), _ACCEPT]),
         ("input", "dns-tcp", [_TCP, _m(_pl("tcp", "dport"), 53), _ACCEPT]),
+        ("input", "quarantine", [_m(_pl("ether", "saddr"), f"@{QUARANTINED}"), _DROP]),
         ("input", "mdns4", [_m(_pl("ip", "daddr"), "224.0.0.251"), _UDP,
                             _m(_pl("udp", "dport"), 5353), _ACCEPT]),
         ("input", "drop", [_DROP]),
@@ -337,6 +354,7 @@ def _rules(cfg: PolicyConfig) -> list[tuple[str, str, list[dict[str, Any]]]]:
         ("forward", "to-device", [_m(_meta("oifname"), f"@{DEVICE_IFS}"),
                                   {"jump": {"target": "to_device"}}]),
         ("from_device", "denied", [_m(_pl("ether", "saddr"), f"@{DENIED}"), _DROP]),
+        ("from_device", "quarantine", [_m(_pl("ether", "saddr"), f"@{QUARANTINED}"), _DROP]),
         ("from_device", "not-ipv4", [_m(_meta("nfproto"), "ipv4", "!="), _DROP]),
         ("from_device", "spoof", [_m(_LEASE_KEY, f"@{LEASES}", "!="), _DROP]),
         ("from_device", "bridge",

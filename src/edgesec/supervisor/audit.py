@@ -33,6 +33,7 @@ POLICY_COMMANDS: set[str] = {
     "ADD_BRIDGE", "REMOVE_BRIDGE", "CLEAR_BRIDGE", "REGISTER_TICKET", "SET_IP",
     "REMOVE_DEVICE", "ADD_GROUP_MEMBER", "REMOVE_GROUP_MEMBER", "ADD_ACCESS", "REMOVE_ACCESS",
     "SET_LABEL",  # the management API's label change (no supervisor command)
+    "QUARANTINE", "RELEASE",  # edgesec.detect: containment (docs/detect.md)
 }
 # Argument positions never logged (command -> indexes).
 SECRET_ARGS: dict[str, tuple[int, ...]] = {"ASSIGN_PSK": (1,)}

@@ -136,6 +136,11 @@ def format_event(kind: str, mac: str, data: Mapping[str, Any]) -> str | None:
         return f"DEVICE_REMOVED {mac} {_word(data.get('reason', ''))}\n"
     if kind == "mdns" and "text" in data:
         return f"MDNS {data['text']}\n"
+    if kind == "quarantine":  # edgesec.detect: containment on/off
+        return f"QUARANTINE {mac} {'on' if data.get('on') else 'off'} " \
+               f"{_word(str(data.get('reason', '')))}\n"
+    if kind == "alert":  # edgesec.detect: one alert (or an aggregate of a burst)
+        return f"ALERT {mac or '-'} {_word(str(data['kind']))} {_word(str(data['severity']))}\n"
     if kind == "policy":
         from edgesec.supervisor.audit import format_policy_event
 
