@@ -151,7 +151,8 @@ def lab(benign: float, rounds: int, devices: int = 5) -> None:
         held = the_lab.ctl("GET_QUARANTINE").strip()
         print(f"false positives: {len(fps)} alerts of severity >= 2 and "
               f"{0 if held == 'OK' else len(held.splitlines())} quarantines over {benign:.0f} s "
-              f"of benign lab traffic ({devices} devices with agents, learning window {learning} s; "
+              f"of benign lab traffic ({devices} devices with agents, "
+              f"learning window {learning} s; "
               f"{len(rows) - len(fps)} low-severity alerts) {fps[:5]}")
         names = [d.name for d in the_lab.state.devices]
         lat: dict[str, list[float]] = {k: [] for k in SCENARIOS}

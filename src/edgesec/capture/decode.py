@@ -50,6 +50,19 @@ _EXT = struct.Struct("!BB").unpack_from
 Row = tuple[Any, ...]
 Rows = dict[str, Row]
 
+_NTOA_CACHE: dict[bytes, str] = {}
+NTOA_CACHE_SIZE = 4096  # addresses are few on a gateway; a flood of new ones just clears it
+
+
+def _ntoa(raw: bytes) -> str:
+    """Dotted IPv4 text of 4 bytes, memoised (a gateway sees few distinct addresses)."""
+    text = _NTOA_CACHE.get(raw)
+    if text is None:
+        if len(_NTOA_CACHE) >= NTOA_CACHE_SIZE:
+            _NTOA_CACHE.clear()
+        text = _NTOA_CACHE[raw] = inet_ntoa(raw)
+    return text
+
 
 class _IdClock:
     """State of the UUIDv7 generator: the last millisecond and a counter within it."""
@@ -78,13 +91,20 @@ def new_ids(n: int) -> list[str]:
     ms, start = clock.ms, clock.counter
     clock.counter += n
     rand = memoryview(os.urandom(4 * n)).cast("I")
-    head = (ms << 80) | (0x7 << 76)
-    out = []
-    for i in range(n):
+    # The first 19 characters (ms, version, top 12 counter bits) are the same for
+    # every id that shares the counter's top bits: format them once per run of ids.
+    out: list[str] = []
+    i = 0
+    while i < n:
         c = start + i
-        v = head | ((c >> 30) << 64) | (0b10 << 62) | ((c & 0x3FFFFFFF) << 32) | rand[i]
-        h = f"{v:032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        top = c >> 30
+        head = f"{ms:012x}{0x7000 | top:04x}"
+        prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-"
+        run = min(n - i, ((top + 1) << 30) - c)
+        low = (c & 0x3FFFFFFF) | 0x80000000  # variant 0b10 + the low 30 counter bits
+        out += [f"{prefix}{(low + k) >> 16:04x}-{(low + k) & 0xFFFF:04x}{rand[i + k]:08x}"
+                for k in range(run)]
+        i += run
     return out
 
 
@@ -196,8 +216,9 @@ def decode(data: bytes, ts_us: int, length: int, ifname: str, uid: str) -> Rows:
             vhl, tos, tlen, ipid, ipoff, ttl, proto, csum, s, d = _IP4(data, 14)
             ver = vhl >> 4
             ihl = vhl & 0x0F
+            get = _NTOA_CACHE.get
             rows["ip4"] = (uid, ihl, ver, tos, tlen, ipid, ipoff, ttl, proto, csum,
-                           inet_ntoa(s), inet_ntoa(d))
+                           get(s) or _ntoa(s), get(d) or _ntoa(d))
             if ver == 4 and ihl >= 5 and not ipoff & 0x1FFF:
                 _transport(rows, uid, data, 14 + ihl * 4, proto, False)
         elif etype == ETHERTYPE_IPV6:

@@ -83,6 +83,20 @@ class PcapReader:
                     if not more:
                         eof = True
                     buf += more
+            # fast path: every record wholly inside the buffer, checks as below
+            blen = len(buf)
+            while pos + 16 <= blen:
+                sec, frac, caplen, length = unpack(buf, pos)
+                end = pos + 16 + caplen
+                if end > blen or caplen > MAX_CAPLEN or caplen > length:
+                    break  # the slow path reads on or raises
+                data = buf[pos + 16 : end]
+                pos = end
+                self.bytes_read += 16 + caplen
+                self.packets += 1
+                yield (sec * 1_000_000 + (frac // 1000 if nanos else frac), length, data)
+            if len(buf) - pos < 16 and not eof:
+                continue
             if len(buf) - pos == 0 and eof:
                 return
             if len(buf) - pos < 16:

@@ -2,12 +2,15 @@
 
 Run as ``python -m edgesec.capture.worker --options JSON --interface IF ...``
 (the :class:`~edgesec.capture.service.CaptureService` does this). It opens
-one TPACKET_V3 ring per interface, polls them, feeds every batch to the
-middleware pipeline and prints a JSON status line when its counters changed,
-at most once a second (and a ``{"ready": true}`` line once capturing, or
-``{"error": ...}`` and exit 2). Idle, it sleeps in poll() until a ring block
-is ready, a transaction is due or a signal arrives (signal wake-up fd): no
-periodic wake-ups. A socket error (POLLERR, e.g. the bridge went down) is
+one TPACKET_V3 ring per interface; a reader thread
+(:class:`~edgesec.capture.backlog.RingReader`) copies ready ring blocks into
+a bounded backlog so a burst does not overflow the ring, and the main
+thread parses, decodes and feeds every batch to the middleware pipeline. It
+prints a JSON status line when its counters changed, at most once a second
+(and a ``{"ready": true}`` line once capturing, or ``{"error": ...}`` and
+exit 2). Idle, both threads sleep in poll() until a ring block is ready, a
+transaction is due or a signal arrives (signal wake-up fd): no periodic
+wake-ups. A socket error (POLLERR, e.g. the bridge went down) is
 read and cleared (SO_ERROR), counted and reported, so it cannot spin the
 loop. SIGTERM/SIGINT stop it cleanly: the last batches are stored and the
 middlewares closed. A batch the pipeline fails to store is dropped and
@@ -28,15 +31,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgesec.capture.options import CaptureOptions
+from edgesec.capture.backlog import RingReader
+from edgesec.capture.options import BLOCK_SIZE, CaptureOptions
 from edgesec.capture.pcapfile import Packet
 from edgesec.capture.pipeline import Pipeline
-from edgesec.capture.ring import CaptureError, Ring
+from edgesec.capture.ring import CaptureError, Ring, parse_block
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger("edgesec.capture.worker")
 STATUS_EVERY_S = 1.0  # at most one status line per second, and only on change
 PAUSED_RECHECK_S = 5.0  # while storage is refused, look again this often
+BACKLOG_RINGS = 4  # the in-memory backlog holds up to this many rings' worth of blocks
+BACKLOG_MAX = 64 << 20  # ... and never more than this many bytes
+STOP_DRAIN_S = 6.0  # at stop, store the backlog for at most this long (the service waits 10 s)
+TURN_BLOCKS = 16  # blocks stored between two looks at commits and status lines
 
 
 class Worker:
@@ -62,8 +70,12 @@ class Worker:
         self.errors: dict[str, int] = {r.ifname: 0 for r in self.rings}
         self.last_error = ""
         self.last_error_at = 0.0  # wall clock, for "N s ago"
+        self._errors_seen = self._errors_sent = 0  # socket errors counted / reported
         self._drop_log = RateLimitedLog(log, "dropped-batch errors", level=logging.ERROR)
         self._err_log = RateLimitedLog(log, "socket errors")
+        limit = min(BACKLOG_RINGS * sum(r.nblocks for r in self.rings) * BLOCK_SIZE,
+                    BACKLOG_MAX)
+        self.reader = RingReader(self.rings, limit, self._socket_error)
 
     def close_rings(self) -> None:
         """Close every ring."""
@@ -81,7 +93,10 @@ class Worker:
             per_if[ring.ifname] = {"kernel_packets": kp, "kernel_drops": kd,
                                    "errors": self.errors[ring.ifname]}
         pipe = self.pipeline
+        rd = self.reader
         return {"pid": os.getpid(), "packets": self.packets, "kernel_packets": kernel_packets,
+                "backlog_bytes": rd.bytes, "backlog_peak_bytes": rd.peak,
+                "backlog_limit_bytes": rd.limit,
                 "kernel_drops": kernel_drops, "own_drops": self.own_drops,
                 "storage_drops": pipe.storage_drops,
                 "storage": pipe.guard.reason if pipe.guard else "",
@@ -118,12 +133,15 @@ class Worker:
             self._lose(0, exc)
 
     def _socket_error(self, ring: Ring) -> None:
+        """POLLERR on a ring (called on the reader thread): read, clear and count it."""
         why = ring.take_error()
         if why:
+            self._errors_seen += 1
             self.errors[ring.ifname] += 1
             self.last_error = f"{ring.ifname}: {why}"
             self.last_error_at = time.time()
             self._err_log.log("capture socket error on %s: %s", ring.ifname, why)
+            self.reader.wake()
 
     def run(self, emit: Callable[[dict[str, Any]], None], wakeup_fd: int | None = None) -> None:
         """Capture until :attr:`stop`; ``emit(dict)`` writes a status line.
@@ -132,56 +150,83 @@ class Worker:
         when a signal arrives, so the loop can sleep without a timeout.
         """
         poller = select.poll()
-        by_fd = {ring.fileno(): ring for ring in self.rings}
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN | select.POLLERR)
+        poller.register(self.reader.notify_fd, select.POLLIN)
         if wakeup_fd is not None:
             poller.register(wakeup_fd, select.POLLIN)
+        self.reader.start()
         dirty = True  # counters changed since the last status line
         next_status = recheck = 0.0
-        while not self.stop:
-            busy = False
-            for ring in self.rings:  # round robin: one burst per ring per turn
-                packets = ring.read(4)
-                if packets:
-                    busy = dirty = True
-                    self._feed(ring, packets)
-            due = self.pipeline.due()
-            if due is not None and due <= 0:
-                self._commit()
-                due = None
-            now = time.monotonic()
-            if dirty and now >= next_status:
-                emit(self.status())
-                dirty = False
-                next_status = now + STATUS_EVERY_S
-            if busy:
-                continue
-            guard = self.pipeline.guard
-            if guard is not None and guard.reason and now >= recheck:
-                self.pipeline.check_storage()  # paused: notice space coming back, even idle
-                dirty = True
-                recheck = now + PAUSED_RECHECK_S
-            waits = [d for d in (due, next_status - now if dirty else None,
-                                 recheck - now if guard is not None and guard.reason else None)
-                     if d is not None]
-            timeout = max(0, int(min(waits) * 1000) + 1) if waits else None
-            with contextlib.suppress(InterruptedError):
-                for fd, ev in poller.poll(timeout):
-                    if fd == wakeup_fd:
-                        with contextlib.suppress(OSError):
-                            os.read(fd, 512)
-                    elif ev & (select.POLLERR | select.POLLHUP) and fd in by_fd:
-                        self._socket_error(by_fd[fd])
-                        dirty = True
+        try:
+            while not self.stop:
+                self.reader.clear_notify()
+                busy = self._store(TURN_BLOCKS) > 0
+                dirty = dirty or busy
+                due = self.pipeline.due()
+                if due is not None and due <= 0:
+                    self._commit()
+                    due = None
+                now = time.monotonic()
+                if (dirty or self._errors_seen != self._errors_sent) and now >= next_status:
+                    emit(self.status())
+                    dirty = False
+                    self._errors_sent = self._errors_seen
+                    next_status = now + STATUS_EVERY_S
+                if busy:
+                    continue
+                guard = self.pipeline.guard
+                if guard is not None and guard.reason and now >= recheck:
+                    self.pipeline.check_storage()  # paused: notice space coming back, even idle
+                    dirty = True
+                    recheck = now + PAUSED_RECHECK_S
+                pending_status = dirty or self._errors_seen != self._errors_sent
+                waits = [d for d in (due, next_status - now if pending_status else None,
+                                     recheck - now if guard is not None and guard.reason
+                                     else None)
+                         if d is not None]
+                timeout = max(0, int(min(waits) * 1000) + 1) if waits else None
+                with contextlib.suppress(InterruptedError):
+                    for fd, _ev in poller.poll(timeout):
+                        if fd == wakeup_fd:
+                            with contextlib.suppress(OSError):
+                                os.read(fd, 512)
+        finally:
+            self.reader.stop()
+        self._final_drain()
+
+    def _store(self, max_blocks: int) -> int:
+        """Parse, decode and store up to ``max_blocks`` blocks of the backlog."""
+        done = 0
+        while done < max_blocks:
+            item = self.reader.take()
+            if item is None:
+                break
+            ring, block = item
+            self._feed(ring, parse_block(block))
+            done += 1
+        return done
+
+    def _final_drain(self) -> None:
+        """At stop: the backlog and what is left in the rings, for at most STOP_DRAIN_S."""
         for ring in self.rings:
-            self._feed(ring, ring.read(ring.nblocks))
+            blocks = ring.take_blocks(ring.nblocks)
+            if blocks:
+                self.reader.put(ring, blocks)
+        deadline = time.monotonic() + STOP_DRAIN_S
+        while time.monotonic() < deadline and self._store(TURN_BLOCKS):
+            pass
+        lost = 0
+        while (item := self.reader.take()) is not None:
+            lost += len(parse_block(item[1]))
+        if lost:
+            self.own_drops += lost
+            log.error("capture stopping: %d packets still in the backlog were not stored", lost)
 
     def close(self) -> None:
         """Close the pipeline and the rings."""
         try:
             self.pipeline.close()
         finally:
+            self.reader.close()
             self.close_rings()
 
 
