@@ -231,11 +231,6 @@ class GroupPolicy:
             parse_service(f"{proto}/{port}")  # validates both
         return Access(src, dst, proto, port)
 
-    @staticmethod
-    def _event_data(rule: Access, reason: str) -> dict[str, object]:
-        return {"peer": rule.dst, "proto": rule.proto, "port": rule.port,
-                "service": rule.service, "rule": rule, "reason": reason}
-
     def forget(self, mac: str, reason: str = "device removed") -> int:
         """Remove every membership and access rule of ``mac`` in one transaction.
 
