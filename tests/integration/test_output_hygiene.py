@@ -61,7 +61,7 @@ def test_lab_ctl_watch_follows_events_literally(tmp_path: Path) -> None:
         _lab(tmp_path, "lwat", socket=str(d.socket_path))
         watch = subprocess.Popen([*EDGESEC, "lab", "ctl", "watch", "--prefix", "lwat"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=_env(tmp_path))
+                                 env=_env(tmp_path), preexec_fn=interruptible)
         deadline = time.monotonic() + 60
         while "subscribers=1" not in d.ctl("STATUS"):
             assert time.monotonic() < deadline and watch.poll() is None, watch.stderr
@@ -97,3 +97,9 @@ def test_demo_step_lines_are_literal() -> None:
     assert f"ACCEPT_MAC {MACS[0]} [bold]x[/bold]" in text
     assert f"reply for {MACS[1]} :ab: " + "y" * 300 in text
     _no_emoji(text)
+
+
+def interruptible() -> None:
+    """In the child: SIGINT back to its default, even when the suite itself was started
+    in the background (where the shell ignores SIGINT and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -258,7 +258,8 @@ def test_two_subscribers_and_one_that_goes_away(tmp_path: Path, daemons) -> None
 def test_ctl_watch_prints_events(tmp_path: Path, daemons) -> None:
     d = daemons(write_config(tmp_path))
     watch = subprocess.Popen([*EDGESEC, "ctl", "--socket", str(d.socket_path), "watch"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + 30
         while "subscribers=1" not in d.ctl("STATUS"):
@@ -424,3 +425,9 @@ def test_oversized_and_garbage_datagrams_do_not_stop_the_daemon(tmp_path: Path,
     with contextlib.suppress(ProcessLookupError):
         os.kill(d.proc.pid, signal.SIGTERM)
     assert d.proc.wait(20) == 0
+
+
+def interruptible() -> None:
+    """In the child: SIGINT back to its default, even when the suite itself was started
+    in the background (where the shell ignores SIGINT and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
