@@ -73,6 +73,7 @@ def test_lab_ctl_watch_follows_events_literally(tmp_path: Path) -> None:
         assert first.startswith("POLICY ") and first.endswith(f" ACCEPT_MAC {MACS[0]} 3\n")
         assert second == f"IP {MACS[0]} 10.0.3.20 1 1\n"
     finally:
+        code = 0
         if watch is not None:
             watch.send_signal(signal.SIGINT)
             try:
@@ -80,8 +81,8 @@ def test_lab_ctl_watch_follows_events_literally(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 watch.kill()
                 code = watch.wait()
-            assert code == 0
-        d.stop()
+        d.stop()  # whatever happened above: never leave the daemon behind
+    assert code == 0
 
 
 def test_demo_step_lines_are_literal() -> None:
