@@ -30,6 +30,8 @@ class FakeHostapd:
         self.deny: set[str] = set()
         self.commands: list[str] = []
         self.attached: set[str] = set()
+        # called once the STA-FIRST reply is composed, before it is sent
+        self.before_sta_reply: Callable[[], None] | None = None
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -114,6 +116,8 @@ class FakeHostapd:
             with self._lock:
                 self.commands.append(command)
             reply = self._answer(command, addr)
+            if command == "STA-FIRST" and self.before_sta_reply is not None:
+                self.before_sta_reply()
             with contextlib.suppress(OSError):
                 sock.sendto(reply.encode(), addr)
 

@@ -88,6 +88,30 @@ def test_attach_resyncs_deny_list_and_statuses(tmp_path: Path, ctrl_dir: Path) -
     asyncio.run(run())
 
 
+def test_event_during_resync_is_not_overwritten_by_the_older_station_list(
+        tmp_path: Path, ctrl_dir: Path) -> None:
+    """The station list is read (A absent), then A associates before the reply is
+    handled: the event is newer and must win."""
+    svc, reg = make(tmp_path, ctrl_dir)
+    reg.accept_mac(A, 1)
+
+    async def run() -> None:
+        with FakeHostapd(ctrl_dir) as ap:
+            def join_now() -> None:
+                ap.before_sta_reply = None
+                ap.associate(A)
+            ap.before_sta_reply = join_now
+            await svc.start()
+            try:
+                assert await svc.wait_attached(30)
+                assert await until(lambda: svc.events_seen == 1)
+                assert reg.get(A).status == DeviceStatus.CONNECTED
+            finally:
+                await svc.stop()
+
+    asyncio.run(run())
+
+
 def test_station_events_reach_the_registry(tmp_path: Path, ctrl_dir: Path) -> None:
     svc, reg = make(tmp_path, ctrl_dir)
     reg.accept_mac(A, 1)

@@ -93,6 +93,7 @@ class HostapdService:
         self._psk_text = ""
         self._tickets_seen: frozenset[str] = frozenset()
         self._attached = asyncio.Event()
+        self._events_during_resync: set[str] | None = None
         self.attach_error = "not tried yet"
         self._attach_failures = 0
         self._next_warning = 0.0
@@ -239,8 +240,8 @@ class HostapdService:
         self._attach_failures = 0
         self._next_warning = 0.0
         self.attach_error = ""
-        self._attached.set()
         await self._resync()
+        self._attached.set()
 
     def _attach_failed(self, exc: Exception) -> None:
         """Record a failed attempt; warn on the first, then at most every few minutes."""
@@ -257,14 +258,25 @@ class HostapdService:
             log.debug("hostapd: attach attempt %d failed: %s", self._attach_failures, exc)
 
     async def _resync(self) -> None:
-        """After (re)attaching: denied devices onto the deny list, statuses from STA list."""
+        """After (re)attaching: denied devices onto the deny list, statuses from STA list.
+
+        A station event that arrives while the list is being read is newer than the
+        list: the MACs it names are left as the event set them.
+        """
         assert self.cmd is not None
         for dev in self.registry.devices():
             if not dev.allow:
                 with contextlib.suppress(CtrlError):
                     await self.cmd.command_ok(f"DENY_ACL ADD_MAC {dev.mac}")
-        present = set(await self.cmd.stations())
+        self._events_during_resync = set()
+        try:
+            present = set(await self.cmd.stations())
+            newer = self._events_during_resync
+        finally:
+            self._events_during_resync = None
         for dev in self.registry.devices():
+            if dev.mac in newer:
+                continue
             if dev.mac in present and dev.status != STATUS_CONNECTED:
                 self.registry.set_status(dev.mac, STATUS_CONNECTED)
             elif dev.mac not in present and dev.status == STATUS_CONNECTED:
@@ -301,6 +313,8 @@ class HostapdService:
         if ev is None:
             return
         self.events_seen += 1
+        if self._events_during_resync is not None:
+            self._events_during_resync.add(ev.mac)
         log.info("hostapd: %s %s", ev.status.name.lower(), ev.mac)
         try:
             self.registry.set_status(ev.mac, ev.status)
