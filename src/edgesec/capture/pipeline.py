@@ -20,6 +20,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgesec.capture.checkpoint import (
+    CHECKPOINT_CHANGES,
+    SAFETY_AUTOCHECKPOINT,
+    Checkpointer,
+    wal_pages,
+)
 from edgesec.capture.decode import decode, new_ids
 from edgesec.capture.guard import MIB, StorageGuard
 from edgesec.capture.middleware import Batch, Context, Middleware, load
@@ -115,8 +121,11 @@ def storage_guard(options: CaptureOptions, db: sqlite3.Connection,
         paths.append(options.store_dir)
     if "eve" in middlewares:
         paths.append(options.eve_file.parent)
+    # margin: the page cache (flushed at a commit, again at a checkpoint), one
+    # transaction and the WAL the checkpoint thread may leave behind
     return StorageGuard(db, paths, reserve=options.capture_reserve,
-                        db_limit=options.capture_db_size, margin=2 * LIVE_CACHE + TXN_BYTES + MIB)
+                        db_limit=options.capture_db_size,
+                        margin=2 * LIVE_CACHE + TXN_BYTES + SAFETY_AUTOCHECKPOINT + MIB)
 
 
 class Pipeline:
@@ -128,8 +137,14 @@ class Pipeline:
         self.options = options
         # a bulk import into a new file needs no journal (see open_fresh_db)
         self.fresh = bulk and not live and is_fresh(options.capture_db_path)
+        self.checkpointer: Checkpointer | None = None
         if live:
             self.db = open_db(options.capture_db_path, LIVE_CACHE, LIVE_PAGE_SIZE)
+            # checkpoints on their own thread; the connection's own is a safety net
+            page: int = self.db.execute("PRAGMA page_size").fetchone()[0]
+            self.db.execute(f"PRAGMA wal_autocheckpoint={wal_pages(page)}")
+            self.checkpointer = Checkpointer(options.capture_db_path, WAL_SIZE_LIMIT)
+            self._ckpt_mark = 0
         elif self.fresh:
             self.db = open_fresh_db(options.capture_db_path, BULK_CACHE)
         else:
@@ -157,6 +172,8 @@ class Pipeline:
                 self.db.execute("COMMIT")
                 self.middlewares.append(inst)
         except BaseException:
+            if self.checkpointer is not None:
+                self.checkpointer.close()
             self.db.close()
             raise
         if transaction:
@@ -186,6 +203,36 @@ class Pipeline:
         self.rows += sum(map(len, frames))
         self.process(batch)
         return batch
+
+    def decode_batch(self, ifname: str, packets: list[Packet]) -> Batch:
+        """Decode ``packets`` into a batch without storing it (live: the worker's main thread).
+
+        :meth:`store` then runs it through the middlewares (the store thread).
+        """
+        frames = []
+        if self.decoding:
+            ids = new_ids(len(packets))
+            frames = [decode(data, ts, length, ifname, uid)
+                      for (ts, length, data), uid in zip(packets, ids, strict=True)]
+        return Batch(ifname=ifname, packets=packets, frames=frames)
+
+    def store(self, batch: Batch) -> bool:
+        """Store a batch from :meth:`decode_batch` (decoding it here if it was not).
+
+        Returns False (the batch dropped and counted in :attr:`storage_drops`)
+        while the storage guard refuses writing.
+        """
+        if self.check_storage():
+            if self._txn_since is not None:
+                self.commit()
+            self.storage_drops += len(batch.packets)
+            return False
+        if self.decoding and batch.packets and not batch.frames:
+            batch = self.decode_batch(batch.ifname, batch.packets)
+        self.packets += len(batch.packets)
+        self.rows += sum(map(len, batch.frames))
+        self.process(batch)
+        return True
 
     def check_storage(self) -> str:
         """Ask the guard (live only); logs once when capture pauses and when it resumes."""
@@ -243,6 +290,13 @@ class Pipeline:
         self._txn_since = None
         self.pending = 0
         self.db.execute("COMMIT")
+        ckpt = self.checkpointer
+        if ckpt is not None:
+            changes = self.db.total_changes
+            if changes - self._ckpt_mark >= CHECKPOINT_CHANGES:
+                self._ckpt_mark = changes
+                ckpt.kick()
+            ckpt.bound()
 
     def rollback(self) -> int:
         """Abandon the open transaction after a storage error; returns packets lost."""
@@ -267,7 +321,11 @@ class Pipeline:
             except Exception:
                 self.errors += 1
                 log.exception("capture middleware %s failed to close", mw.name)
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        finally:
+            if self.checkpointer is not None:
+                self.checkpointer.close()
         if self.fresh:
             finish_fresh_db(self.db, self.options.capture_db_path)
         else:

@@ -32,19 +32,20 @@ from collections.abc import Callable
 from typing import Any
 
 from edgesec.capture.backlog import RingReader
+from edgesec.capture.middleware import Batch
 from edgesec.capture.options import BLOCK_SIZE, CaptureOptions
 from edgesec.capture.pcapfile import Packet
 from edgesec.capture.pipeline import Pipeline
 from edgesec.capture.ring import CaptureError, Ring, parse_block
+from edgesec.capture.storer import Storer
 from edgesec.supervisor.ratelog import RateLimitedLog
 
 log = logging.getLogger("edgesec.capture.worker")
 STATUS_EVERY_S = 1.0  # at most one status line per second, and only on change
-PAUSED_RECHECK_S = 5.0  # while storage is refused, look again this often
 BACKLOG_RINGS = 4  # the in-memory backlog holds up to this many rings' worth of blocks
 BACKLOG_MAX = 64 << 20  # ... and never more than this many bytes
 STOP_DRAIN_S = 6.0  # at stop, store the backlog for at most this long (the service waits 10 s)
-TURN_BLOCKS = 16  # blocks stored between two looks at commits and status lines
+TURN_BLOCKS = 16  # blocks decoded between two looks at the status line
 
 
 class Worker:
@@ -64,18 +65,22 @@ class Worker:
             self.close_rings()
             raise
         self.stop = False
-        self.packets = 0
-        self.own_drops = 0
-        self.batches = 0
+        self.own_drops = 0  # backlog left at stop (the store thread counts its own)
         self.errors: dict[str, int] = {r.ifname: 0 for r in self.rings}
         self.last_error = ""
         self.last_error_at = 0.0  # wall clock, for "N s ago"
         self._errors_seen = self._errors_sent = 0  # socket errors counted / reported
-        self._drop_log = RateLimitedLog(log, "dropped-batch errors", level=logging.ERROR)
         self._err_log = RateLimitedLog(log, "socket errors")
+        self._sent_state: tuple[int, int, int, str] = (-1, 0, 0, "")
         limit = min(BACKLOG_RINGS * sum(r.nblocks for r in self.rings) * BLOCK_SIZE,
                     BACKLOG_MAX)
         self.reader = RingReader(self.rings, limit, self._socket_error)
+        self.storer = Storer(self.pipeline, self.reader.wake)
+
+    @property
+    def packets(self) -> int:
+        """Packets stored."""
+        return self.storer.packets
 
     def close_rings(self) -> None:
         """Close every ring."""
@@ -94,43 +99,37 @@ class Worker:
                                    "errors": self.errors[ring.ifname]}
         pipe = self.pipeline
         rd = self.reader
-        return {"pid": os.getpid(), "packets": self.packets, "kernel_packets": kernel_packets,
+        st = self.storer
+        return {"pid": os.getpid(), "packets": st.packets, "kernel_packets": kernel_packets,
                 "backlog_bytes": rd.bytes, "backlog_peak_bytes": rd.peak,
                 "backlog_limit_bytes": rd.limit,
-                "kernel_drops": kernel_drops, "own_drops": self.own_drops,
+                "kernel_drops": kernel_drops, "own_drops": self.own_drops + st.own_drops,
                 "storage_drops": pipe.storage_drops,
                 "storage": pipe.guard.reason if pipe.guard else "",
                 "errors": sum(self.errors.values()), "last_error": self.last_error,
                 "last_error_at": self.last_error_at,
-                "batches": self.batches, "middleware_errors": pipe.errors,
+                "batches": st.batches, "middleware_errors": pipe.errors,
                 "interfaces": per_if, **pipe.ctx.stats}
 
-    def _feed(self, ring: Ring, packets: list[Packet]) -> None:
+    def _feed(self, ring: Ring, packets: list[Packet], deadline: float | None = None) -> bool:
+        """Decode ``packets`` in batches and queue them for the store thread.
+
+        With a ``deadline`` (the final drain) a batch that cannot be queued
+        in time is counted as an own drop; returns False then.
+        """
         size = self.options.batch_size
+        pipe = self.pipeline
         for i in range(0, len(packets), size):
             chunk = packets[i:i + size]
-            try:
-                if self.pipeline.feed(ring.ifname, chunk) is not None:
-                    self.packets += len(chunk)
-                    self.batches += 1
-            except Exception as exc:
-                self._lose(len(chunk), exc)
-
-    def _lose(self, count: int, exc: Exception) -> None:
-        """A storage error: the open transaction and this chunk are lost, counted."""
-        try:
-            lost = self.pipeline.rollback()
-        except Exception:
-            lost = 0
-        self.own_drops += count + lost
-        self.packets -= lost
-        self._drop_log.log("dropping %d packets: %s", count + lost, exc)
-
-    def _commit(self) -> None:
-        try:
-            self.pipeline.commit()
-        except Exception as exc:
-            self._lose(0, exc)
+            if pipe.guard is not None and pipe.guard.reason:
+                batch = Batch(ifname=ring.ifname, packets=chunk, frames=[])  # paused: no decode
+            else:
+                batch = pipe.decode_batch(ring.ifname, chunk)
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.storer.put(batch, timeout):
+                self.own_drops += len(packets) - i
+                return False
+        return True
 
     def _socket_error(self, ring: Ring) -> None:
         """POLLERR on a ring (called on the reader thread): read, clear and count it."""
@@ -154,36 +153,26 @@ class Worker:
         if wakeup_fd is not None:
             poller.register(wakeup_fd, select.POLLIN)
         self.reader.start()
+        self.storer.start()
         dirty = True  # counters changed since the last status line
-        next_status = recheck = 0.0
+        next_status = 0.0
         try:
             while not self.stop:
                 self.reader.clear_notify()
                 busy = self._store(TURN_BLOCKS) > 0
-                dirty = dirty or busy
-                due = self.pipeline.due()
-                if due is not None and due <= 0:
-                    self._commit()
-                    due = None
+                # the store thread's counters and the guard change on its side
+                dirty = dirty or busy or self._errors_seen != self._errors_sent or \
+                    self._store_state() != self._sent_state
                 now = time.monotonic()
-                if (dirty or self._errors_seen != self._errors_sent) and now >= next_status:
+                if dirty and now >= next_status:
+                    self._sent_state = self._store_state()
+                    self._errors_sent = self._errors_seen
                     emit(self.status())
                     dirty = False
-                    self._errors_sent = self._errors_seen
                     next_status = now + STATUS_EVERY_S
                 if busy:
                     continue
-                guard = self.pipeline.guard
-                if guard is not None and guard.reason and now >= recheck:
-                    self.pipeline.check_storage()  # paused: notice space coming back, even idle
-                    dirty = True
-                    recheck = now + PAUSED_RECHECK_S
-                pending_status = dirty or self._errors_seen != self._errors_sent
-                waits = [d for d in (due, next_status - now if pending_status else None,
-                                     recheck - now if guard is not None and guard.reason
-                                     else None)
-                         if d is not None]
-                timeout = max(0, int(min(waits) * 1000) + 1) if waits else None
+                timeout = max(0, int((next_status - now) * 1000) + 1) if dirty else None
                 with contextlib.suppress(InterruptedError):
                     for fd, _ev in poller.poll(timeout):
                         if fd == wakeup_fd:
@@ -193,16 +182,22 @@ class Worker:
             self.reader.stop()
         self._final_drain()
 
-    def _store(self, max_blocks: int) -> int:
-        """Parse, decode and store up to ``max_blocks`` blocks of the backlog."""
+    def _store_state(self) -> tuple[int, int, int, str]:
+        st, pipe = self.storer, self.pipeline
+        return (st.packets, st.own_drops, pipe.storage_drops,
+                pipe.guard.reason if pipe.guard is not None else "")
+
+    def _store(self, max_blocks: int, deadline: float | None = None) -> int:
+        """Parse and decode up to ``max_blocks`` blocks of the backlog, queue them to store."""
         done = 0
         while done < max_blocks:
             item = self.reader.take()
             if item is None:
                 break
             ring, block = item
-            self._feed(ring, parse_block(block))
             done += 1
+            if not self._feed(ring, parse_block(block), deadline):
+                break
         return done
 
     def _final_drain(self) -> None:
@@ -212,18 +207,21 @@ class Worker:
             if blocks:
                 self.reader.put(ring, blocks)
         deadline = time.monotonic() + STOP_DRAIN_S
-        while time.monotonic() < deadline and self._store(TURN_BLOCKS):
+        before = self.own_drops
+        while time.monotonic() < deadline and self._store(TURN_BLOCKS, deadline):
             pass
-        lost = 0
+        lost = self.own_drops - before
         while (item := self.reader.take()) is not None:
             lost += len(parse_block(item[1]))
+        self.storer.finish()  # what is queued (at most STORE_QUEUE batches)
         if lost:
-            self.own_drops += lost
+            self.own_drops = before + lost
             log.error("capture stopping: %d packets still in the backlog were not stored", lost)
 
     def close(self) -> None:
         """Close the pipeline and the rings."""
         try:
+            self.storer.finish()
             self.pipeline.close()
         finally:
             self.reader.close()
