@@ -5,6 +5,7 @@
     .venv/bin/python bench/capture.py --no-live       # skip the veth part (needs root)
     .venv/bin/python bench/capture.py --flash         # bytes written per captured packet
     .venv/bin/python bench/capture.py --footprint     # worker RSS idle and under load
+    .venv/bin/python bench/capture.py --sustained     # 10 s trials, header and flows,eve
 
 Recap: packets/s of ``edgesec recap -t`` into the header tables, side by
 side with ``tshark -T fields`` extracting the same header fields to
@@ -267,7 +268,7 @@ def rx_packets(ns: str) -> int:
 
 
 def trial_ours(cap_ns: str, snd_ns: str, rate: float, seconds: float, tmp: Path,
-               middlewares: tuple[str, ...]) -> tuple[int, int]:
+               middlewares: tuple[str, ...], src: str = "") -> tuple[int, int]:
     sys.path.insert(0, str(ROOT / "src"))
     from edgesec.capture.options import CaptureOptions
 
@@ -276,9 +277,10 @@ def trial_ours(cap_ns: str, snd_ns: str, rate: float, seconds: float, tmp: Path,
     # the DB bound (captureDbSize, 64 MiB by default) would pause a long header trial
     opts = CaptureOptions(capture_db_path=d / "c.sqlite", middlewares=middlewares,
                           buffer_size=16 * 1024 * 1024, capture_db_size=4 << 30)
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     w = subprocess.Popen(["ip", "netns", "exec", cap_ns, PY, "-m", "edgesec.capture.worker",
                           "--options", opts.to_json(), "--interface", "veth0"],
-                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                         stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     assert w.stdout is not None
     json.loads(w.stdout.readline())
     rx0 = rx_packets(cap_ns)
@@ -327,7 +329,8 @@ def send(ns: str, rate: float, seconds: float) -> int:
     return int(proc.stdout.split()[0])
 
 
-LIVE_RATES = (10_000, 20_000, 40_000, 60_000, 90_000, 120_000, 160_000, 200_000, 240_000)
+LIVE_RATES = (10_000, 20_000, 40_000, 60_000, 90_000, 105_000, 120_000, 160_000, 200_000,
+              240_000)
 
 
 def best_lossless(trial, label: str) -> float:
@@ -344,7 +347,8 @@ def best_lossless(trial, label: str) -> float:
     return best
 
 
-def bench_live(tmp: Path, seconds: float, repeat: int = 1, only: str = "") -> None:
+def bench_live(tmp: Path, seconds: float, repeat: int = 1, only: str = "",
+               old_src: str = "") -> None:
     p = "cb" + secrets.token_hex(3)
     cap, snd = p + "c", p + "s"
     made = []
@@ -368,6 +372,11 @@ def bench_live(tmp: Path, seconds: float, repeat: int = 1, only: str = "") -> No
         }
         if only:
             configs = {k: v for k, v in configs.items() if ",".join(v) in only.split(";")}
+        srcs = {name: "" for name in configs}
+        if old_src:  # the same middlewares from another checkout, in the same rounds
+            for name, mws in list(configs.items()):
+                configs["old " + name] = mws
+                srcs["old " + name] = old_src
         ratios: dict[str, list[float]] = {name: [] for name in configs}
         for rnd in range(repeat):
             print(f"  round {rnd + 1}:")
@@ -375,8 +384,8 @@ def bench_live(tmp: Path, seconds: float, repeat: int = 1, only: str = "") -> No
                 lambda r: (*trial_tcpdump(cap, snd, r, seconds, tmp), seconds), "tcpdump -w")}
             for name, mws in configs.items():
                 best[name] = best_lossless(
-                    lambda r, mws=mws: (*trial_ours(cap, snd, r, seconds, tmp, mws), seconds),
-                    name)
+                    lambda r, mws=mws, src=srcs[name]: (
+                        *trial_ours(cap, snd, r, seconds, tmp, mws, src), seconds), name)
             base = best["tcpdump -w"] or 1
             for name in configs:
                 ratios[name].append(best[name] / base)
@@ -521,10 +530,16 @@ def main() -> None:
                     help="recap: only recap -t against the Python floor")
     ap.add_argument("--repeat", type=int, default=3, help="--floor/live: rounds")
     ap.add_argument("--old-src", default="",
-                    help="--floor: also time recap from this src directory (before/after)")
+                    help="--floor/live: also run recap or the worker from this src directory "
+                    "(before/after in the same rounds)")
+    ap.add_argument("--sustained", action="store_true",
+                    help="live only, 10 s trials, header and flows,eve (sustained, not bursts)")
     ap.add_argument("--only", default="", help="live: middleware sets to run, e.g. "
                     "'header;flows,eve' (tcpdump always runs)")
     args = ap.parse_args()
+    if args.sustained:
+        args.no_recap, args.seconds = True, max(args.seconds, 10.0)
+        args.only = args.only or "header;flows,eve"
     # on disk, not tmpfs: write_bytes counts only writes to a block device
     with tempfile.TemporaryDirectory(prefix="edgesec-bench-", dir=ROOT / "bench") as d:
         if args.flash or args.footprint:
@@ -537,7 +552,7 @@ def main() -> None:
         if not args.no_recap:
             bench_recap(args.packets, Path(d), args.floor, args.repeat, args.old_src)
         if not args.no_live:
-            bench_live(Path(d), args.seconds, args.repeat, args.only)
+            bench_live(Path(d), args.seconds, args.repeat, args.only, args.old_src)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ class Checkpointer:
         self.errors = 0
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA cache_size=-256")  # it copies WAL frames, caches nothing
         self._db.execute(f"PRAGMA journal_size_limit={wal_size_limit}")
         self._kick = threading.Event()
         self._idle = threading.Event()

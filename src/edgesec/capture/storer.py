@@ -31,7 +31,7 @@ from edgesec.capture.pipeline import Pipeline
 from edgesec.ratelog import RateLimitedLog
 
 log = logging.getLogger("edgesec.capture.worker")
-STORE_QUEUE = 4  # decoded batches waiting for the store thread (memory bound)
+STORE_QUEUE = 2  # decoded batches waiting for the store thread (memory bound)
 PAUSED_RECHECK_S = 5.0  # while storage is refused, look again this often
 
 
