@@ -10,8 +10,9 @@ server's CPU per request (bench/supervisor.py).  Here one thread blocks in
 * answers a constant command (:meth:`CommandTable.register_constant`) itself,
   when no earlier request is still waiting in the loop, so replies keep the
   order of the requests;
-* hands every other datagram to the event loop (``call_soon_threadsafe``),
-  which parses, dispatches, audits and replies as before.  At most
+* hands every other datagram to the event loop (a queue, and one
+  ``call_soon_threadsafe`` per batch), which parses, dispatches, audits and
+  replies as before.  At most
   ``MAX_QUEUED`` datagrams wait there; beyond that the thread stops reading
   and the kernel's socket queue is the bound, as for a busy loop.
 
@@ -56,6 +57,9 @@ class ReaderThread:
         self._queued = 0  # written by the thread only
         self._done = 0  # written by the loop only
         self._closing = False
+        self._pending: collections.deque[tuple[bytes, list[tuple[int, int, bytes]], Any]] = \
+            collections.deque()
+        self._scheduled = False  # a _drain is scheduled in the loop
         self._thread = threading.Thread(target=self._run, name="supervisor-unix",
                                         daemon=True)
 
@@ -90,17 +94,32 @@ class ReaderThread:
             if self._closing:
                 return
             self._queued += 1
-            try:
-                self.loop.call_soon_threadsafe(self._in_loop, data, anc, addr)
-            except RuntimeError:  # the loop is closed: the daemon is stopping
-                return
+            self._pending.append((data, anc, addr))
+            # One wake-up of the loop for all the datagrams queued until it drains:
+            # the drain clears the flag *before* it pops, so nothing is left behind.
+            if not self._scheduled:
+                self._scheduled = True
+                try:
+                    self.loop.call_soon_threadsafe(self._drain)
+                except RuntimeError:  # the loop is closed: the daemon is stopping
+                    return
 
-    def _in_loop(self, data: bytes, anc: list[tuple[int, int, bytes]], addr: Any) -> None:
-        try:
-            self.handle(data, anc, addr)
-        finally:
-            self._done += 1
-            self._slots.release()
+    def _drain(self) -> None:
+        """In the loop: answer the queued datagrams, at most ``MAX_QUEUED`` a turn."""
+        self._scheduled = False
+        for _ in range(MAX_QUEUED):
+            try:
+                data, anc, addr = self._pending.popleft()
+            except IndexError:
+                return
+            try:
+                self.handle(data, anc, addr)
+            finally:
+                self._done += 1
+                self._slots.release()
+        if self._pending and not self._scheduled:  # let other callbacks run first
+            self._scheduled = True
+            self.loop.call_soon(self._drain)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Wake the thread (shutdown of the socket) and wait for it to end."""

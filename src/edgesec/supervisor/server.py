@@ -238,7 +238,8 @@ class SupervisorServer:
         results = collections.Counter(self.table.results)
         for endpoint in self._endpoints:
             if endpoint.reader is not None:
-                results.update(endpoint.reader.counts)
+                # dict(): one C-level copy (the thread may add a key meanwhile)
+                results.update(dict(endpoint.reader.counts))
         for (command, result), n in results.items():
             out[f"requests|command={command}|result={result}"] = n
         return out
