@@ -18,15 +18,16 @@ insert is raised again on the pipeline's thread (where it is counted).
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
-from itertools import chain
 
-from edgesec.capture.decode import Row
+from edgesec.capture.columnar import Columns, new_columns
 from edgesec.capture.middleware import Batch, Context
 from edgesec.capture.schema import (
     INDEXES,
     TABLE_NAMES,
     TABLES,
+    WIDTHS,
     create_statement,
     insert_statement,
 )
@@ -48,6 +49,7 @@ class HeaderMiddleware:
     """Write every decoded layer row to its header table."""
 
     name = "header"
+    columnar = True  # takes Batch.columns (bulk import) as well as Batch.frames
 
     def init(self, ctx: Context) -> None:
         """Create the tables and indexes if absent; start the writer thread."""
@@ -58,9 +60,9 @@ class HeaderMiddleware:
         if not ctx.bulk:
             for stmt in INDEXES:
                 ctx.db.execute(stmt)
-        self._inserts = [(t, insert_statement(t), multi_insert_statement(t, ROWS_PER_INSERT))
-                         for t in TABLE_NAMES]
-        self._queue: queue.Queue[dict[str, list[Row]] | None] = queue.Queue(QUEUE_BATCHES)
+        self._inserts = [(t, WIDTHS[t], insert_statement(t),
+                          multi_insert_statement(t, ROWS_PER_INSERT)) for t in TABLE_NAMES]
+        self._queue: queue.Queue[Columns | None] = queue.Queue(QUEUE_BATCHES)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write_loop, name="capture-header",
                                         daemon=True)
@@ -70,19 +72,24 @@ class HeaderMiddleware:
         execmany = self._db.executemany
         k = ROWS_PER_INSERT
         while True:
-            lists = self._queue.get()
+            cols = self._queue.get()
             try:
-                if lists is None:
+                if cols is None:
                     return
                 if self._error is None:
-                    for table, one, many in self._inserts:
-                        rows = lists[table]
-                        full = len(rows) - len(rows) % k
+                    # each table's values are flat, row after row: one slice per statement
+                    for table, width, one, many in self._inserts:
+                        values = cols[table]
+                        end = len(values)
+                        if end % width:  # a row of the wrong size would shift every later one
+                            raise sqlite3.ProgrammingError(
+                                f"{table}: {end} values are not rows of {width} columns")
+                        step = k * width
+                        full = end - end % step
                         if full:
-                            execmany(many, [tuple(chain.from_iterable(rows[j:j + k]))
-                                            for j in range(0, full, k)])
-                        if full < len(rows):
-                            execmany(one, rows[full:])
+                            execmany(many, [values[j:j + step] for j in range(0, full, step)])
+                        if full < end:
+                            execmany(one, [values[j:j + width] for j in range(full, end, width)])
             except BaseException as exc:  # raised again on the pipeline's thread
                 self._error = exc
             finally:
@@ -94,14 +101,16 @@ class HeaderMiddleware:
             raise exc
 
     def process(self, batch: Batch) -> None:
-        """Group the batch's rows per table and queue them for the writer."""
+        """Queue the batch's rows, per table, for the writer."""
         self._raise_error()
-        lists: dict[str, list[Row]] = {t: [] for t in TABLE_NAMES}
-        appends = {t: lst.append for t, lst in lists.items()}
-        for rows in batch.frames:
-            for table, row in rows.items():
-                appends[table](row)
-        self._queue.put(lists)
+        cols = batch.columns
+        if cols is None:  # per-frame rows: flatten them per table
+            cols = new_columns()
+            extends = {t: values.extend for t, values in cols.items()}
+            for rows in batch.frames:
+                for table, row in rows.items():
+                    extends[table](row)
+        self._queue.put(cols)
 
     def on_commit(self) -> None:
         """Wait until every queued row is inserted (the commit follows)."""
