@@ -6,9 +6,10 @@ transaction (the original prepared one INSERT per row and autocommitted),
 and indexes on time and MAC make per-device queries cheap (built once at
 the end of a bulk import, which is cheaper than maintaining them row by row).
 
-The inserts run on a writer thread: SQLite releases the GIL while it
+Live, the inserts run on a writer thread: SQLite releases the GIL while it
 executes a statement, so the B-tree work of one batch overlaps the decoding
-of the next on a second core. The hand-over queue holds two batches (so
+of the next on a second core. A bulk import (recap) inserts on the
+pipeline's thread instead (see ``init``). The hand-over queue holds two batches (so
 memory stays bounded and a slow disk slows the decoder down instead of
 piling up rows); ``on_commit``/``close`` wait until every queued batch is
 in, so a commit holds exactly the rows processed before it, and a failed
@@ -52,7 +53,7 @@ class HeaderMiddleware:
     columnar = True  # takes Batch.columns (bulk import) as well as Batch.frames
 
     def init(self, ctx: Context) -> None:
-        """Create the tables and indexes if absent; start the writer thread."""
+        """Create the tables and indexes if absent; start the writer thread (live)."""
         self._db = ctx.db
         for table in TABLE_NAMES:
             ctx.db.execute(create_statement(table))
@@ -64,32 +65,40 @@ class HeaderMiddleware:
                           multi_insert_statement(t, ROWS_PER_INSERT)) for t in TABLE_NAMES]
         self._queue: queue.Queue[Columns | None] = queue.Queue(QUEUE_BATCHES)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write_loop, name="capture-header",
-                                        daemon=True)
-        self._thread.start()
+        # A bulk import (recap) inserts on the pipeline's thread: binding the
+        # values holds the GIL for about half of the insert time, so a writer
+        # thread overlapped little and cost ~10% more CPU in GIL hand-overs.
+        self._thread: threading.Thread | None = None
+        if not ctx.bulk:
+            self._thread = threading.Thread(target=self._write_loop, name="capture-header",
+                                            daemon=True)
+            self._thread.start()
 
-    def _write_loop(self) -> None:
+    def _write(self, cols: Columns) -> None:
+        """Insert one batch: each table's flat values, one slice per statement."""
         execmany = self._db.executemany
         k = ROWS_PER_INSERT
+        for table, width, one, many in self._inserts:
+            values = cols[table]
+            end = len(values)
+            if end % width:  # a row of the wrong size would shift every later one
+                raise sqlite3.ProgrammingError(
+                    f"{table}: {end} values are not rows of {width} columns")
+            step = k * width
+            full = end - end % step
+            if full:
+                execmany(many, [values[j:j + step] for j in range(0, full, step)])
+            if full < end:
+                execmany(one, [values[j:j + width] for j in range(full, end, width)])
+
+    def _write_loop(self) -> None:
         while True:
             cols = self._queue.get()
             try:
                 if cols is None:
                     return
                 if self._error is None:
-                    # each table's values are flat, row after row: one slice per statement
-                    for table, width, one, many in self._inserts:
-                        values = cols[table]
-                        end = len(values)
-                        if end % width:  # a row of the wrong size would shift every later one
-                            raise sqlite3.ProgrammingError(
-                                f"{table}: {end} values are not rows of {width} columns")
-                        step = k * width
-                        full = end - end % step
-                        if full:
-                            execmany(many, [values[j:j + step] for j in range(0, full, step)])
-                        if full < end:
-                            execmany(one, [values[j:j + width] for j in range(full, end, width)])
+                    self._write(cols)
             except BaseException as exc:  # raised again on the pipeline's thread
                 self._error = exc
             finally:
@@ -101,7 +110,7 @@ class HeaderMiddleware:
             raise exc
 
     def process(self, batch: Batch) -> None:
-        """Queue the batch's rows, per table, for the writer."""
+        """Queue the batch's rows, per table, for the writer (bulk: insert them)."""
         self._raise_error()
         cols = batch.columns
         if cols is None:  # per-frame rows: flatten them per table
@@ -110,7 +119,10 @@ class HeaderMiddleware:
             for rows in batch.frames:
                 for table, row in rows.items():
                     extends[table](row)
-        self._queue.put(cols)
+        if self._thread is None:
+            self._write(cols)
+        else:
+            self._queue.put(cols)
 
     def on_commit(self) -> None:
         """Wait until every queued row is inserted (the commit follows)."""
@@ -124,9 +136,10 @@ class HeaderMiddleware:
 
     def close(self) -> None:
         """Stop the writer; build the secondary indexes after a bulk import."""
-        self._queue.put(None)
-        self._thread.join()
-        self._raise_error()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._raise_error()
         if self._bulk:
             # the sort behind CREATE INDEX takes up to the page cache again: keep it small
             self._db.execute("PRAGMA cache_size=-4096")
