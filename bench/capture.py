@@ -216,6 +216,7 @@ def bench_recap_floor(n: int, pcap: Path, tmp: Path, repeat: int, old_src: str =
     print(f"\nrecap -t vs the Python floor, {n} packets, {repeat} rounds (wall pkts/s):")
     runs = {"recap": ""} | ({"old recap": old_src} if old_src else {})
     ratios: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+    best: dict[str, list[float]] = {k: [1e9, 1e9] for k in ["floor", *runs]}  # wall, CPU
     for i in range(repeat):
         for f in tmp.glob("rf*.sqlite*"):
             f.unlink()
@@ -230,6 +231,8 @@ def bench_recap_floor(n: int, pcap: Path, tmp: Path, repeat: int, old_src: str =
             out = tmp / f"rf-{label.replace(' ', '-')}.sqlite"
             timings[label] = timed(
                 [PY, "-m", "edgesec.capture.cli", "-p", str(pcap), "-f", str(out), "-t"], env=env)
+        for label, (sec, _, cpu) in timings.items():
+            best[label] = [min(best[label][0], sec), min(best[label][1], cpu)]
         flo = timings["floor"]
         line = f"  round {i + 1}: floor {n / flo[0]:>9,.0f} pkts/s (CPU {n / flo[2]:>9,.0f})"
         for label in runs:
@@ -243,6 +246,10 @@ def bench_recap_floor(n: int, pcap: Path, tmp: Path, repeat: int, old_src: str =
         print(f"  ratio {label} / Python floor: wall {min(wall):.2f}x - {max(wall):.2f}x "
               f"(median {statistics.median(wall):.2f}x), CPU {min(cpu):.2f}x - {max(cpu):.2f}x "
               f"(median {statistics.median(cpu):.2f}x) (target >= 0.5x)")
+        # the least time of each over all rounds: load from other processes only adds time
+        print(f"  best of {repeat}: floor {n / best['floor'][0]:,.0f} pkts/s, {label} "
+              f"{n / best[label][0]:,.0f} pkts/s: {best['floor'][0] / best[label][0]:.2f}x "
+              f"wall, {best['floor'][1] / best[label][1]:.2f}x CPU")
 
 
 SENDER = """
