@@ -8,8 +8,8 @@ the end of a bulk import, which is cheaper than maintaining them row by row).
 
 Live, the inserts run on a writer thread: SQLite releases the GIL while it
 executes a statement, so the B-tree work of one batch overlaps the decoding
-of the next on a second core. A bulk import (recap) inserts on the
-pipeline's thread instead (see ``init``). The hand-over queue holds two batches (so
+of the next on a second core (a bulk import inserts on the pipeline's
+thread instead, see ``init``). The hand-over queue holds two batches (so
 memory stays bounded and a slow disk slows the decoder down instead of
 piling up rows); ``on_commit``/``close`` wait until every queued batch is
 in, so a commit holds exactly the rows processed before it, and a failed
