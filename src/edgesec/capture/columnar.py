@@ -23,13 +23,11 @@ from typing import Any
 from edgesec.capture.decode import (
     _ARP,
     _ETH,
-    _EXT,
     _ICMP,
     _IP4,
     _IP6,
     _IPV6_EXT,
     _TCP,
-    _U16,
     _UDP,
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
@@ -40,6 +38,7 @@ from edgesec.capture.decode import (
     MDNS_PORT,
     _dhcp_row,
     _dns_row,
+    skip_ipv6_extensions,
 )
 from edgesec.capture.pcapfile import Packet
 from edgesec.capture.schema import TABLE_NAMES
@@ -116,19 +115,7 @@ def decode_columns(packets: Sequence[Packet], ifname: str, ids: Sequence[str],
                      text(s) or _text(s), text(d) or _text(d)))
                 off = 54
                 if proto in _IPV6_EXT:
-                    hops = 0
-                    while proto in _IPV6_EXT and hops < 8 and off + 8 <= caplen:
-                        hops += 1
-                        nh, hlen = _EXT(data, off)
-                        if proto == 44:
-                            if _U16(data, off + 2)[0] & 0xFFF8:
-                                break  # non-first fragment: no transport header
-                            off += 8
-                        elif proto == 51:
-                            off += (hlen + 2) * 4
-                        else:
-                            off += (hlen + 1) * 8
-                        proto = nh
+                    proto, off = skip_ipv6_extensions(data, 54, proto, caplen)
                     if proto in _IPV6_EXT:
                         continue
                 v6 = True

@@ -215,6 +215,28 @@ def _transport(rows: Rows, uid: str, data: bytes, off: int, proto: int, v6: bool
         rows["icmp6" if v6 else "icmp4"] = (uid, typ, code, csum, rest)
 
 
+
+def skip_ipv6_extensions(data: bytes, off: int, proto: int, caplen: int) -> tuple[int, int]:
+    """Follow IPv6 extension headers from ``off``: (next protocol, its offset).
+
+    The protocol returned is still an extension header's when no transport
+    header follows: a non-first fragment, a truncated chain, more than 8 hops.
+    """
+    hops = 0
+    while proto in _IPV6_EXT and hops < 8 and off + 8 <= caplen:
+        hops += 1
+        nh, hlen = _EXT(data, off)
+        if proto == 44:
+            if _U16(data, off + 2)[0] & 0xFFF8:
+                return proto, off  # non-first fragment
+            off += 8
+        elif proto == 51:
+            off += (hlen + 2) * 4
+        else:
+            off += (hlen + 1) * 8
+        proto = nh
+    return proto, off
+
 def decode(data: bytes, ts_us: int, length: int, ifname: str, uid: str) -> Rows:
     """Decode one Ethernet frame into ``{table: row}``; never raises.
 
@@ -244,20 +266,7 @@ def decode(data: bytes, ts_us: int, length: int, ifname: str, uid: str) -> Rows:
             word, plen, nxt, hlim, s, d = _IP6(data, 14)
             rows["ip6"] = (uid, word & 0xFFFFF, plen, nxt, hlim, data[14],
                            inet_ntop(AF_INET6, s), inet_ntop(AF_INET6, d))
-            off = 54
-            hops = 0
-            while nxt in _IPV6_EXT and hops < 8 and off + 8 <= caplen:
-                hops += 1
-                nh, hlen = _EXT(data, off)
-                if nxt == 44:
-                    if _U16(data, off + 2)[0] & 0xFFF8:
-                        return rows  # non-first fragment: no transport header
-                    off += 8
-                elif nxt == 51:
-                    off += (hlen + 2) * 4
-                else:
-                    off += (hlen + 1) * 8
-                nxt = nh
+            nxt, off = skip_ipv6_extensions(data, 54, nxt, caplen)
             if nxt not in _IPV6_EXT:
                 _transport(rows, uid, data, off, nxt, True)
         elif etype == ETHERTYPE_ARP:
