@@ -5,19 +5,21 @@ subscriber callback runs synchronously in the publisher's thread.  A failing
 subscriber is logged and never stops delivery to the others.
 
 Every event kind has its own frozen dataclass (:class:`DeviceChanged`,
-:class:`IpChanged`, ...) whose typed fields are what subscribers read; each
-keeps ``kind`` and ``mac``. :class:`Event` is their base and stays
-constructible as ``Event(kind, mac, data)`` for kinds not typed yet. The
-read-only ``data`` mapping of every event is the compatibility view that the
-wire formats (supervisor ``SUBSCRIBE_EVENTS`` lines, the API's SSE) are built
-from; typed events derive it from their fields, so it cannot disagree with them.
+:class:`IpChanged`, :class:`QuarantineChanged`, :class:`AlertRaised`, ...)
+whose typed fields are what subscribers read; each keeps ``kind`` and ``mac``.
+:class:`Event` is their base and stays constructible as ``Event(kind, mac,
+data)`` for kinds not typed yet. The wire formats (supervisor
+``SUBSCRIBE_EVENTS`` lines, the API's SSE) are built from the typed fields;
+:func:`payload` derives an event's mapping generically from its dataclass
+fields, and the read-only ``data`` of every event is that same mapping kept
+for compatibility, so it cannot disagree with the fields.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,14 +42,39 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+_BASE_FIELDS = frozenset(("kind", "mac", "data"))
+
+
 def _typed(kind: str) -> Any:
     """The ``kind`` field of a typed event: fixed, not a constructor argument."""
     return field(default=kind, init=False)
 
 
+def _fixed(value: str) -> Any:
+    """A field every event of the class carries with the same value (e.g. mDNS ``action``)."""
+    return field(default=value, init=False)
+
+
 def _derived() -> Any:
     """The ``data`` field of a typed event: filled from the typed fields."""
     return field(default_factory=dict, init=False, repr=False, compare=False)
+
+
+def wire_name(name: str) -> Any:
+    """A typed field that the ``data`` mapping names ``name`` (e.g. an alert's ``kind``)."""
+    return field(metadata={"wire": name})
+
+
+def payload(event: Event) -> dict[str, Any]:
+    """The mapping the wire formats carry for ``event``, from its typed fields.
+
+    For a typed event: each field but ``kind``/``mac``/``data``, in declaration
+    order, under its wire name (a class may shape it with ``_data``); for an
+    untyped :class:`Event`: its ``data``.
+    """
+    if isinstance(event, _Typed):
+        return event._data()
+    return dict(event.data)
 
 
 class _Typed:
@@ -56,7 +83,10 @@ class _Typed:
     __slots__ = ()
 
     def _data(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The wire mapping: the event's own fields, generically (override to reshape)."""
+        return {f.metadata.get("wire", f.name): getattr(self, f.name)
+                for f in fields(self)  # type: ignore[arg-type]
+                if f.name not in _BASE_FIELDS}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", self._data())
@@ -88,9 +118,6 @@ class IpChanged(_Typed, Event):
     type: int
     primary: int
 
-    def _data(self) -> dict[str, Any]:
-        return {"ip": self.ip, "type": self.type, "primary": self.primary}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApStatus(_Typed, Event):
@@ -99,9 +126,6 @@ class ApStatus(_Typed, Event):
     kind: str = _typed("ap")
     data: Mapping[str, Any] = _derived()
     status: int
-
-    def _data(self) -> dict[str, Any]:
-        return {"status": self.status}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,9 +137,6 @@ class BridgeAdded(_Typed, Event):
     peer: str
     reason: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"peer": self.peer, "reason": self.reason}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BridgeRemoved(_Typed, Event):
@@ -126,9 +147,6 @@ class BridgeRemoved(_Typed, Event):
     peer: str
     reason: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"peer": self.peer, "reason": self.reason}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupChanged(_Typed, Event):
@@ -138,44 +156,42 @@ class GroupChanged(_Typed, Event):
     data: Mapping[str, Any] = _derived()
     group: str
     action: str
+    reason: str = ""  # only for "removed" (and only there on the wire)
     members: tuple[str, ...]
-    reason: str = ""  # only for "removed"
 
     def _data(self) -> dict[str, Any]:
-        if self.action == "removed":
-            return {"group": self.group, "action": self.action, "reason": self.reason,
-                    "members": self.members}
-        return {"group": self.group, "action": self.action, "members": self.members}
+        data = _Typed._data(self)
+        if self.action != "removed":
+            del data["reason"]
+        return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccessAdded(_Typed, Event):
+class _AccessChanged(_Typed, Event):
+    """An access rule ``rule`` (from ``mac``, its source) was added or removed."""
+
+    data: Mapping[str, Any] = _derived()
+    rule: Access
+    reason: str
+
+    def _data(self) -> dict[str, Any]:
+        r = self.rule
+        return {"peer": r.dst, "proto": r.proto, "port": r.port, "service": r.service,
+                "rule": r, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessAdded(_AccessChanged):
     """Access rule ``rule`` (from ``mac``, its source) was added."""
 
     kind: str = _typed("access_added")
-    data: Mapping[str, Any] = _derived()
-    rule: Access
-    reason: str
-
-    def _data(self) -> dict[str, Any]:
-        r = self.rule
-        return {"peer": r.dst, "proto": r.proto, "port": r.port, "service": r.service,
-                "rule": r, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccessRemoved(_Typed, Event):
+class AccessRemoved(_AccessChanged):
     """Access rule ``rule`` (from ``mac``, its source) was removed."""
 
     kind: str = _typed("access_removed")
-    data: Mapping[str, Any] = _derived()
-    rule: Access
-    reason: str
-
-    def _data(self) -> dict[str, Any]:
-        r = self.rule
-        return {"peer": r.dst, "proto": r.proto, "port": r.port, "service": r.service,
-                "rule": r, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,14 +200,10 @@ class FirewallHealed(_Typed, Event):
 
     kind: str = _typed("firewall_healed")
     data: Mapping[str, Any] = _derived()
+    family: str = "inet"
     table: str
     heals: int
     reason: str
-    family: str = "inet"
-
-    def _data(self) -> dict[str, Any]:
-        return {"family": self.family, "table": self.table, "heals": self.heals,
-                "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,10 +217,6 @@ class PolicyChanged(_Typed, Event):
     args: tuple[str, ...] | list[str]
     source: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"ts": self.ts, "command": self.command, "args": self.args,
-                "source": self.source}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MdnsAnnounced(_Typed, Event):
@@ -216,17 +224,13 @@ class MdnsAnnounced(_Typed, Event):
 
     kind: str = _typed("mdns")
     data: Mapping[str, Any] = _derived()
+    action: str = _fixed("announce")
     name: str
     type: str
     value: str
     ip: str
     interface: str
     ttl: int
-
-    def _data(self) -> dict[str, Any]:
-        return {"action": "announce", "name": self.name, "type": self.type,
-                "value": self.value, "ip": self.ip, "interface": self.interface,
-                "ttl": self.ttl}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,11 +239,31 @@ class MdnsBridge(_Typed, Event):
 
     kind: str = _typed("mdns")
     data: Mapping[str, Any] = _derived()
+    action: str = _fixed("bridge")
     peer: str
     reason: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"action": "bridge", "peer": self.peer, "reason": self.reason}
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuarantineChanged(_Typed, Event):
+    """``mac`` was quarantined (``on``) or released (not ``on``) by ``source``."""
+
+    kind: str = _typed("quarantine")
+    data: Mapping[str, Any] = _derived()
+    on: bool
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRaised(_Typed, Event):
+    """Detection raised an alert of kind ``alert`` about ``mac`` ("" when none)."""
+
+    kind: str = _typed("alert")
+    data: Mapping[str, Any] = _derived()
+    alert: str = wire_name("kind")
+    severity: int
+    message: str
 
 
 Subscriber = Callable[[Event], None]

@@ -99,7 +99,7 @@ def test_events_and_audit_carry_the_decision_and_its_evidence(w: World) -> None:
     w.events.clear()
     w.reg.quarantine(A, "dns tunnel", source="dns_tunnel", evidence=json.dumps({"x": 1}))
     w.reg.release(A, "operator")
-    texts = [proto.format_event(e.kind, e.mac, dict(e.data)) for e in w.events]
+    texts = [proto.event_line(e) for e in w.events]
     assert f"QUARANTINE {A} on dns_tunnel\n" in texts
     assert f"QUARANTINE {A} off operator\n" in texts
     audit = w.reg.audit(A)

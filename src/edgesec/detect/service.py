@@ -24,7 +24,7 @@ from typing import Any
 
 from edgesec.detect.alerts import Alert, AlertStore
 from edgesec.detect.model import DetectConfig
-from edgesec.events import Event
+from edgesec.events import AlertRaised, Event, QuarantineChanged
 from edgesec.registry import RegistryError, normalise_mac
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class DetectService:
         }
 
     def _on_event(self, event: Event) -> None:
-        if event.kind == "quarantine" and not event.data.get("on"):
+        if isinstance(event, QuarantineChanged) and not event.on:
             self._write({"reset": event.mac})
         if event.kind in WATCHED and self._world_task is None and not self._stopping:
             with contextlib.suppress(RuntimeError):
@@ -175,8 +175,8 @@ class DetectService:
             self.store.add(alert)
         except Exception:
             log.exception("cannot record alert %s", alert.kind)
-        self.registry.bus.publish(Event("alert", alert.mac, {
-            "kind": alert.kind, "severity": alert.severity, "message": alert.message}))
+        self.registry.bus.publish(AlertRaised(alert.mac, alert=alert.kind,
+                                              severity=alert.severity, message=alert.message))
         log.warning("alert %s %s severity %d: %s", alert.mac or "-", alert.kind, alert.severity,
                     alert.message)
         if not self.containment.should_quarantine(alert):
