@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgesec.capture.options import CaptureOptions
+from edgesec.restart import Backoff, restart_with_backoff
 
 if TYPE_CHECKING:
     from edgesec.config import Settings
@@ -149,14 +150,14 @@ class CaptureService:
                 await self._kill(self._proc)
 
     async def _read_loop(self) -> None:
-        backoff = 1.0
+        backoff = Backoff()
         while not self._stopping:
             proc = self._proc
             assert proc is not None and proc.stdout is not None
             async for line in proc.stdout:
                 with contextlib.suppress(ValueError):
                     self._last = json.loads(line)
-                backoff = 1.0
+                backoff.reset()
             await proc.wait()
             if self._stopping:
                 return
@@ -166,17 +167,14 @@ class CaptureService:
                     await self._spawn()
                 except CaptureError as exc:
                     self._error = str(exc)
-                    await asyncio.sleep(backoff)
+                    await asyncio.sleep(backoff.delay)
                 continue
-            self._error = f"worker exited with {proc.returncode}"
-            log.warning("capture %s; restarting in %.0f s", self._error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            try:
-                await self._spawn()
+            if await restart_with_backoff("capture", proc.returncode, backoff, self._spawn,
+                                          CaptureError, self._report):
                 self._restarts += 1
-            except CaptureError as exc:
-                self._error = str(exc)
+
+    def _report(self, error: str) -> None:
+        self._error = error
 
     async def _kill(self, proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
         if proc.returncode is None:

@@ -26,6 +26,7 @@ from edgesec.detect.alerts import Alert, AlertStore
 from edgesec.detect.model import DetectConfig
 from edgesec.events import AlertRaised, Event, QuarantineChanged
 from edgesec.registry import RegistryError, normalise_mac
+from edgesec.restart import Backoff, restart_with_backoff
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail logger
@@ -226,7 +227,7 @@ class DetectService:
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
-        backoff = 1.0
+        backoff = Backoff()
         while not self._stopping:
             proc = self._proc
             assert proc is not None and proc.stdout is not None
@@ -242,19 +243,16 @@ class DetectService:
                         log.exception("bad alert from the detect worker")
                 elif "stats" in msg:
                     self.stats = msg["stats"]
-                backoff = 1.0
+                backoff.reset()
             await proc.wait()
             if self._stopping:
                 return
-            self.error = f"worker exited with {proc.returncode}"
-            log.warning("detect %s; restarting in %.0f s", self.error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            try:
-                await self._spawn()
+            if await restart_with_backoff("detect", proc.returncode, backoff, self._spawn,
+                                          RuntimeError, self._report):
                 self.restarts += 1
-            except RuntimeError as exc:
-                self.error = str(exc)
+
+    def _report(self, error: str) -> None:
+        self.error = error
 
     async def stop(self) -> None:
         self._stopping = True

@@ -58,6 +58,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from edgesec.device_like import DeviceLike as DeviceLike  # re-exported: P.DeviceLike
+
 if TYPE_CHECKING:
     from edgesec.config import Settings
 
@@ -94,23 +96,6 @@ SET_TYPES: dict[str, Any] = {
 IP_CACHE_MAX = 65_536  # memoised (VLAN, address) -> inside the subnet?
 Row = Any  # str or tuple[str, ...]
 Rows = dict[str, set[Row]]
-
-
-class DeviceLike(Protocol):
-    """The fields of ``edgesec.registry.Device`` the policy reads (read-only, so the
-    frozen dataclass matches)."""
-
-    @property
-    def mac(self) -> str: ...
-    @property
-    def allow(self) -> bool: ...
-    @property
-    def vlanid(self) -> int: ...
-    @property
-    def nat(self) -> bool: ...
-
-    @property
-    def ips(self) -> tuple[str, ...]: ...
 
 
 def is_quarantined(dev: DeviceLike) -> bool:
