@@ -26,7 +26,7 @@ from edgesec.detect.alerts import Alert, AlertStore
 from edgesec.detect.model import DetectConfig
 from edgesec.events import AlertRaised, Event, QuarantineChanged
 from edgesec.registry import RegistryError, normalise_mac
-from edgesec.restart import Backoff, restart_with_backoff
+from edgesec.restart import WorkerReader
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail logger
@@ -88,7 +88,10 @@ class Containment:
             and self.mode(alert.mac) == "quarantine"
 
 
-class DetectService:
+class DetectService(WorkerReader):
+    """The detect worker's parent: publishes its alerts, contains by the policy."""
+
+    _what = "detect"
     name = "detect"
 
     def __init__(self, settings: Any, registry: Any, *, python: str = sys.executable) -> None:
@@ -226,33 +229,20 @@ class DetectService:
         await self._spawn()
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
-    async def _read_loop(self) -> None:
-        backoff = Backoff()
-        while not self._stopping:
-            proc = self._proc
-            assert proc is not None and proc.stdout is not None
-            async for line in proc.stdout:
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if "alert" in msg:
-                    try:
-                        self.handle_alert(Alert.from_dict(msg["alert"]))
-                    except Exception:
-                        log.exception("bad alert from the detect worker")
-                elif "stats" in msg:
-                    self.stats = msg["stats"]
-                backoff.reset()
-            await proc.wait()
-            if self._stopping:
-                return
-            if await restart_with_backoff("detect", proc.returncode, backoff, self._spawn,
-                                          RuntimeError, self._report):
-                self.restarts += 1
+    def _on_message(self, msg: Any) -> None:
+        if "alert" in msg:
+            try:
+                self.handle_alert(Alert.from_dict(msg["alert"]))
+            except Exception:
+                log.exception("bad alert from the detect worker")
+        elif "stats" in msg:
+            self.stats = msg["stats"]
 
     def _report(self, error: str) -> None:
         self.error = error
+
+    def _restarted(self) -> None:
+        self.restarts += 1
 
     async def stop(self) -> None:
         self._stopping = True
