@@ -13,12 +13,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from edgesec.config import Settings, parse_settings
-from edgesec.events import EventBus
 from edgesec.reclaim import reclaimable
 from edgesec.registry import STATUS_CONNECTED, Device, Registry, RegistryError
-from edgesec.store import Store
 from edgesec.supervisor.commands import CommandTable, NetworkCommands
 from edgesec.supervisor.server import SupervisorServer
+from registry_world import World
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 POOL = """
@@ -40,27 +39,6 @@ vlanPoolLifetime = 600
 
 def pool_settings(open_net: bool = True) -> Settings:
     return parse_settings(POOL.format(open="true" if open_net else "false"))
-
-
-class World:
-    def __init__(self, tmp: Path, cfg: Settings) -> None:
-        self.db = tmp / "conn.sqlite"
-        self.cfg = cfg
-        self.now = 1_700_000_000.0
-        self.events: list = []
-        self.stores: list[Store] = []
-        self.reg = self.open()
-
-    def open(self) -> Registry:
-        store = Store(self.db)
-        self.stores.append(store)
-        bus = EventBus()
-        bus.subscribe(self.events.append)
-        return Registry(self.cfg, store, bus, clock=lambda: self.now)
-
-    def close(self) -> None:
-        for s in self.stores:
-            s.close()
 
 
 @pytest.fixture
