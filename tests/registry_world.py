@@ -1,17 +1,32 @@
 """A Registry over a real SQLite file, for the unit tests of registry behaviour.
 
 Time is an injected :class:`Clock`; every event is recorded in ``events``;
-"restart" is :meth:`World.open` again on the same file.
+"restart" is :meth:`World.open` again on the same file.  :func:`pool_settings`
+is the VLAN-pool gateway the admission tests and ``bench/devices.py`` use.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgesec.config import Settings
+from edgesec.config import Settings, parse_settings
 from edgesec.events import Event, EventBus
 from edgesec.registry import Registry
 from edgesec.store import Store
+
+
+def pool_settings(open_net: bool = True, prefix: str = "10.200.0.0/24",
+                  *interfaces: str) -> Settings:
+    """VLAN 1 plus a pool of /28 subnets in ``prefix`` (VLANs allocated per device).
+
+    ``open_net`` is ``allowAllConnections``; ``interfaces`` are further lines
+    of the ``[interfaces]`` section.
+    """
+    return parse_settings("\n".join([
+        "[system]", "defaultOpenVlanId = 1", f"allowAllConnections = {str(open_net).lower()}",
+        "allocateVlans = true", "[ap]", "wpaPassphrase = default-pass", "[interfaces]",
+        'if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"', f"vlanPoolPrefix = {prefix}",
+        "vlanPoolPrefixLen = 28", *interfaces]))
 
 
 class Clock:

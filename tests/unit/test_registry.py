@@ -35,24 +35,8 @@ def settings(vlans: range = range(1, 6), **system: object) -> Settings:
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    w = World(tmp_path, settings())
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def make_world(tmp_path: Path):
-    made: list[World] = []
-
-    def make(cfg: Settings) -> World:
-        w = World(tmp_path / str(len(made)), cfg)
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        w.close()
+def world(make_world) -> World:
+    return make_world(settings())
 
 
 # -- MAC normalisation ------------------------------------------------------------------

@@ -5,14 +5,13 @@ A real SQLite file (restart = a second Registry on it) and an injected clock.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from edgesec.config import Settings, parse_settings
+import registry_world
+from edgesec.config import Settings
 from edgesec.reclaim import reclaimable
 from edgesec.registry import STATUS_CONNECTED, Device, Registry, RegistryError
 from edgesec.supervisor.commands import CommandTable, NetworkCommands
@@ -20,39 +19,23 @@ from edgesec.supervisor.server import SupervisorServer
 from registry_world import World
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
-POOL = """
-[system]
-defaultOpenVlanId = 1
-allowAllConnections = {open}
-allocateVlans = true
-[ap]
-wpaPassphrase = default-pass
-[interfaces]
-if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"
-if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"
-vlanPoolPrefix = 10.200.0.0/26
-vlanPoolPrefixLen = 28
-vlanPoolFirstVlan = 100
-vlanPoolLifetime = 600
-"""
 
 
 def pool_settings(open_net: bool = True) -> Settings:
-    return parse_settings(POOL.format(open="true" if open_net else "false"))
+    """Four pool VLANs from 100, given back after 600 s unseen."""
+    return registry_world.pool_settings(
+        open_net, "10.200.0.0/26", 'if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"',
+        "vlanPoolFirstVlan = 100", "vlanPoolLifetime = 600")
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    w = World(tmp_path, pool_settings())
-    yield w
-    w.close()
+def world(make_world) -> World:
+    return make_world(pool_settings())
 
 
 @pytest.fixture
-def closed(tmp_path: Path):
-    w = World(tmp_path, pool_settings(open_net=False))
-    yield w
-    w.close()
+def closed(make_world) -> World:
+    return make_world(pool_settings(open_net=False))
 
 
 # -- the pool ----------------------------------------------------------------------------
