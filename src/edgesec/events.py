@@ -77,27 +77,26 @@ def payload(event: Event) -> dict[str, Any]:
     return dict(event.data)
 
 
-class _Typed:
-    """Mixin: ``__post_init__`` stores :meth:`_data` as the compatibility ``data``."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Typed(Event):
+    """Base of the typed events: ``data`` is filled from the typed fields."""
 
-    __slots__ = ()
+    data: Mapping[str, Any] = _derived()
 
     def _data(self) -> dict[str, Any]:
         """The wire mapping: the event's own fields, generically (override to reshape)."""
         return {f.metadata.get("wire", f.name): getattr(self, f.name)
-                for f in fields(self)  # type: ignore[arg-type]
-                if f.name not in _BASE_FIELDS}
+                for f in fields(self) if f.name not in _BASE_FIELDS}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", self._data())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceChanged(_Typed, Event):
+class DeviceChanged(_Typed):
     """A device record was created (``old`` None), changed, or removed (``new`` None)."""
 
     kind: str = _typed("device")
-    data: Mapping[str, Any] = _derived()
     old: Device | None = None
     new: Device | None = None
     reason: str = ""  # why a removed device was removed
@@ -109,51 +108,46 @@ class DeviceChanged(_Typed, Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IpChanged(_Typed, Event):
+class IpChanged(_Typed):
     """A lease of ``ip`` was added (``type`` IP_ADD/IP_OLD) or deleted (IP_DEL)."""
 
     kind: str = _typed("ip")
-    data: Mapping[str, Any] = _derived()
     ip: str
     type: int
     primary: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ApStatus(_Typed, Event):
+class ApStatus(_Typed):
     """The access point reported a station (dis)connecting."""
 
     kind: str = _typed("ap")
-    data: Mapping[str, Any] = _derived()
     status: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BridgeAdded(_Typed, Event):
+class BridgeAdded(_Typed):
     """``mac`` and ``peer`` may now talk to each other."""
 
     kind: str = _typed("bridge_added")
-    data: Mapping[str, Any] = _derived()
     peer: str
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BridgeRemoved(_Typed, Event):
+class BridgeRemoved(_Typed):
     """The bridge between ``mac`` and ``peer`` is gone."""
 
     kind: str = _typed("bridge_removed")
-    data: Mapping[str, Any] = _derived()
     peer: str
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GroupChanged(_Typed, Event):
+class GroupChanged(_Typed):
     """``mac`` joined (``action`` "added") or left ("removed") ``group``."""
 
     kind: str = _typed("group_changed")
-    data: Mapping[str, Any] = _derived()
     group: str
     action: str
     reason: str = ""  # only for "removed" (and only there on the wire)
@@ -167,10 +161,9 @@ class GroupChanged(_Typed, Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _AccessChanged(_Typed, Event):
+class _AccessChanged(_Typed):
     """An access rule ``rule`` (from ``mac``, its source) was added or removed."""
 
-    data: Mapping[str, Any] = _derived()
     rule: Access
     reason: str
 
@@ -195,11 +188,10 @@ class AccessRemoved(_AccessChanged):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FirewallHealed(_Typed, Event):
+class FirewallHealed(_Typed):
     """A table we own was altered by another process and has been re-applied."""
 
     kind: str = _typed("firewall_healed")
-    data: Mapping[str, Any] = _derived()
     family: str = "inet"
     table: str
     heals: int
@@ -207,11 +199,10 @@ class FirewallHealed(_Typed, Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PolicyChanged(_Typed, Event):
+class PolicyChanged(_Typed):
     """A policy command succeeded (audit); ``mac`` is the device it named, if any."""
 
     kind: str = _typed("policy")
-    data: Mapping[str, Any] = _derived()
     ts: float
     command: str
     args: tuple[str, ...] | list[str]
@@ -219,11 +210,10 @@ class PolicyChanged(_Typed, Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MdnsAnnounced(_Typed, Event):
+class MdnsAnnounced(_Typed):
     """A device announced an mDNS record (name, type, value) from ``ip``."""
 
     kind: str = _typed("mdns")
-    data: Mapping[str, Any] = _derived()
     action: str = _fixed("announce")
     name: str
     type: str
@@ -234,33 +224,30 @@ class MdnsAnnounced(_Typed, Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MdnsBridge(_Typed, Event):
+class MdnsBridge(_Typed):
     """mDNS traffic showed ``mac`` talking to ``peer`` (auto-bridging evidence)."""
 
     kind: str = _typed("mdns")
-    data: Mapping[str, Any] = _derived()
     action: str = _fixed("bridge")
     peer: str
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class QuarantineChanged(_Typed, Event):
+class QuarantineChanged(_Typed):
     """``mac`` was quarantined (``on``) or released (not ``on``) by ``source``."""
 
     kind: str = _typed("quarantine")
-    data: Mapping[str, Any] = _derived()
     on: bool
     reason: str
     source: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AlertRaised(_Typed, Event):
+class AlertRaised(_Typed):
     """Detection raised an alert of kind ``alert`` about ``mac`` ("" when none)."""
 
     kind: str = _typed("alert")
-    data: Mapping[str, Any] = _derived()
     alert: str = wire_name("kind")
     severity: int
     message: str
