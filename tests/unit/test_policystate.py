@@ -16,12 +16,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from test_policy_incremental import ModelNft, follow
+from test_policy_incremental import ModelNft, follow, running_firewall
 from test_registry import settings
 
 from edgesec.events import DeviceChanged, Event, EventBus
 from edgesec.net import policy as P
-from edgesec.net.firewall import FirewallService
 from edgesec.net.policystate import PolicyState
 from edgesec.registry import Device, Registry, RegistryError
 from edgesec.store import Store
@@ -142,10 +141,7 @@ def test_the_firewall_applies_event_deltas_without_reading_the_registry() -> Non
     try:
         reg = Registry(cfg, store, EventBus())
         src = Counting(reg)
-        nft = ModelNft()
-        fw = FirewallService(P.PolicyConfig.from_settings(cfg), src, nft=nft)  # type: ignore[arg-type]
-        fw._running = True
-        reg.bus.subscribe(fw.on_event)
+        fw, nft = running_firewall(P.PolicyConfig.from_settings(cfg), src)
         fw.apply_full()
         reads = src.reads
         reg.accept_mac(MACS[0], 1)
