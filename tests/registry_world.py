@@ -69,3 +69,13 @@ class World:
     def close(self) -> None:
         for s in self.stores:
             s.close()
+
+
+def durable_groups(db: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str, str, int]]]:
+    """(memberships, access rules) as a second connection reads them from ``db``."""
+    other = Store(db)
+    try:
+        return ([(m.group, m.mac) for m in other.load_memberships()],
+                [(r.mac_from, r.mac_to, r.proto, r.port) for r in other.load_access()])
+    finally:
+        other.close()

@@ -13,8 +13,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from test_commands import Harness
 
-from edgesec.store import Store
 from edgesec.supervisor import protocol as proto
+from registry_world import durable_groups
 
 A, B, C = "11:22:33:44:55:66", "aa:bb:cc:dd:ee:ff", "00:01:02:03:04:05"
 UNKNOWN = "02:00:00:00:00:99"
@@ -31,12 +31,7 @@ def h(tmp_path: Path):
 
 
 def durable(h: Harness) -> tuple[list, list]:
-    other = Store(h.db)
-    try:
-        return ([(m.group, m.mac) for m in other.load_memberships()],
-                [(r.mac_from, r.mac_to, r.proto, r.port) for r in other.load_access()])
-    finally:
-        other.close()
+    return durable_groups(h.db)
 
 
 def test_groups(h: Harness) -> None:

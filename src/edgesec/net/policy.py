@@ -211,22 +211,8 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
         return rows
     if dev.nat and cfg.nat_interface:
         rows[NAT].update(ips)
-    for peer in partners:
-        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
-            continue
-        for pip in valid_ips(cfg, peer):
-            for ip in ips:
-                if ip != pip:
-                    rows[BRIDGES].add((ip, pip))
-                    rows[BRIDGES].add((pip, ip))
-    for peer in members:
-        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
-            continue
-        for pip in valid_ips(cfg, peer):
-            for ip in ips:
-                if ip != pip:
-                    rows[GROUPS].add((ip, pip))
-                    rows[GROUPS].add((pip, ip))
+    _both_ways(cfg, dev, ips, partners, rows[BRIDGES])
+    _both_ways(cfg, dev, ips, members, rows[GROUPS])
     for rule, peer in access:
         if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
             continue
@@ -240,6 +226,20 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
                     else:
                         rows[ACCESS_ANY].add((sip, dip))
     return rows
+
+
+def _both_ways(cfg: PolicyConfig, dev: DeviceLike, ips: Iterable[str],
+               peers: Iterable[DeviceLike], into: set[Row]) -> None:
+    """Address pairs both ways between ``dev`` and each allowed, free peer (a bridge or
+    a shared group)."""
+    for peer in peers:
+        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
+            continue
+        for pip in valid_ips(cfg, peer):
+            for ip in ips:
+                if ip != pip:
+                    into.add((ip, pip))
+                    into.add((pip, ip))
 
 
 def elements(cfg: PolicyConfig, devices: Iterable[DeviceLike],
