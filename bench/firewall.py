@@ -35,7 +35,7 @@ from typing import Any
 
 from pyroute2 import netns
 
-from edgesec.events import EventBus
+from edgesec.events import BridgeAdded, EventBus
 from edgesec.lab.topology import Topology, run
 from edgesec.net import policy as P
 from edgesec.net.firewall import FirewallService
@@ -73,6 +73,7 @@ class BenchRegistry:
         self._bridges.add((min(a, b), max(a, b)))
         self._partners.setdefault(a, set()).add(b)
         self._partners.setdefault(b, set()).add(a)
+        self.bus.publish(BridgeAdded(mac=a, peer=b, reason="bench"))  # as the registry does
 
     def get(self, mac: str) -> Dev | None:
         return self._devs.get(mac)
@@ -224,7 +225,7 @@ def main() -> None:
             x, y = rnd.sample(devs[2:], 2)
             reg.add_bridge(x.mac, y.mac)
             t = time.perf_counter()
-            fw.refresh({x.mac, y.mac})
+            fw.apply_delta(*fw.state.apply(BridgeAdded(mac=x.mac, peer=y.mac, reason="bench")))
             ours.append(time.perf_counter() - t)
         fw.nft.apply([{"delete": {"table": {"family": "inet", "name": "edgesec"}}}])
         iptables_load(args.iptables, rules)
