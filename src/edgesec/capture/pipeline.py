@@ -199,11 +199,15 @@ class Pipeline:
         return batch
 
     def check_storage(self) -> str:
-        """Ask the guard (live only); logs once when capture pauses and when it resumes."""
+        """Ask the guard (live only); logs once when capture pauses and when it resumes.
+
+        While paused the reason's figures change with every check (free space moves);
+        only the transitions are logged.
+        """
         if self.guard is None:
             return ""
-        before = self.guard.reason
-        if self.guard.check() != before:
+        was_paused = bool(self.guard.reason)
+        if bool(self.guard.check()) != was_paused:
             if self.guard.reason:
                 log.warning("%s", self.guard.reason)
             else:
