@@ -24,8 +24,9 @@ from typing import Any
 
 from edgesec.detect.alerts import Alert, AlertStore
 from edgesec.detect.model import DetectConfig
-from edgesec.events import Event
+from edgesec.events import AlertRaised, Event, QuarantineChanged
 from edgesec.registry import RegistryError, normalise_mac
+from edgesec.restart import WorkerReader
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail logger
@@ -87,7 +88,10 @@ class Containment:
             and self.mode(alert.mac) == "quarantine"
 
 
-class DetectService:
+class DetectService(WorkerReader):
+    """The detect worker's parent: publishes its alerts, contains by the policy."""
+
+    _what = "detect"
     name = "detect"
 
     def __init__(self, settings: Any, registry: Any, *, python: str = sys.executable) -> None:
@@ -144,7 +148,7 @@ class DetectService:
         }
 
     def _on_event(self, event: Event) -> None:
-        if event.kind == "quarantine" and not event.data.get("on"):
+        if isinstance(event, QuarantineChanged) and not event.on:
             self._write({"reset": event.mac})
         if event.kind in WATCHED and self._world_task is None and not self._stopping:
             with contextlib.suppress(RuntimeError):
@@ -175,8 +179,8 @@ class DetectService:
             self.store.add(alert)
         except Exception:
             log.exception("cannot record alert %s", alert.kind)
-        self.registry.bus.publish(Event("alert", alert.mac, {
-            "kind": alert.kind, "severity": alert.severity, "message": alert.message}))
+        self.registry.bus.publish(AlertRaised(alert.mac, alert=alert.kind,
+                                              severity=alert.severity, message=alert.message))
         log.warning("alert %s %s severity %d: %s", alert.mac or "-", alert.kind, alert.severity,
                     alert.message)
         if not self.containment.should_quarantine(alert):
@@ -225,36 +229,20 @@ class DetectService:
         await self._spawn()
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
-    async def _read_loop(self) -> None:
-        backoff = 1.0
-        while not self._stopping:
-            proc = self._proc
-            assert proc is not None and proc.stdout is not None
-            async for line in proc.stdout:
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if "alert" in msg:
-                    try:
-                        self.handle_alert(Alert.from_dict(msg["alert"]))
-                    except Exception:
-                        log.exception("bad alert from the detect worker")
-                elif "stats" in msg:
-                    self.stats = msg["stats"]
-                backoff = 1.0
-            await proc.wait()
-            if self._stopping:
-                return
-            self.error = f"worker exited with {proc.returncode}"
-            log.warning("detect %s; restarting in %.0f s", self.error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+    def _on_message(self, msg: Any) -> None:
+        if "alert" in msg:
             try:
-                await self._spawn()
-                self.restarts += 1
-            except RuntimeError as exc:
-                self.error = str(exc)
+                self.handle_alert(Alert.from_dict(msg["alert"]))
+            except Exception:
+                log.exception("bad alert from the detect worker")
+        elif "stats" in msg:
+            self.stats = msg["stats"]
+
+    def _report(self, error: str) -> None:
+        self.error = error
+
+    def _restarted(self) -> None:
+        self.restarts += 1
 
     async def stop(self) -> None:
         self._stopping = True

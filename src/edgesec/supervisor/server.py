@@ -313,7 +313,7 @@ class SupervisorServer:
         return proto.OK
 
     def _on_event(self, event: Event) -> None:
-        text = proto.format_event(event.kind, event.mac, dict(event.data))
+        text = proto.event_line(event)
         if text is None or not self.subscribers:
             return
         self.broadcast(text.encode())
