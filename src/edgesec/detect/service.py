@@ -20,13 +20,17 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesec.detect.alerts import Alert, AlertStore
 from edgesec.detect.model import DetectConfig
 from edgesec.events import AlertRaised, Event, QuarantineChanged
 from edgesec.registry import RegistryError, normalise_mac
 from edgesec.restart import WorkerReader
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail logger
@@ -37,18 +41,18 @@ WATCHED = ("device", "ip", "bridge_added", "bridge_removed", "group_changed", "a
            "access_removed")
 
 
-def eve_path(settings: Any) -> Path:
+def eve_path(settings: Settings) -> Path:
     d = settings.detect
     if d.eve_path:
         return Path(d.eve_path)
     cap = settings.capture
-    if getattr(cap, "eve_path", None):
+    if cap.eve_path:
         return Path(cap.eve_path)
     base = cap.capture_db_path.parent if cap.capture_db_path else Path(".")
     return base / "eve.json"
 
 
-def _forward_port(settings: Any) -> int:
+def _forward_port(settings: Settings) -> int:
     try:
         from edgesec.dhcp.dnsfwd import forwarder_port
 
@@ -94,7 +98,8 @@ class DetectService(WorkerReader):
     _what = "detect"
     name = "detect"
 
-    def __init__(self, settings: Any, registry: Any, *, python: str = sys.executable) -> None:
+    def __init__(self, settings: Settings, registry: Registry, *,
+                 python: str = sys.executable) -> None:
         self.settings = settings
         self.registry = registry
         d = settings.detect
@@ -279,5 +284,5 @@ class DetectService(WorkerReader):
         return ("degraded", self.error) if self.error else ("ok", "")
 
 
-def build_detect_service(settings: Any, registry: Any) -> DetectService:
+def build_detect_service(settings: Settings, registry: Registry) -> DetectService:
     return DetectService(settings, registry)
