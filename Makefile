@@ -14,7 +14,7 @@ DEB_PACKAGES := python3 python3-venv python3-dev python3-nftables gcc \
 	avahi-daemon avahi-utils procps systemd man-db \
 	chromium prometheus
 
-.PHONY: demo test bench lint deps venv clean install install-config uninstall
+.PHONY: demo test check coverage bench lint deps venv clean install install-config uninstall
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -40,6 +40,15 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest tests
+
+# The inner loop: unit tests without the fuzzers (CI runs everything through `make test`).
+check: venv
+	$(PY) -m pytest tests/unit -m "not slow" -q
+
+# Line coverage of src/edgesec by the unit tests alone, per module.
+coverage: venv
+	$(PY) -m pytest tests/unit -m "not slow" -q -p no:cacheprovider \
+		--cov=edgesec --cov-report=term:skip-covered
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -16,42 +16,29 @@ import gc
 import ipaddress
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from edgesec.access import radius_codec as rc
 from edgesec.access.radius import RadiusConfig, RadiusServer
-from edgesec.config import parse_settings
+from edgesec.lab.hostap import access_request
 from edgesec.registry import Registry
 from edgesec.store import Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from registry_world import pool_settings
+
 SECRET = b"bench-secret"
 ADDR = ("127.0.0.1", 40000)
-CONFIG = """
-[system]
-defaultOpenVlanId = 1
-allowAllConnections = true
-allocateVlans = true
-[ap]
-wpaPassphrase = default-pass
-[interfaces]
-if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"
-vlanPoolPrefix = 10.200.0.0/24
-vlanPoolPrefixLen = 28
-"""
 
 
 def request(mac: str, ident: int) -> bytes:
-    plain = mac.replace(":", "")
-    auth = os.urandom(16)
-    pw = rc.encrypt_user_password(plain.encode(), SECRET, auth)
-    return rc.encode_request(ident, auth, SECRET, [(rc.USER_NAME, plain.encode()),
-                                                   (rc.USER_PASSWORD, pw)])
+    return access_request(mac, SECRET, ident)[0]
 
 
 def server(tmp: Path, rate: int) -> tuple[Registry, RadiusServer]:
-    reg = Registry(parse_settings(CONFIG), Store(tmp / f"rate{rate}.sqlite"))
+    reg = Registry(pool_settings(), Store(tmp / f"rate{rate}.sqlite"))
     cfg = RadiusConfig(secret=SECRET, clients=ipaddress.IPv4Network("127.0.0.1/32"),
                        new_device_rate=rate, new_device_burst=10)
     return reg, RadiusServer(cfg, reg)

@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
 import random
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,10 +35,11 @@ from typing import Any
 
 from pyroute2 import netns
 
-from edgesec.events import EventBus
+from edgesec.events import BridgeAdded, EventBus
 from edgesec.lab.topology import Topology, run
 from edgesec.net import policy as P
 from edgesec.net.firewall import FirewallService
+from labnet import exit_on_sigterm, routed_devices
 
 VLANS = 10
 
@@ -75,6 +73,7 @@ class BenchRegistry:
         self._bridges.add((min(a, b), max(a, b)))
         self._partners.setdefault(a, set()).add(b)
         self._partners.setdefault(b, set()).add(a)
+        self.bus.publish(BridgeAdded(mac=a, peer=b, reason="bench"))  # as the registry does
 
     def get(self, mac: str) -> Dev | None:
         return self._devs.get(mac)
@@ -181,26 +180,10 @@ def main() -> None:
     ap.add_argument("--changes", type=int, default=50, help="single ADD_BRIDGE samples")
     ap.add_argument("--iptables", default="iptables", help="iptables or iptables-legacy")
     args = ap.parse_args()
-    # a SIGTERM still runs the clean-up below (namespaces removed); forked helpers
-    # (pyroute2 creates namespaces in a child it terminates) keep the default action
-    main_pid = os.getpid()
-
-    def on_term(signum: int, _frame: object) -> None:
-        if os.getpid() == main_pid:
-            sys.exit(143)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
 
     with Topology(wan=False) as topo:
-        a = topo.add_device("a", 1)
-        b = topo.add_device("b", 2)
-        for dev, gw in ((a, "10.0.1.1"), (b, "10.0.2.1")):
-            run(topo.gateway, ["ip", "addr", "add", f"{gw}/24", "dev", dev.bridge])
-            run(topo.gateway, ["ip", "link", "set", dev.bridge, "up"])
-            topo.set_address(dev, f"{gw[:-1]}10/24", gw)
-        run(topo.gateway, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        a, b = routed_devices(topo, {"a": 1, "b": 2}).values()
         netns.setns(topo.gateway)  # libnftables and iptables act on the gateway netns now
 
         devs = make_devices(args.devices, a.mac, b.mac)
@@ -242,7 +225,7 @@ def main() -> None:
             x, y = rnd.sample(devs[2:], 2)
             reg.add_bridge(x.mac, y.mac)
             t = time.perf_counter()
-            fw.refresh({x.mac, y.mac})
+            fw.apply_delta(*fw.state.apply(BridgeAdded(mac=x.mac, peer=y.mac, reason="bench")))
             ours.append(time.perf_counter() - t)
         fw.nft.apply([{"delete": {"table": {"family": "inet", "name": "edgesec"}}}])
         iptables_load(args.iptables, rules)

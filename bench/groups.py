@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
 import statistics
 import sys
 import time
@@ -52,6 +50,7 @@ from edgesec.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the peer benchmark's helpers
 from firewall import BenchRegistry, Dev, make_devices, ms, policy_cfg
+from labnet import exit_on_sigterm, routed_devices
 
 PORT = 5201
 PATHS = ("bridge", "group", "access")
@@ -170,24 +169,10 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds between applying a ruleset and measuring it")
     args = ap.parse_args()
-    main_pid = os.getpid()
-
-    def on_term(signum: int, _frame: object) -> None:
-        if os.getpid() == main_pid:
-            sys.exit(143)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
 
     with Topology(wan=False) as topo:
-        lab = {n: topo.add_device(n, v) for n, v in (("a", 1), ("b", 2), ("c", 3), ("d", 4))}
-        for vlan, dev in enumerate(lab.values(), start=1):
-            gw = f"10.0.{vlan}.1"
-            run(topo.gateway, ["ip", "addr", "add", f"{gw}/24", "dev", dev.bridge])
-            run(topo.gateway, ["ip", "link", "set", dev.bridge, "up"])
-            topo.set_address(dev, f"10.0.{vlan}.10/24", gw)
-        run(topo.gateway, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        lab = routed_devices(topo, {"a": 1, "b": 2, "c": 3, "d": 4})
         netns.setns(topo.gateway)  # libnftables acts on the gateway netns now
 
         macs = {n: d.mac for n, d in lab.items()}
@@ -279,8 +264,7 @@ def main() -> None:
             timings["ADD_ACCESS"].append(time.perf_counter() - t)
             x, y = rnd.sample(pool, 2)
             t = time.perf_counter()
-            reg.add_bridge(x, y)
-            fw.refresh({x, y})
+            reg.add_bridge(x, y)  # the firewall follows through the bus
             timings["ADD_BRIDGE"].append(time.perf_counter() - t)
         drop_table(fw)
         bridge_med = statistics.median(timings["ADD_BRIDGE"])

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import statistics
 import sys
 import time
@@ -46,6 +45,7 @@ from edgesec.net.nftgen import GenerationReader
 
 sys.path.insert(0, os.path.dirname(__file__))
 from firewall import BenchRegistry, make_devices, policy_cfg
+from labnet import exit_on_sigterm, routed_devices
 
 OLD_POLL_S = 0.5
 
@@ -192,23 +192,10 @@ def main() -> None:
     ap.add_argument("--samples", action="store_true", help="print every sample")
     args = ap.parse_args()
     logging.getLogger("edgesec").setLevel(logging.ERROR)  # one warning per heal otherwise
-    main_pid = os.getpid()
-
-    def on_term(signum: int, _frame: object) -> None:
-        if os.getpid() == main_pid:
-            sys.exit(143)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
     with Topology(wan=False) as topo:
-        a, b = topo.add_device("a", 1), topo.add_device("b", 2)
-        for dev, gw in ((a, "10.0.1.1"), (b, "10.0.2.1")):
-            run(topo.gateway, ["ip", "addr", "add", f"{gw}/24", "dev", dev.bridge])
-            run(topo.gateway, ["ip", "link", "set", dev.bridge, "up"])
-            topo.set_address(dev, f"{gw[:-1]}10/24", gw)
+        a, b = routed_devices(topo, {"a": 1, "b": 2}).values()
         topo.serve_echo(b.ns)
-        run(topo.gateway, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         assert topo.tcp_ok(a.ns, b.ip), "control: without a firewall a reaches b"
         netns.setns(topo.gateway)  # nftables, netlink and the sysctl act on the gateway now
         devs = make_devices(args.devices, a.mac, b.mac)

@@ -6,7 +6,10 @@ round trips per second and p50/p99 latency of ``PING_SUPERVISOR`` and of
 The peer, measured the same way in the same run, is a minimal raw-socket UNIX
 datagram server (one Python process, ``recvfrom`` -> canned reply of the same
 size -> ``sendto``), so "edgesec / bare" is the cost of edgesec's protocol,
-dispatch and registry over the bare socket round trip.  ``ACCEPT_MAC`` (each
+dispatch and registry over the bare socket round trip.  ``--peer-creds`` makes
+the peer receive the sender's credentials too (``SO_PASSCRED`` + ``recvmsg``),
+as edgesec's UNIX socket must for its audit trail: the ratio is then the cost
+of edgesec's server alone, the transport being the same.  ``ACCEPT_MAC`` (each
 answer after a durable SQLite commit) is measured while the 1,000 devices are
 added, against a bare SQLite WAL ``synchronous=FULL`` commit loop.
 
@@ -136,25 +139,35 @@ def measure(label: str, path: str, payload: bytes, expected: bytes, clients: int
                   sum(r[1] for r in results), cpu / len(lat) * 1e6 if lat else 0.0)
 
 
-def _echo_server(path: str, replies: dict[bytes, bytes], ready: mp.Event) -> None:
-    """The peer: the least a UNIX datagram request/reply server can do in Python."""
+def _echo_server(path: str, replies: dict[bytes, bytes], ready: mp.Event,
+                 creds: bool = False) -> None:
+    """The peer: the least a UNIX datagram request/reply server can do in Python.
+
+    With ``creds`` it also receives each sender's ``SCM_CREDENTIALS`` as edgesec
+    must (``SO_PASSCRED`` + ``recvmsg``: its audit trail names the sender)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    if creds:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    space = socket.CMSG_SPACE(12)
     ready.set()
     fail = b"FAIL\n"
     while True:
-        data, addr = sock.recvfrom(65536)
+        if creds:
+            data, _anc, _flags, addr = sock.recvmsg(65536, space)
+        else:
+            data, addr = sock.recvfrom(65536)
         if data == b"STOP":
             break
         sock.sendto(replies.get(data, fail), addr)
     sock.close()
 
 
-def start_echo(path: str, replies: dict[bytes, bytes]) -> mp.Process:
+def start_echo(path: str, replies: dict[bytes, bytes], creds: bool = False) -> mp.Process:
     ctx = mp.get_context("fork")
     ready = ctx.Event()
-    proc = ctx.Process(target=_echo_server, args=(path, replies, ready), daemon=True)
+    proc = ctx.Process(target=_echo_server, args=(path, replies, ready, creds), daemon=True)
     proc.start()
     if not ready.wait(10):
         raise RuntimeError("echo peer did not start")
@@ -242,6 +255,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="repeat every measurement (ours and the peer's, interleaved)")
     parser.add_argument("--commands", nargs="+", default=["PING_SUPERVISOR", "GET_ALL"])
+    parser.add_argument("--peer-creds", action="store_true",
+                        help="the bare peer also receives SCM_CREDENTIALS (SO_PASSCRED + "
+                             "recvmsg), as edgesec must for its audit trail")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -259,7 +275,8 @@ def main() -> int:
             ping = daemon.ctl("PING_SUPERVISOR").encode()
             get_all = daemon.ctl("GET_ALL").encode()
             assert get_all.count(b"\n") == args.devices, "GET_ALL lacks devices"
-            peer = start_echo(peer_path, {b"PING_SUPERVISOR": ping, b"GET_ALL": get_all})
+            peer = start_echo(peer_path, {b"PING_SUPERVISOR": ping, b"GET_ALL": get_all},
+                              args.peer_creds)
             replies = {"PING_SUPERVISOR": ping, "GET_ALL": get_all}
             # (command, clients, spin): one busy-polling client shows the server's capacity
             cases = [(c, n, False) for c in args.commands for n in args.clients]
@@ -293,7 +310,8 @@ def main() -> int:
             daemon.stop()
 
     print(f"edgesec supervisor benchmark: UNIX datagram socket, {os.cpu_count()} CPUs, "
-          f"{args.seconds:g} s per measurement, {args.rounds} rounds, GET_ALL reply "
+          f"{args.seconds:g} s per measurement, {args.rounds} rounds, bare peer "
+          f"{'with' if args.peer_creds else 'without'} SCM_CREDENTIALS, GET_ALL reply "
           f"{len(get_all):,} bytes ({args.devices:,} devices); load average before/after "
           f"{load_before:.1f}/{os.getloadavg()[0]:.1f}")
     print(f"{'measurement':<24} {'clients':>7} {'req/s':>12} {'p50 ms':>9} {'p99 ms':>9}"

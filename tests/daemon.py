@@ -152,3 +152,19 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def interruptible() -> None:
+    """In a child (``preexec_fn``): SIGINT back to its default, even when the suite itself
+    was started in the background (where the shell ignores SIGINT and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt(child: subprocess.Popen[str], timeout: float = 20.0) -> int:
+    """SIGINT ``child`` (a ``ctl watch``) and return its exit code; killed if it hangs."""
+    child.send_signal(signal.SIGINT)
+    try:
+        return child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()

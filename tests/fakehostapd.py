@@ -16,7 +16,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,14 +157,6 @@ class FakeHostapd:
         return f"{self.stations[index]}\nflags=[AUTH][ASSOC][AUTHORIZED]\n"
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll ``condition`` (blocking) until it holds; False after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def short_dir(prefix: str = "edgesec-fakeap-") -> Path:

@@ -5,19 +5,21 @@ subscriber callback runs synchronously in the publisher's thread.  A failing
 subscriber is logged and never stops delivery to the others.
 
 Every event kind has its own frozen dataclass (:class:`DeviceChanged`,
-:class:`IpChanged`, ...) whose typed fields are what subscribers read; each
-keeps ``kind`` and ``mac``. :class:`Event` is their base and stays
-constructible as ``Event(kind, mac, data)`` for kinds not typed yet. The
-read-only ``data`` mapping of every event is the compatibility view that the
-wire formats (supervisor ``SUBSCRIBE_EVENTS`` lines, the API's SSE) are built
-from; typed events derive it from their fields, so it cannot disagree with them.
+:class:`IpChanged`, :class:`QuarantineChanged`, :class:`AlertRaised`, ...)
+whose typed fields are what subscribers read; each keeps ``kind`` and ``mac``.
+:class:`Event` is their base and stays constructible as ``Event(kind, mac,
+data)`` for kinds not typed yet. The wire formats (supervisor
+``SUBSCRIBE_EVENTS`` lines, the API's SSE) are built from the typed fields;
+:func:`payload` derives an event's mapping generically from its dataclass
+fields, and the read-only ``data`` of every event is that same mapping kept
+for compatibility, so it cannot disagree with the fields.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,9 +42,17 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+_BASE_FIELDS = frozenset(("kind", "mac", "data"))
+
+
 def _typed(kind: str) -> Any:
     """The ``kind`` field of a typed event: fixed, not a constructor argument."""
     return field(default=kind, init=False)
+
+
+def _fixed(value: str) -> Any:
+    """A field every event of the class carries with the same value (e.g. mDNS ``action``)."""
+    return field(default=value, init=False)
 
 
 def _derived() -> Any:
@@ -50,24 +60,43 @@ def _derived() -> Any:
     return field(default_factory=dict, init=False, repr=False, compare=False)
 
 
-class _Typed:
-    """Mixin: ``__post_init__`` stores :meth:`_data` as the compatibility ``data``."""
+def wire_name(name: str) -> Any:
+    """A typed field that the ``data`` mapping names ``name`` (e.g. an alert's ``kind``)."""
+    return field(metadata={"wire": name})
 
-    __slots__ = ()
+
+def payload(event: Event) -> dict[str, Any]:
+    """The mapping the wire formats carry for ``event``, from its typed fields.
+
+    For a typed event: each field but ``kind``/``mac``/``data``, in declaration
+    order, under its wire name (a class may shape it with ``_data``); for an
+    untyped :class:`Event`: its ``data``.
+    """
+    if isinstance(event, _Typed):
+        return event._data()
+    return dict(event.data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Typed(Event):
+    """Base of the typed events: ``data`` is filled from the typed fields."""
+
+    data: Mapping[str, Any] = _derived()
 
     def _data(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The wire mapping: the event's own fields, generically (override to reshape)."""
+        return {f.metadata.get("wire", f.name): getattr(self, f.name)
+                for f in fields(self) if f.name not in _BASE_FIELDS}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", self._data())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceChanged(_Typed, Event):
+class DeviceChanged(_Typed):
     """A device record was created (``old`` None), changed, or removed (``new`` None)."""
 
     kind: str = _typed("device")
-    data: Mapping[str, Any] = _derived()
     old: Device | None = None
     new: Device | None = None
     reason: str = ""  # why a removed device was removed
@@ -79,143 +108,113 @@ class DeviceChanged(_Typed, Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IpChanged(_Typed, Event):
+class IpChanged(_Typed):
     """A lease of ``ip`` was added (``type`` IP_ADD/IP_OLD) or deleted (IP_DEL)."""
 
     kind: str = _typed("ip")
-    data: Mapping[str, Any] = _derived()
     ip: str
     type: int
     primary: int
 
-    def _data(self) -> dict[str, Any]:
-        return {"ip": self.ip, "type": self.type, "primary": self.primary}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ApStatus(_Typed, Event):
+class ApStatus(_Typed):
     """The access point reported a station (dis)connecting."""
 
     kind: str = _typed("ap")
-    data: Mapping[str, Any] = _derived()
     status: int
-
-    def _data(self) -> dict[str, Any]:
-        return {"status": self.status}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BridgeAdded(_Typed, Event):
+class BridgeAdded(_Typed):
     """``mac`` and ``peer`` may now talk to each other."""
 
     kind: str = _typed("bridge_added")
-    data: Mapping[str, Any] = _derived()
     peer: str
     reason: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"peer": self.peer, "reason": self.reason}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BridgeRemoved(_Typed, Event):
+class BridgeRemoved(_Typed):
     """The bridge between ``mac`` and ``peer`` is gone."""
 
     kind: str = _typed("bridge_removed")
-    data: Mapping[str, Any] = _derived()
     peer: str
     reason: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"peer": self.peer, "reason": self.reason}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GroupChanged(_Typed, Event):
+class GroupChanged(_Typed):
     """``mac`` joined (``action`` "added") or left ("removed") ``group``."""
 
     kind: str = _typed("group_changed")
-    data: Mapping[str, Any] = _derived()
     group: str
     action: str
+    reason: str = ""  # only for "removed" (and only there on the wire)
     members: tuple[str, ...]
-    reason: str = ""  # only for "removed"
 
     def _data(self) -> dict[str, Any]:
-        if self.action == "removed":
-            return {"group": self.group, "action": self.action, "reason": self.reason,
-                    "members": self.members}
-        return {"group": self.group, "action": self.action, "members": self.members}
+        data = _Typed._data(self)
+        if self.action != "removed":
+            del data["reason"]
+        return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccessAdded(_Typed, Event):
+class _AccessChanged(_Typed):
+    """An access rule ``rule`` (from ``mac``, its source) was added or removed."""
+
+    rule: Access
+    reason: str
+
+    def _data(self) -> dict[str, Any]:
+        r = self.rule
+        return {"peer": r.dst, "proto": r.proto, "port": r.port, "service": r.service,
+                "rule": r, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessAdded(_AccessChanged):
     """Access rule ``rule`` (from ``mac``, its source) was added."""
 
     kind: str = _typed("access_added")
-    data: Mapping[str, Any] = _derived()
-    rule: Access
-    reason: str
-
-    def _data(self) -> dict[str, Any]:
-        r = self.rule
-        return {"peer": r.dst, "proto": r.proto, "port": r.port, "service": r.service,
-                "rule": r, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccessRemoved(_Typed, Event):
+class AccessRemoved(_AccessChanged):
     """Access rule ``rule`` (from ``mac``, its source) was removed."""
 
     kind: str = _typed("access_removed")
-    data: Mapping[str, Any] = _derived()
-    rule: Access
-    reason: str
-
-    def _data(self) -> dict[str, Any]:
-        r = self.rule
-        return {"peer": r.dst, "proto": r.proto, "port": r.port, "service": r.service,
-                "rule": r, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FirewallHealed(_Typed, Event):
+class FirewallHealed(_Typed):
     """A table we own was altered by another process and has been re-applied."""
 
     kind: str = _typed("firewall_healed")
-    data: Mapping[str, Any] = _derived()
+    family: str = "inet"
     table: str
     heals: int
     reason: str
-    family: str = "inet"
-
-    def _data(self) -> dict[str, Any]:
-        return {"family": self.family, "table": self.table, "heals": self.heals,
-                "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PolicyChanged(_Typed, Event):
+class PolicyChanged(_Typed):
     """A policy command succeeded (audit); ``mac`` is the device it named, if any."""
 
     kind: str = _typed("policy")
-    data: Mapping[str, Any] = _derived()
     ts: float
     command: str
     args: tuple[str, ...] | list[str]
     source: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"ts": self.ts, "command": self.command, "args": self.args,
-                "source": self.source}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MdnsAnnounced(_Typed, Event):
+class MdnsAnnounced(_Typed):
     """A device announced an mDNS record (name, type, value) from ``ip``."""
 
     kind: str = _typed("mdns")
-    data: Mapping[str, Any] = _derived()
+    action: str = _fixed("announce")
     name: str
     type: str
     value: str
@@ -223,23 +222,35 @@ class MdnsAnnounced(_Typed, Event):
     interface: str
     ttl: int
 
-    def _data(self) -> dict[str, Any]:
-        return {"action": "announce", "name": self.name, "type": self.type,
-                "value": self.value, "ip": self.ip, "interface": self.interface,
-                "ttl": self.ttl}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MdnsBridge(_Typed, Event):
+class MdnsBridge(_Typed):
     """mDNS traffic showed ``mac`` talking to ``peer`` (auto-bridging evidence)."""
 
     kind: str = _typed("mdns")
-    data: Mapping[str, Any] = _derived()
+    action: str = _fixed("bridge")
     peer: str
     reason: str
 
-    def _data(self) -> dict[str, Any]:
-        return {"action": "bridge", "peer": self.peer, "reason": self.reason}
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuarantineChanged(_Typed):
+    """``mac`` was quarantined (``on``) or released (not ``on``) by ``source``."""
+
+    kind: str = _typed("quarantine")
+    on: bool
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRaised(_Typed):
+    """Detection raised an alert of kind ``alert`` about ``mac`` ("" when none)."""
+
+    kind: str = _typed("alert")
+    alert: str = wire_name("kind")
+    severity: int
+    message: str
 
 
 Subscriber = Callable[[Event], None]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import gc
 import importlib
 import inspect
 import logging
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
-from edgesec import statelock
+from edgesec import memtrim, statelock
 from edgesec.config import Settings
 from edgesec.detect.commands import QuarantineCommands
 from edgesec.events import EventBus
@@ -402,8 +401,9 @@ class Gateway:
             if starting.done():
                 starting.result()  # a failed start-up raises here
                 # Everything built at start-up lives as long as the daemon: keep it out of
-                # the collector's scans so pauses stay short on the control path.
-                gc.freeze()
+                # the collector's scans so pauses stay short on the control path; give
+                # the heap start-up freed back to the kernel (idle footprint).
+                memtrim.settle()
                 self.notifier.send(ready=1, status=self.summary())
                 self._start_watchdog()
                 await stopping

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from edgesec.events import DeviceChanged, Event, EventBus
+from edgesec.events import DeviceChanged, EventBus, QuarantineChanged
 from edgesec.store import AuditRow, QuarantineRow, Store
 
 if TYPE_CHECKING:
@@ -84,8 +84,7 @@ class QuarantineMixin:
         new = replace(dev, quarantined=True)
         self._remember(new)
         self.bus.publish(DeviceChanged(mac, old=dev, new=new))
-        self.bus.publish(Event("quarantine", mac, {"on": True, "reason": reason,
-                                                   "source": source}))
+        self.bus.publish(QuarantineChanged(mac, on=True, reason=reason, source=source))
         return new
 
     def release(self, mac: str, reason: str = "released", *, source: str = "manual",
@@ -106,8 +105,7 @@ class QuarantineMixin:
         new = replace(dev, quarantined=False)
         self._remember(new)
         self.bus.publish(DeviceChanged(mac, old=dev, new=new))
-        self.bus.publish(Event("quarantine", mac, {"on": False, "reason": reason,
-                                                   "source": source}))
+        self.bus.publish(QuarantineChanged(mac, on=False, reason=reason, source=source))
         return new
 
     def expire_quarantines(self) -> int:

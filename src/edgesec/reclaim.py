@@ -17,32 +17,9 @@ hold:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Protocol
 
+from edgesec.device_like import DeviceLike
 from edgesec.device_status import DeviceStatus
-
-
-class DeviceLike(Protocol):
-    """The fields of ``edgesec.registry.Device`` reclaiming reads (read-only, so the
-    frozen dataclass matches)."""
-
-    @property
-    def mac(self) -> str: ...
-    @property
-    def allow(self) -> bool: ...
-    @property
-    def vlanid(self) -> int: ...
-    @property
-    def psk(self) -> str: ...
-    @property
-    def label(self) -> str: ...
-    @property
-    def join_ts(self) -> int: ...  # microseconds
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def ips(self) -> tuple[str, ...]: ...
 
 
 def last_seen(dev: DeviceLike, lease_seen: Mapping[str, float]) -> float:

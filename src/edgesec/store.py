@@ -22,8 +22,13 @@ import sqlite3
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 SCHEMA_VERSION = 4
 PRIVATE_MODE = 0o600
@@ -92,6 +97,30 @@ def make_private(path: Path) -> None:
                 os.chmod(p, PRIVATE_MODE)
 
 
+_EMPTY: dict[str, Any] = {"int": 0, "str": "", "bool": False, "float": 0.0}
+R = TypeVar("R", bound="DataclassInstance")
+
+
+@cache
+def columns(row_type: type[DataclassInstance]) -> dict[str, tuple[str, str]]:
+    """Field name -> (column, field type) of a row dataclass; its SELECT list, in order.
+
+    A field's column is its name unless its metadata names another (``column``).
+    """
+    return {f.name: (f.metadata.get("column", f.name), str(f.type)) for f in fields(row_type)}
+
+
+def from_row(row_type: type[R], row: sqlite3.Row) -> R:
+    """A row dataclass from a row read by column name (NULL is the type's empty value)."""
+    values: dict[str, Any] = {}
+    for name, (col, ftype) in columns(row_type).items():
+        value = row[col]
+        if value is None:
+            value = _EMPTY.get(ftype)
+        values[name] = bool(value) if ftype == "bool" else value
+    return row_type(**values)
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceRow:
     id: str
@@ -104,7 +133,7 @@ class DeviceRow:
     allow: bool
     label: str
     timestamp: int
-    psk: str
+    psk: str = field(metadata={"column": "pass"})  # the original's column name
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +181,7 @@ MAX_AUDIT_ROWS = 10_000  # the oldest audit rows are deleted beyond this
 
 @dataclass(frozen=True, slots=True)
 class MembershipRow:
-    group: str
+    group: str = field(metadata={"column": "grp"})  # GROUP is an SQL keyword
     mac: str
     created: int = 0
 
@@ -241,37 +270,27 @@ class Store:
                 self.db.execute("PRAGMA synchronous=FULL")
 
     # -- reads -------------------------------------------------------------
+    def select(self, row_type: type[R], rest: str, params: tuple[Any, ...] = ()) -> list[R]:
+        """``SELECT <row_type's columns> <rest>``, each row read by column name."""
+        cur = self.db.cursor()
+        cur.row_factory = sqlite3.Row
+        listed = ", ".join(col for col, _ in columns(row_type).values())
+        return [from_row(row_type, r) for r in cur.execute(f"SELECT {listed} {rest}", params)]
+
     def load_devices(self) -> list[DeviceRow]:
-        rows = self.db.execute(
-            "SELECT id, mac, status, vlanid, primaryip, secondaryip, nat, allow, label,"
-            " timestamp, pass FROM instance ORDER BY rowid"
-        )
-        return [
-            DeviceRow(r[0], r[1], r[2] or 0, r[3] or 0, r[4] or "", r[5] or "", bool(r[6]),
-                      bool(r[7]), r[8] or "", r[9] or 0, r[10] or "")
-            for r in rows
-        ]
+        return self.select(DeviceRow, "FROM instance ORDER BY rowid")
 
     def load_bridges(self) -> list[BridgeRow]:
-        rows = self.db.execute(
-            "SELECT mac_a, mac_b, reason, created, expires FROM bridges ORDER BY rowid"
-        )
-        return [BridgeRow(*r) for r in rows]
+        return self.select(BridgeRow, "FROM bridges ORDER BY rowid")
 
     def load_tickets(self) -> list[TicketRow]:
-        rows = self.db.execute(
-            "SELECT passphrase, issuer, label, vlanid, created, expires, used_by FROM tickets"
-        )
-        return [TicketRow(*r) for r in rows]
+        return self.select(TicketRow, "FROM tickets")
 
     def load_memberships(self) -> list[MembershipRow]:
-        rows = self.db.execute("SELECT grp, mac, created FROM group_members ORDER BY rowid")
-        return [MembershipRow(*r) for r in rows]
+        return self.select(MembershipRow, "FROM group_members ORDER BY rowid")
 
     def load_access(self) -> list[AccessRow]:
-        rows = self.db.execute(
-            "SELECT mac_from, mac_to, proto, port, created FROM access_rules ORDER BY rowid")
-        return [AccessRow(*r) for r in rows]
+        return self.select(AccessRow, "FROM access_rules ORDER BY rowid")
 
     # -- writes (call inside transaction()) ---------------------------------
     def put_device(self, row: DeviceRow) -> None:
@@ -337,9 +356,7 @@ class Store:
 
     # -- quarantine and its audit trail (edgesec.detect) --------------------
     def load_quarantines(self) -> list[QuarantineRow]:
-        rows = self.db.execute(
-            "SELECT mac, reason, source, created, expires, evidence FROM quarantine")
-        return [QuarantineRow(*r) for r in rows]
+        return self.select(QuarantineRow, "FROM quarantine")
 
     def put_quarantine(self, row: QuarantineRow) -> None:
         self.db.execute(
@@ -361,11 +378,8 @@ class Store:
 
     def load_audit(self, mac: str | None = None, limit: int = 1000) -> list[AuditRow]:
         if mac:
-            rows = self.db.execute(
-                "SELECT ts, mac, action, source, reason, evidence FROM audit WHERE mac=?"
-                " ORDER BY rowid DESC LIMIT ?", (mac, limit))
+            rows = self.select(AuditRow, "FROM audit WHERE mac=? ORDER BY rowid DESC LIMIT ?",
+                               (mac, limit))
         else:
-            rows = self.db.execute(
-                "SELECT ts, mac, action, source, reason, evidence FROM audit"
-                " ORDER BY rowid DESC LIMIT ?", (limit,))
-        return [AuditRow(*r) for r in rows][::-1]
+            rows = self.select(AuditRow, "FROM audit ORDER BY rowid DESC LIMIT ?", (limit,))
+        return rows[::-1]

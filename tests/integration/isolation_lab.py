@@ -14,7 +14,8 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from daemon import Daemon, write_config  # tests/ is on sys.path (tests/conftest.py)
@@ -46,6 +47,12 @@ class NetnsDaemon(Daemon):
                 return sock.recv(4 * 1024 * 1024).decode("utf-8", "replace")
             finally:
                 path.unlink(missing_ok=True)
+
+
+def bridge_ready(topo: Topology, name: str) -> bool:
+    """Has the gateway's bridge ``name`` an IPv4 address (made and configured)?"""
+    res = run(topo.gateway, ["ip", "-o", "-4", "addr", "show", "dev", name], check=False)
+    return res.returncode == 0 and "inet " in res.stdout
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
@@ -102,6 +109,27 @@ class IsolationLab:
         if self.daemon is not None:
             self.daemon.stop()
             self.daemon = None
+
+    @contextmanager
+    def stopping(self) -> Iterator[IsolationLab]:
+        """Stop the daemon on the way out, printing the tail of its log (for a failure)."""
+        try:
+            yield self
+        finally:
+            if self.daemon is not None:
+                print(self.daemon.log()[-4000:])
+            self.stop()
+
+    @contextmanager
+    def running(self, *devices: LabDevice, echo: bool = False) -> Iterator[IsolationLab]:
+        """Started with ``devices`` joined (each serving the echo ports when ``echo``)."""
+        with self.stopping():
+            self.start()
+            for dev in devices:
+                self.join(dev)
+                if echo:
+                    self.topo.serve_echo(dev.ns)
+            yield self
 
     def ctl(self, command: str) -> str:
         assert self.daemon is not None

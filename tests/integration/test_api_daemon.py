@@ -87,15 +87,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         lab = IsolationLab(topo, vlans=(1, 2), extra={"api": {
             "socketPath": "api.sock", "address": "0.0.0.0", "port": API_PORT,
             "certFile": str(cert), "keyFile": str(key), "tokenFile": "api-tokens.json"}})
-        try:
-            lab.start()
-            for dev in (a, b):
-                lab.join(dev)
+        with lab.running(a, b):
             yield Bed(topo, lab, a, b)
-        finally:
-            if lab.daemon is not None:
-                print(lab.daemon.log()[-4000:])
-            lab.stop()
 
 
 def test_root_on_the_unix_socket_is_admin_and_sees_the_devices(bed: Bed) -> None:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from isolation_lab import IsolationLab, wait_for
+from isolation_lab import IsolationLab, bridge_ready, wait_for
 
 from edgesec.lab.hostap import HostapdClient
 from edgesec.lab.topology import Topology, run
@@ -44,11 +44,6 @@ def _rows(lab: IsolationLab) -> list[list[str]]:
 def _rate_limited(lab: IsolationLab) -> int:
     m = re.search(r"rate-limited (\d+)", lab.status())
     return int(m.group(1)) if m else -1
-
-
-def _bridge_ready(topo: Topology, name: str) -> bool:
-    res = run(topo.gateway, ["ip", "-o", "-4", "addr", "show", "dev", name], check=False)
-    return res.returncode == 0 and "inet " in res.stdout
 
 
 def test_pool_flood_is_bounded_and_recovers() -> None:
@@ -77,7 +72,7 @@ def test_pool_flood_is_bounded_and_recovers() -> None:
                 verdict = wait_for(lambda: (v := radius.authorize(real.mac)).accept and v, 30,
                                    interval=1.0)
                 assert verdict and verdict.vlan in range(100, 104), verdict
-                assert wait_for(lambda: _bridge_ready(topo, f"br{verdict.vlan}"), 10)
+                assert wait_for(lambda: bridge_ready(topo, f"br{verdict.vlan}"), 10)
                 run(topo.gateway, ["ip", "link", "set", real.veth, "nomaster"])
                 run(topo.gateway, ["ip", "link", "set", real.veth, "master",
                                    f"br{verdict.vlan}"])

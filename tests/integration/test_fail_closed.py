@@ -50,6 +50,16 @@ def run_to_exit(lab: IsolationLab, env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def refused(lab: IsolationLab, env: dict[str, str]) -> str:
+    """``edgesec run`` refused to start: non-zero exit, never "running", forwarding
+    off; its output."""
+    code, out = run_to_exit(lab, env)
+    assert code != 0, out
+    assert "gateway running" not in out, out
+    assert forwarding(lab.topo) == "0"
+    return out
+
+
 # -- (a) binding missing: the nft binary enforces -----------------------------------------
 
 
@@ -76,15 +86,11 @@ def binary_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
                 os.environ.pop("PYTHONPATH", None)
             else:
                 os.environ["PYTHONPATH"] = old
-        try:
+        with lab.stopping():
             for dev in (a, b):
                 lab.join(dev)
                 topo.serve_echo(dev.ns)
             yield Bed(topo, lab, a, b)
-        finally:
-            if lab.daemon is not None:
-                print(lab.daemon.log()[-4000:])
-            lab.stop()
 
 
 def test_without_binding_the_nft_binary_backend_is_used(binary_bed: Bed) -> None:
@@ -136,12 +142,9 @@ def test_no_nftables_backend_refuses_to_run(tmp_path: Path, knob: str) -> None:
             extra["firewall"] = {"nftBinPath": "/nonexistent/nft"}
         lab = IsolationLab(topo, vlans=(1,), extra=extra)
         assert forwarding(topo) == "0"
-        code, out = run_to_exit(lab, env)
-        assert code != 0, out
+        out = refused(lab, env)
         assert "No module named 'nftables'" in out and "/nonexistent/nft" in out, out
         assert "required service(s) not running: firewall" in out, out
-        assert "gateway running" not in out, out
-        assert forwarding(topo) == "0"
         assert not lab.table_present()
 
 
@@ -151,9 +154,7 @@ def test_forwarding_switched_on_before_is_switched_off_on_refusal(tmp_path: Path
         lab = IsolationLab(topo, vlans=(1,), extra={"firewall": {"nftBackend": "binary",
                                                                  "nftBinPath": "/nonexistent"}})
         run(topo.gateway, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])  # a previous run's
-        code, out = run_to_exit(lab, {"PYTHONPATH": str(hidden)})
-        assert code != 0 and "gateway running" not in out, out
-        assert forwarding(topo) == "0"
+        refused(lab, {"PYTHONPATH": str(hidden)})
 
 
 # -- a required service fails: stop what started --------------------------------------------
@@ -162,23 +163,18 @@ def test_forwarding_switched_on_before_is_switched_off_on_refusal(tmp_path: Path
 def test_failing_required_service_stops_the_gateway(tmp_path: Path) -> None:
     with Topology() as topo:
         lab = IsolationLab(topo, vlans=(1,), extra={"dhcp": {"dhcpBinPath": "/nonexistent"}})
-        code, out = run_to_exit(lab, {})
-        assert code != 0, out
+        out = refused(lab, {})
         assert "required service(s) not running: dhcp" in out, out
-        assert "gateway running" not in out, out
         # the firewall had started: it was stopped again, and forwarding with it
         assert "firewall table inet edgesec in place" in out, out
         assert not lab.table_present()
-        assert forwarding(topo) == "0"
 
 
 def test_require_services_must_name_enabled_services(tmp_path: Path) -> None:
     with Topology() as topo:
         lab = IsolationLab(topo, vlans=(1,), extra={"system": {"requireServices": "mdns"}})
-        code, out = run_to_exit(lab, {})
-        assert code != 0, out
+        out = refused(lab, {})
         assert "requireServices names mdns, which the config does not enable" in out, out
-        assert "gateway running" not in out and forwarding(topo) == "0", out
 
 
 def test_forwarding_left_on_by_a_crash_is_held_off_until_the_firewall_is_in(

@@ -95,17 +95,9 @@ def bed() -> Iterator[Bed]:
     with Topology() as topo:
         a, b = topo.add_device("a", 1), topo.add_device("b", 2)
         lab = IsolationLab(topo, vlans=(1, 2), extra=MDNS)
-        try:
-            lab.start()
-            for dev in (a, b):
-                lab.join(dev)
-                topo.serve_echo(dev.ns)
+        with lab.running(a, b, echo=True):
             assert wait_for(lambda: mdns_heals(lab) == 0, DEADLINE_S), lab.status()
             yield Bed(topo, lab, a, b)
-        finally:
-            if lab.daemon is not None:
-                print(lab.daemon.log()[-4000:])
-            lab.stop()
 
 
 def test_flushed_ruleset_restores_both_tables_counts_and_announces(bed: Bed) -> None:

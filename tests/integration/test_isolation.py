@@ -39,19 +39,11 @@ def bed() -> Iterator[Bed]:
     with Topology() as topo:
         a, b, c = (topo.add_device(n, v) for n, v in (("a", 1), ("b", 2), ("c", 3)))
         lab = IsolationLab(topo)
-        try:
-            lab.start()
-            for dev in (a, b, c):
-                lab.join(dev)
-                topo.serve_echo(dev.ns)
+        with lab.running(a, b, c, echo=True):
             # Services on the gateway that devices must NOT reach (positive
             # controls below prove they listen): RADIUS port and a TCP echo.
             topo.serve_echo(topo.gateway, tcp=7, udp=RADIUS_PORT)
             yield Bed(topo, lab, a, b, c)
-        finally:
-            if lab.daemon is not None:
-                print(lab.daemon.log()[-4000:])
-            lab.stop()
 
 
 def test_three_devices_get_leases_and_get_map_shows_them(bed: Bed) -> None:

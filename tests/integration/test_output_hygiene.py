@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from daemon import EDGESEC, Daemon, write_config
+from daemon import EDGESEC, Daemon, interrupt, interruptible, write_config
 from edgesec.lab.state import DeviceState, LabState
 
 pytestmark = pytest.mark.integration
@@ -75,12 +74,7 @@ def test_lab_ctl_watch_follows_events_literally(tmp_path: Path) -> None:
     finally:
         code = 0
         if watch is not None:
-            watch.send_signal(signal.SIGINT)
-            try:
-                code = watch.wait(20)
-            except subprocess.TimeoutExpired:
-                watch.kill()
-                code = watch.wait()
+            code = interrupt(watch)
         d.stop()  # whatever happened above: never leave the daemon behind
     assert code == 0
 
@@ -98,9 +92,3 @@ def test_demo_step_lines_are_literal() -> None:
     assert f"ACCEPT_MAC {MACS[0]} [bold]x[/bold]" in text
     assert f"reply for {MACS[1]} :ab: " + "y" * 300 in text
     _no_emoji(text)
-
-
-def interruptible() -> None:
-    """In the child: SIGINT back to its default, even when the suite itself was started
-    in the background (where the shell ignores SIGINT and children inherit that)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import EDGESEC, Daemon, write_config
+from daemon import EDGESEC, Daemon, interrupt, interruptible, write_config
 from edgesec.config import parse_settings
 from edgesec.events import EventBus
 from edgesec.registry import Registry
@@ -269,12 +269,7 @@ def test_ctl_watch_prints_events(tmp_path: Path, daemons) -> None:
         assert watch.stdout is not None
         assert watch.stdout.readline() == f"IP {A} 10.0.1.30 1 1\n"
     finally:
-        watch.send_signal(signal.SIGINT)
-        try:
-            code = watch.wait(20)
-        except subprocess.TimeoutExpired:
-            watch.kill()
-            code = watch.wait()
+        code = interrupt(watch)
     assert code == 0
 
 
@@ -425,9 +420,3 @@ def test_oversized_and_garbage_datagrams_do_not_stop_the_daemon(tmp_path: Path,
     with contextlib.suppress(ProcessLookupError):
         os.kill(d.proc.pid, signal.SIGTERM)
     assert d.proc.wait(20) == 0
-
-
-def interruptible() -> None:
-    """In the child: SIGINT back to its default, even when the suite itself was started
-    in the background (where the shell ignores SIGINT and children inherit that)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

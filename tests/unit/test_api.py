@@ -43,6 +43,13 @@ class Api:
     def __init__(self, client: TestClient, ctx: ApiContext, tokens: dict[str, str]) -> None:
         self.client, self.ctx, self.tokens = client, ctx, tokens
 
+    def accept_pair(self) -> Registry:
+        """A accepted on VLAN 1 and B on VLAN 2; the registry."""
+        reg = self.ctx.registry
+        reg.accept_mac(A, 1)
+        reg.accept_mac(B, 2)
+        return reg
+
     async def call(self, method: str, path: str, scope: str | None = "admin",
                    **kw: Any) -> tuple[int, Any]:
         headers = kw.pop("headers", {})
@@ -151,9 +158,7 @@ def test_malformed_oversized_and_unknown(tmp_path: Path) -> None:
 
 def test_bridges_create_conflict_delete(tmp_path: Path) -> None:
     async def t(api: Api) -> None:
-        reg = api.ctx.registry
-        reg.accept_mac(A, 1)
-        reg.accept_mac(B, 2)
+        reg = api.accept_pair()
         assert (await api.call("POST", "/api/v1/bridges", json={"a": A, "b": B}))[0] == 201
         assert reg.has_bridge(A, B)
         assert (await api.call("POST", "/api/v1/bridges", json={"a": B, "b": A}))[0] == 409
@@ -346,9 +351,7 @@ def test_api_changes_are_audited_like_supervisor_commands(
 
 def test_the_device_list_follows_bridges_and_devices(tmp_path: Path) -> None:
     async def t(api: Api) -> None:
-        reg = api.ctx.registry
-        reg.accept_mac(A, 1)
-        reg.accept_mac(B, 2)
+        reg = api.accept_pair()
         first = (await api.call("GET", "/api/v1/devices"))[1]
         assert all(d["bridges"] == [] for d in first)
         reg.add_bridge(A, B)
@@ -384,9 +387,7 @@ def test_drop_counters_are_parsed_and_summed_per_path() -> None:
 
 def test_groups_and_access_rules_through_the_api(tmp_path: Path) -> None:
     async def t(api: Api) -> None:
-        reg = api.ctx.registry
-        reg.accept_mac(A, 1)
-        reg.accept_mac(B, 2)
+        reg = api.accept_pair()
         path = f"/api/v1/groups/cams/members/{A}"
         assert (await api.call("PUT", path, "read"))[0] == 403
         status, body = await api.call("PUT", path, "operator")

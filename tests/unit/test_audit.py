@@ -52,7 +52,7 @@ def test_policy_change_logs_and_publishes(caplog: pytest.LogCaptureFixture) -> N
         f"audit: ACCEPT_MAC {MAC} 3 by unix pid=42 uid=1000 gid=1000: OK")
     assert caplog.records[0].audit["peer_pid"] == 42  # type: ignore[attr-defined]
     (event,) = events
-    assert proto.format_event(event.kind, event.mac, dict(event.data)) == (
+    assert proto.event_line(event) == (
         f"POLICY 1764000000.500 unix:pid=42:uid=1000:gid=1000 ACCEPT_MAC {MAC} 3\n")
 
 

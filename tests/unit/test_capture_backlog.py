@@ -6,6 +6,7 @@ import os
 import time
 
 from edgesec.capture.backlog import READ_BLOCKS, RingReader
+from poll import wait_for
 
 
 class FakeRing:
@@ -32,12 +33,7 @@ class FakeRing:
 
 
 def wait(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+    return wait_for(pred, timeout)
 
 
 def test_backlog_is_bounded_and_the_full_reader_waits_without_spinning():

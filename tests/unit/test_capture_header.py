@@ -69,3 +69,25 @@ def test_multi_row_inserts_store_every_row_as_decoded(tmp_path):
         assert got == want and want, table
     mw.close()
     db.close()
+
+
+def test_bulk_inserts_on_the_pipeline_thread_and_raises_there(tmp_path):
+    db = sqlite3.connect(tmp_path / "b.sqlite", isolation_level=None, check_same_thread=False)
+    mw = HeaderMiddleware()
+    mw.init(Context(db=db, options=CaptureOptions(capture_db_path=tmp_path / "b.sqlite"),
+                    bulk=True))
+    assert mw._thread is None
+    db.execute("BEGIN")
+    good = batch(40)
+    mw.process(good)
+    assert db.execute("SELECT count(*) FROM eth").fetchone()[0] == 40  # no queue in between
+    bad = batch(3)
+    bad.frames[1]["eth"] = ("not", "enough", "columns")
+    with pytest.raises(sqlite3.ProgrammingError):
+        mw.process(bad)
+    mw.on_commit()
+    db.execute("COMMIT")
+    mw.close()
+    names = [r[1] for r in db.execute("PRAGMA index_list(eth)")]
+    assert "eth_shost" in names and "eth_dhost" in names  # built at close
+    db.close()

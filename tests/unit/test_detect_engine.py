@@ -118,13 +118,19 @@ def test_a_bridged_peer_is_not_a_blocked_target() -> None:
     assert feed(e, pkts) == []
 
 
-def test_dns_tunnel_by_long_random_labels_and_txt_volume() -> None:
-    e = engine()
+def tunnel_queries(dport: int) -> list:
+    """Twelve queries from A whose first label is 48 random base32 characters."""
     pkts = []
     for i in range(12):
         label = base64.b32encode(os.urandom(30)).decode().rstrip("=").lower()
-        pkts.append(from_a(IP(src=A_IP, dst=GW_IP) / UDP(sport=41000 + i, dport=53)
+        pkts.append(from_a(IP(src=A_IP, dst=GW_IP) / UDP(sport=41000 + i, dport=dport)
                            / DNS(rd=1, qd=DNSQR(qname=f"{label}.t.evil.example"))))
+    return pkts
+
+
+def test_dns_tunnel_by_long_random_labels_and_txt_volume() -> None:
+    e = engine()
+    pkts = tunnel_queries(53)
     assert kinds(feed(e, pkts)) == ["dns_tunnel"]
     e = engine()
     pkts = [from_a(IP(src=A_IP, dst=GW_IP) / UDP(sport=42000 + i, dport=53)
@@ -298,10 +304,6 @@ def test_dns_redirected_to_the_split_dns_forwarder_still_counts() -> None:
     """With br_netfilter the bridge tap sees DNS after the redirect to the forwarder."""
     e = Engine(DetectConfig(dns_forward_port=5053))
     e.set_world(world())
-    pkts = []
-    for i in range(12):
-        label = base64.b32encode(os.urandom(30)).decode().rstrip("=").lower()
-        pkts.append(from_a(IP(src=A_IP, dst=GW_IP) / UDP(sport=41000 + i, dport=5053)
-                           / DNS(rd=1, qd=DNSQR(qname=f"{label}.t.evil.example"))))
+    pkts = tunnel_queries(5053)
     assert kinds(feed(e, pkts)) == ["dns_tunnel"]
     assert feed(engine(), pkts) == []  # port 5053 is nothing without split DNS

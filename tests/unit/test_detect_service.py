@@ -46,7 +46,7 @@ def test_a_severe_alert_quarantines_with_the_alert_as_evidence(tmp_path: Path) -
     assert reg.get(A).quarantined
     q = reg.quarantine_of(A)
     assert q.source == "detect:port_scan" and json.loads(q.evidence)["flow_id"] == 42
-    texts = [proto.format_event(e.kind, e.mac, dict(e.data)) for e in events]
+    texts = [proto.event_line(e) for e in events]
     assert f"ALERT {A} port_scan 3\n" in texts and f"QUARANTINE {A} on port_scan\n" in texts
     rows = AlertStore(tmp_path / "detect.sqlite").list()
     assert [(r.mac, r.kind, r.community_id) for r in rows] == [(A, "port_scan", "1:abc=")]

@@ -17,18 +17,14 @@ import pytest
 
 from daemon import write_config
 from edgesec import gateway as gw
+from edgesec import unixsock
 from edgesec.config import load_settings
 from edgesec.failclosed import GatewayRefused
 
 
 def control_answers(path: Path) -> bool:
     """Does the supervisor's UNIX socket take a datagram (is the control API up)?"""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-        return True
+    return unixsock.answers(path, socket.SOCK_DGRAM)
 
 
 class Recording:

@@ -13,8 +13,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from test_commands import Harness
 
-from edgesec.store import Store
 from edgesec.supervisor import protocol as proto
+from registry_world import durable_groups
 
 A, B, C = "11:22:33:44:55:66", "aa:bb:cc:dd:ee:ff", "00:01:02:03:04:05"
 UNKNOWN = "02:00:00:00:00:99"
@@ -31,12 +31,7 @@ def h(tmp_path: Path):
 
 
 def durable(h: Harness) -> tuple[list, list]:
-    other = Store(h.db)
-    try:
-        return ([(m.group, m.mac) for m in other.load_memberships()],
-                [(r.mac_from, r.mac_to, r.proto, r.port) for r in other.load_access()])
-    finally:
-        other.close()
+    return durable_groups(h.db)
 
 
 def test_groups(h: Harness) -> None:
@@ -48,7 +43,7 @@ def test_groups(h: Harness) -> None:
     assert h.send("GET_GROUPS") == f"cams,{A}\ncams,{B}\nnvr-1,{A}\n"
     assert h.send(f"REMOVE_GROUP_MEMBER cams {A}") == "OK\n"
     assert h.send("GET_GROUPS") == f"cams,{B}\nnvr-1,{A}\n"
-    lines = [proto.format_event(e.kind, e.mac, dict(e.data)) for e in h.events
+    lines = [proto.event_line(e) for e in h.events
              if e.kind == "group_changed"]
     assert lines == [f"GROUP_CHANGED cams {A} added\n", f"GROUP_CHANGED cams {B} added\n",
                      f"GROUP_CHANGED nvr-1 {A} added\n", f"GROUP_CHANGED cams {A} removed\n"]
@@ -64,7 +59,7 @@ def test_access(h: Harness) -> None:
     assert h.send(f"REMOVE_ACCESS {A} {B} tcp/80") == "OK\n"
     assert h.send(f"REMOVE_ACCESS {A} {B} any") == "OK\n"  # "any" spelled out
     assert h.send("GET_ACCESS") == f"{C},{A},udp/5353\n"
-    lines = [proto.format_event(e.kind, e.mac, dict(e.data)) for e in h.events
+    lines = [proto.event_line(e) for e in h.events
              if e.kind.startswith("access")]
     assert lines == [f"ACCESS_ADDED {A} {B} tcp/80 manual\n", f"ACCESS_ADDED {A} {B} any manual\n",
                      f"ACCESS_ADDED {C} {A} udp/5353 manual\n",

@@ -17,6 +17,7 @@ from edgesec.config import parse_settings
 from edgesec.events import EventBus
 from edgesec.registry import Registry, RegistryError
 from edgesec.store import MIGRATIONS, SCHEMA_VERSION, Store
+from registry_world import durable_groups
 
 A, B, C, D = ("02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c",
               "02:00:00:00:00:0d")
@@ -43,12 +44,7 @@ class Bed:
         self.open()
 
     def durable(self) -> tuple[list, list]:
-        other = Store(self.db)
-        try:
-            return ([(m.group, m.mac) for m in other.load_memberships()],
-                    [(r.mac_from, r.mac_to, r.proto, r.port) for r in other.load_access()])
-        finally:
-            other.close()
+        return durable_groups(self.db)
 
 
 @pytest.fixture

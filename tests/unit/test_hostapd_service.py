@@ -35,12 +35,14 @@ def ctrl_dir() -> Iterator[Path]:
 
 def make(tmp_path: Path, ctrl_dir: Path, backend: str = "radius") -> tuple[HostapdService,
                                                                             Registry]:
+    """The service and its registry, in which A is accepted on VLAN 1."""
     ini = (f"[system]\ndefaultOpenVlanId = 1\n[interfaces]\n{INTERFACES}"
            f'[ap]\ninterface = "wlan0"\nctrlInterface = "{ctrl_dir}"\napFilePath = "h.conf"\n'
            f'vlanFile = "h.vlan"\nwpaPskFile = "h.psk"\npskBackend = "{backend}"\n'
            'wpaPassphrase = "ap-passphrase"\n')
     settings = parse_settings(ini, base=tmp_path)
     registry = Registry(settings, Store(":memory:"))
+    registry.accept_mac(A, 1)
     return HostapdService(settings, registry, ping_interval=0.05), registry
 
 
@@ -71,7 +73,6 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 def test_attach_resyncs_deny_list_and_statuses(tmp_path: Path, ctrl_dir: Path) -> None:
     svc, reg = make(tmp_path, ctrl_dir)
-    reg.accept_mac(A, 1)
     reg.accept_mac(B, 2)
     reg.deny_mac(B)
     reg.accept_mac(D, 1)
@@ -93,7 +94,6 @@ def test_event_during_resync_is_not_overwritten_by_the_older_station_list(
     """The station list is read (A absent), then A associates before the reply is
     handled: the event is newer and must win."""
     svc, reg = make(tmp_path, ctrl_dir)
-    reg.accept_mac(A, 1)
 
     async def run() -> None:
         with FakeHostapd(ctrl_dir) as ap:
@@ -114,7 +114,6 @@ def test_event_during_resync_is_not_overwritten_by_the_older_station_list(
 
 def test_station_events_reach_the_registry(tmp_path: Path, ctrl_dir: Path) -> None:
     svc, reg = make(tmp_path, ctrl_dir)
-    reg.accept_mac(A, 1)
 
     async def run() -> None:
         async with running(svc, ctrl_dir) as ap:
@@ -135,7 +134,6 @@ def test_station_events_reach_the_registry(tmp_path: Path, ctrl_dir: Path) -> No
 def test_policy_changes_drop_the_station(tmp_path: Path, ctrl_dir: Path) -> None:
     """Deny puts the MAC on the deny list; a VLAN change and a removal drop and re-admit."""
     svc, reg = make(tmp_path, ctrl_dir)
-    reg.accept_mac(A, 1)
     reg.accept_mac(B, 1)
 
     async def run() -> None:
@@ -159,7 +157,6 @@ def test_policy_changes_drop_the_station(tmp_path: Path, ctrl_dir: Path) -> None
 def test_absent_hostapd_degrades_then_attaches_and_survives_a_restart(
         tmp_path: Path, ctrl_dir: Path) -> None:
     svc, reg = make(tmp_path, ctrl_dir)
-    reg.accept_mac(A, 1)
     reg.deny_mac(A)
 
     async def run() -> None:
@@ -188,7 +185,6 @@ def test_absent_hostapd_degrades_then_attaches_and_survives_a_restart(
 
 def test_file_backend_reloads_the_psk_file(tmp_path: Path, ctrl_dir: Path) -> None:
     svc, reg = make(tmp_path, ctrl_dir, backend="file")
-    reg.accept_mac(A, 1)
 
     async def run() -> None:
         async with running(svc, ctrl_dir) as ap:
@@ -202,7 +198,6 @@ def test_file_backend_reloads_the_psk_file(tmp_path: Path, ctrl_dir: Path) -> No
 def test_actions_for_one_mac_keep_their_order(tmp_path: Path, ctrl_dir: Path) -> None:
     """deny, re-accept and VLAN moves in quick succession reach hostapd in order."""
     svc, reg = make(tmp_path, ctrl_dir)
-    reg.accept_mac(A, 1)
 
     async def run() -> None:
         async with running(svc, ctrl_dir) as ap:

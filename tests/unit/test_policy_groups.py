@@ -17,13 +17,12 @@ from typing import Any
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from test_policy_incremental import FakeRegistry, ModelNft, follow
+from test_policy_incremental import FakeRegistry, ModelNft, follow, running_firewall
 
 from edgesec.groups import Access, GroupPolicy
 from edgesec.net import policy as P
 from edgesec.net.evaluator import Packet, Ruleset
 from edgesec.net.explain import PolicyView, accepts, answers, explain
-from edgesec.net.firewall import FirewallService
 from edgesec.net.policystate import PolicyState
 from edgesec.registry import Device, RegistryError
 from edgesec.store import Store
@@ -309,10 +308,7 @@ def test_explain_agrees_with_the_computed_sets(ops: list[tuple[Any, ...]]) -> No
 
 def test_group_change_is_one_transaction_for_its_members_only() -> None:
     reg = bed()
-    nft = ModelNft()
-    fw = FirewallService(cfg(), reg, nft=nft)  # type: ignore[arg-type]
-    fw._running = True
-    reg.bus.subscribe(fw.on_event)
+    fw, nft = running_firewall(cfg(), reg)
     fw.apply_full()
     reg.groups.add_member("g", A)
     before = nft.transactions

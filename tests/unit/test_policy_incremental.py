@@ -121,6 +121,15 @@ def follow(bus: EventBus, state: PolicyState, nft: ModelNft) -> None:
     bus.subscribe(on_event)
 
 
+def running_firewall(cfg: P.PolicyConfig, reg: Any) -> tuple[FirewallService, ModelNft]:
+    """A FirewallService on a ModelNft following ``reg``'s events, as when running."""
+    nft = ModelNft()
+    fw = FirewallService(cfg, reg, nft=nft)  # type: ignore[arg-type]
+    fw._running = True
+    reg.bus.subscribe(fw.on_event)
+    return fw, nft
+
+
 @given(st.lists(op, max_size=30))
 def test_incremental_updates_equal_full_derivation(ops: list[tuple[Any, ...]]) -> None:
     reg = FakeRegistry()
@@ -142,10 +151,7 @@ def test_incremental_updates_equal_full_derivation(ops: list[tuple[Any, ...]]) -
 
 def test_a_change_is_one_transaction_touching_only_its_elements() -> None:
     reg = FakeRegistry()
-    nft = ModelNft()
-    fw = FirewallService(_cfg(), reg, nft=nft)  # type: ignore[arg-type]
-    fw._running = True
-    reg.bus.subscribe(fw.on_event)
+    fw, nft = running_firewall(_cfg(), reg)
     for i, mac in enumerate(MACS):
         reg.put(Dev(mac, vlanid=1 + i % 2, primary_ip=f"10.0.{1 + i % 2}.{10 + i}"))
     fw.apply_full()

@@ -9,17 +9,18 @@ built on it reads nothing back from the registry when an event arrives.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from test_policy_incremental import ModelNft, follow
+from test_policy_incremental import ModelNft, follow, running_firewall
 from test_registry import settings
 
 from edgesec.events import DeviceChanged, Event, EventBus
 from edgesec.net import policy as P
-from edgesec.net.firewall import FirewallService
 from edgesec.net.policystate import PolicyState
 from edgesec.registry import Device, Registry, RegistryError
 from edgesec.store import Store
@@ -70,16 +71,25 @@ def run(reg: Registry, o: tuple[Any, ...]) -> None:
             reg.remove_device(o[1])
 
 
-@hsettings(max_examples=300, deadline=None)
-@given(st.lists(op, max_size=40))
-def test_deltas_from_the_real_registry_equal_the_full_derivation(
-        ops: list[tuple[Any, ...]]) -> None:
+@contextmanager
+def followed() -> Iterator[tuple[Registry, PolicyState, ModelNft]]:
+    """A registry (SQLite in memory) whose events a PolicyState and a model nft follow."""
     cfg = settings(range(1, 4))
     store = Store(":memory:")
     try:
         reg = Registry(cfg, store, EventBus())
         state, nft = PolicyState(P.PolicyConfig.from_settings(cfg)), ModelNft()
         follow(reg.bus, state, nft)
+        yield reg, state, nft
+    finally:
+        store.close()
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(op, max_size=40))
+def test_deltas_from_the_real_registry_equal_the_full_derivation(
+        ops: list[tuple[Any, ...]]) -> None:
+    with followed() as (reg, state, nft):
         for i, mac in enumerate(MACS):  # start from devices with addresses, as a gateway does
             reg.accept_mac(mac, 1 + i % 2)
             reg.set_ip("add", mac, f"10.0.{1 + i % 2}.{20 + i}")
@@ -87,8 +97,6 @@ def test_deltas_from_the_real_registry_equal_the_full_derivation(
             run(reg, o)
             assert nft.sets == snapshot(reg), o
         assert state.rows() == snapshot(reg)
-    finally:
-        store.close()
 
 
 def test_the_device_event_carries_old_and_new_records() -> None:
@@ -133,10 +141,7 @@ def test_the_firewall_applies_event_deltas_without_reading_the_registry() -> Non
     try:
         reg = Registry(cfg, store, EventBus())
         src = Counting(reg)
-        nft = ModelNft()
-        fw = FirewallService(P.PolicyConfig.from_settings(cfg), src, nft=nft)  # type: ignore[arg-type]
-        fw._running = True
-        reg.bus.subscribe(fw.on_event)
+        fw, nft = running_firewall(P.PolicyConfig.from_settings(cfg), src)
         fw.apply_full()
         reads = src.reads
         reg.accept_mac(MACS[0], 1)
@@ -156,12 +161,7 @@ def test_the_firewall_applies_event_deltas_without_reading_the_registry() -> Non
 
 def test_quarantine_and_release_reach_the_policy_state() -> None:
     """The registry's containment publishes device events the state follows."""
-    cfg = settings(range(1, 4))
-    store = Store(":memory:")
-    try:
-        reg = Registry(cfg, store, EventBus())
-        state, nft = PolicyState(P.PolicyConfig.from_settings(cfg)), ModelNft()
-        follow(reg.bus, state, nft)
+    with followed() as (reg, _, nft):
         for i, mac in enumerate(MACS[:2]):
             reg.accept_mac(mac, 1)
             reg.set_ip("add", mac, f"10.0.1.{20 + i}")
@@ -172,8 +172,6 @@ def test_quarantine_and_release_reach_the_policy_state() -> None:
         reg.release(MACS[0])
         assert nft.sets[P.QUARANTINED] == set() and len(nft.sets[P.BRIDGES]) == 2
         assert nft.sets == snapshot(reg)
-    finally:
-        store.close()
 
 
 def test_an_untyped_device_event_is_followed_too() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import registry_world
 from edgesec.config import parse_settings
 from edgesec.detect.commands import QuarantineCommands
-from edgesec.events import EventBus
 from edgesec.net import policy as P
 from edgesec.registry import Registry, RegistryError
 from edgesec.store import Store
@@ -23,33 +23,15 @@ from edgesec.supervisor.commands import CommandTable, NetworkCommands, Request
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
 
-class Clock:
-    now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 SETTINGS = parse_settings("\n".join([
     "[system]", "defaultOpenVlanId = 1", "[ap]", "wpaPassphrase = default-pass",
     "[nat]", "natInterface = wan0", "[interfaces]",
     *(f'if{v} = "{v},10.0.{v}.1,10.0.{v}.255,255.255.255.0"' for v in (1, 2))]))
 
 
-class World:
+class World(registry_world.World):
     def __init__(self, tmp: Path) -> None:
-        self.db = tmp / "c.sqlite"
-        self.clock = Clock()
-        self.events: list = []
-        self.stores: list[Store] = []
-        self.reg = self.open()
-
-    def open(self) -> Registry:
-        store = Store(self.db)
-        self.stores.append(store)
-        bus = EventBus()
-        bus.subscribe(self.events.append)
-        return Registry(SETTINGS, store, bus, clock=self.clock)
+        super().__init__(tmp, SETTINGS, "c.sqlite")
 
     def rows(self) -> P.Rows:
         cfg = P.PolicyConfig.from_settings(SETTINGS)
@@ -67,8 +49,7 @@ def w(tmp_path: Path):
     r.set_ip("add", B, "10.0.2.10")
     r.add_bridge(A, B)
     yield world
-    for s in world.stores:
-        s.close()
+    world.close()
 
 
 def test_quarantine_suspends_nat_and_bridges_and_release_restores_them(w: World) -> None:
@@ -99,7 +80,7 @@ def test_events_and_audit_carry_the_decision_and_its_evidence(w: World) -> None:
     w.events.clear()
     w.reg.quarantine(A, "dns tunnel", source="dns_tunnel", evidence=json.dumps({"x": 1}))
     w.reg.release(A, "operator")
-    texts = [proto.format_event(e.kind, e.mac, dict(e.data)) for e in w.events]
+    texts = [proto.event_line(e) for e in w.events]
     assert f"QUARANTINE {A} on dns_tunnel\n" in texts
     assert f"QUARANTINE {A} off operator\n" in texts
     audit = w.reg.audit(A)

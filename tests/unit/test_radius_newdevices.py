@@ -18,25 +18,13 @@ import pytest
 from edgesec.access import radius_codec as rc
 from edgesec.access.newdevices import NewDeviceLimiter
 from edgesec.access.radius import RadiusConfig, RadiusServer
-from edgesec.config import parse_settings
+from edgesec.lab.hostap import access_request
 from edgesec.registry import Registry
 from edgesec.store import Store
+from registry_world import pool_settings
 
 SECRET = b"s3cret"
 CLIENT = ("127.0.0.1", 40000)
-CONFIG = """
-[system]
-defaultOpenVlanId = 1
-allowAllConnections = {open}
-allocateVlans = true
-[ap]
-wpaPassphrase = default-pass
-[interfaces]
-if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"
-vlanPoolPrefix = 10.200.0.0/24
-vlanPoolPrefixLen = 28
-"""
-
 
 class Clock:
     now = 1000.0
@@ -46,18 +34,13 @@ class Clock:
 
 
 def request(mac: str, ident: int, password: str | None = None) -> bytes:
-    plain = mac.replace(":", "")
-    auth = os.urandom(16)
-    pw = rc.encrypt_user_password((password or plain).encode(), SECRET, auth)
-    return rc.encode_request(ident, auth, SECRET, [(rc.USER_NAME, plain.encode()),
-                                                   (rc.USER_PASSWORD, pw)])
+    return access_request(mac, SECRET, ident, password=password)[0]
 
 
 def make(tmp: Path, open_net: bool = True, rate: int = 30, burst: int = 10
          ) -> tuple[Registry, RadiusServer, Clock]:
     clock = Clock()
-    reg = Registry(parse_settings(CONFIG.format(open=str(open_net).lower())),
-                   Store(tmp / "c.sqlite"))
+    reg = Registry(pool_settings(open_net), Store(tmp / "c.sqlite"))
     cfg = RadiusConfig(secret=SECRET, clients=ipaddress.IPv4Network("127.0.0.0/30"),
                        new_device_rate=rate, new_device_burst=burst)
     return reg, RadiusServer(cfg, reg, clock=clock), clock

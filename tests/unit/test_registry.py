@@ -13,26 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgesec.config import Settings, parse_settings
-from edgesec.events import EventBus
 from edgesec.registry import (
     STATUS_CONNECTED,
     TICKET_LIFETIME_S,
-    Registry,
     RegistryError,
     normalise_mac,
     sdbm_hash,
 )
-from edgesec.store import Store
+from registry_world import World
 
 A, B, C = "11:22:33:44:55:66", "aa:bb:cc:dd:ee:ff", "00:01:02:03:04:05"
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def settings(vlans: range = range(1, 6), **system: object) -> Settings:
@@ -44,46 +34,9 @@ def settings(vlans: range = range(1, 6), **system: object) -> Settings:
     return parse_settings("\n".join(lines))
 
 
-class World:
-    def __init__(self, tmp: Path, cfg: Settings) -> None:
-        self.db = tmp / "connections.sqlite"
-        self.cfg = cfg
-        self.clock = Clock()
-        self.events: list = []
-        self.stores: list[Store] = []
-        self.reg = self.open()
-
-    def open(self) -> Registry:
-        store = Store(self.db)
-        self.stores.append(store)
-        bus = EventBus()
-        bus.subscribe(self.events.append)
-        return Registry(self.cfg, store, bus, clock=self.clock)
-
-    def close(self) -> None:
-        for s in self.stores:
-            s.close()
-
-
 @pytest.fixture
-def world(tmp_path: Path):
-    w = World(tmp_path, settings())
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def make_world(tmp_path: Path):
-    made: list[World] = []
-
-    def make(cfg: Settings) -> World:
-        w = World(tmp_path / str(len(made)), cfg)
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        w.close()
+def world(make_world) -> World:
+    return make_world(settings())
 
 
 # -- MAC normalisation ------------------------------------------------------------------

@@ -5,76 +5,37 @@ A real SQLite file (restart = a second Registry on it) and an injected clock.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from edgesec.config import Settings, parse_settings
-from edgesec.events import EventBus
+import registry_world
+from edgesec.config import Settings
 from edgesec.reclaim import reclaimable
 from edgesec.registry import STATUS_CONNECTED, Device, Registry, RegistryError
-from edgesec.store import Store
 from edgesec.supervisor.commands import CommandTable, NetworkCommands
 from edgesec.supervisor.server import SupervisorServer
+from registry_world import World
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
-POOL = """
-[system]
-defaultOpenVlanId = 1
-allowAllConnections = {open}
-allocateVlans = true
-[ap]
-wpaPassphrase = default-pass
-[interfaces]
-if1 = "1,10.0.1.1,10.0.1.255,255.255.255.0"
-if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"
-vlanPoolPrefix = 10.200.0.0/26
-vlanPoolPrefixLen = 28
-vlanPoolFirstVlan = 100
-vlanPoolLifetime = 600
-"""
 
 
 def pool_settings(open_net: bool = True) -> Settings:
-    return parse_settings(POOL.format(open="true" if open_net else "false"))
-
-
-class World:
-    def __init__(self, tmp: Path, cfg: Settings) -> None:
-        self.db = tmp / "conn.sqlite"
-        self.cfg = cfg
-        self.now = 1_700_000_000.0
-        self.events: list = []
-        self.stores: list[Store] = []
-        self.reg = self.open()
-
-    def open(self) -> Registry:
-        store = Store(self.db)
-        self.stores.append(store)
-        bus = EventBus()
-        bus.subscribe(self.events.append)
-        return Registry(self.cfg, store, bus, clock=lambda: self.now)
-
-    def close(self) -> None:
-        for s in self.stores:
-            s.close()
+    """Four pool VLANs from 100, given back after 600 s unseen."""
+    return registry_world.pool_settings(
+        open_net, "10.200.0.0/26", 'if2 = "2,10.0.2.1,10.0.2.255,255.255.255.0"',
+        "vlanPoolFirstVlan = 100", "vlanPoolLifetime = 600")
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    w = World(tmp_path, pool_settings())
-    yield w
-    w.close()
+def world(make_world) -> World:
+    return make_world(pool_settings())
 
 
 @pytest.fixture
-def closed(tmp_path: Path):
-    w = World(tmp_path, pool_settings(open_net=False))
-    yield w
-    w.close()
+def closed(make_world) -> World:
+    return make_world(pool_settings(open_net=False))
 
 
 # -- the pool ----------------------------------------------------------------------------

@@ -31,9 +31,9 @@ from edgesec.api.views import (
     check_patch,
     device_json,
     iso,
-    json_value,
     parse_mac,
     require_str,
+    sse_message,
 )
 from edgesec.config import Settings
 from edgesec.events import Event
@@ -468,11 +468,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
-            payload = {"ts": iso(time.time()), "kind": event.kind, "mac": event.mac,
-                       "data": json_value(dict(event.data))}
-            # no "event:" field: every kind reaches a browser's onmessage (the kind is
-            # in the payload), so kinds added later need no client change
-            await response.write(f"data: {json.dumps(payload)}\n\n".encode())
+            await response.write(sse_message(event, time.time()))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -150,9 +150,7 @@ async def qr(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/", index)
-    r.add_post("/login", login)
-    r.add_post("/logout", logout)
-    r.add_get("/static/{name}", static)
-    r.add_post("/ui/qr", qr)
+    """The page, its log-in/out, its static files and the QR helper."""
+    app.router.add_routes([web.get("/", index), web.post("/login", login),
+                           web.post("/logout", logout), web.get("/static/{name}", static),
+                           web.post("/ui/qr", qr)])

@@ -14,7 +14,6 @@ import grp
 import ipaddress
 import logging
 import os
-import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edgesec import unixsock
 from edgesec.api.app import ApiContext, build_app
 from edgesec.api.tokens import TokenStore
 from edgesec.config import Settings
@@ -32,15 +32,6 @@ log = logging.getLogger(__name__)
 
 class ApiError(RuntimeError):
     """The API cannot be served as configured."""
-
-
-def _socket_in_use(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -98,7 +89,7 @@ class ApiService:
 
     async def _serve_unix(self, runner: web.AppRunner, path: Path, group: str) -> None:
         if path.exists():
-            if _socket_in_use(path):
+            if unixsock.answers(path):
                 raise ApiError(f"{path}: another process is serving this socket")
             path.unlink()
         path.parent.mkdir(parents=True, exist_ok=True)

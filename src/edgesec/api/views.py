@@ -7,10 +7,12 @@ are ISO 8601 in UTC; the device status is a word.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+from edgesec.events import Event, payload
 from edgesec.registry import STATUS_CONNECTED, STATUS_DISCONNECTED, Device, normalise_mac
 
 STATUS_WORDS = {STATUS_CONNECTED: "connected", STATUS_DISCONNECTED: "disconnected"}
@@ -86,6 +88,17 @@ def json_value(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def sse_message(event: Event, ts_seconds: float) -> bytes:
+    """One Server-Sent Events message for ``event`` (its wire mapping, no secrets).
+
+    No ``event:`` field: every kind reaches a browser's onmessage (the kind is
+    in the payload), so kinds added later need no client change.
+    """
+    body = {"ts": iso(ts_seconds), "kind": event.kind, "mac": event.mac,
+            "data": json_value(payload(event))}
+    return f"data: {json.dumps(body)}\n\n".encode()
 
 
 def require_str(body: Any, name: str) -> str:

@@ -17,6 +17,7 @@ are filled in.
 
 from __future__ import annotations
 
+import binascii
 import os
 import struct
 import time
@@ -74,6 +75,11 @@ class _IdClock:
 _COUNTER_BITS = 42  # RFC 9562 6.2 method 1: rand_a (12 bits) + the top 30 bits of rand_b
 
 
+# Where the 16 variable hex digits of an id's last two groups go in its text
+# ("xxxxxxxx-xxxx-7xxx-" is the 19-character prefix, then "cccc-ccccrrrrrrrr").
+_TAIL_POS = tuple(19 + j + (j >= 4) for j in range(16))
+
+
 def new_ids(n: int) -> list[str]:
     """``n`` UUIDv7 strings (RFC 9562; lowercase, 36 chars), increasing.
 
@@ -90,20 +96,31 @@ def new_ids(n: int) -> list[str]:
         clock.ms, clock.counter = clock.ms + 1, 0
     ms, start = clock.ms, clock.counter
     clock.counter += n
-    rand = memoryview(os.urandom(4 * n)).cast("I")
     # The first 19 characters (ms, version, top 12 counter bits) are the same for
-    # every id that shares the counter's top bits: format them once per run of ids.
+    # every id that shares the counter's top bits. For each run of such ids the
+    # rest is built without a Python step per id: the 8 bytes (variant + low 30
+    # counter bits, 32 random bits) of every id side by side, hexlified at once,
+    # written into the repeated prefix text by strided slices, split at commas.
     out: list[str] = []
     i = 0
     while i < n:
         c = start + i
         top = c >> 30
-        head = f"{ms:012x}{0x7000 | top:04x}"
-        prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-"
         run = min(n - i, ((top + 1) << 30) - c)
         low = (c & 0x3FFFFFFF) | 0x80000000  # variant 0b10 + the low 30 counter bits
-        out += [f"{prefix}{(low + k) >> 16:04x}-{(low + k) & 0xFFFF:04x}{rand[i + k]:08x}"
-                for k in range(run)]
+        raw = bytearray(8 * run)
+        counters = struct.pack(f">{run}I", *range(low, low + run))
+        rand = os.urandom(4 * run)
+        for j in range(4):
+            raw[j::8] = counters[j::4]
+            raw[4 + j::8] = rand[j::4]
+        digits = binascii.hexlify(raw)
+        head = f"{ms:012x}{0x7000 | top:04x}"
+        text = bytearray(f"{head[:8]}-{head[8:12]}-{head[12:16]}-0000-000000000000,"
+                         .encode() * run)
+        for j, pos in enumerate(_TAIL_POS):
+            text[pos::37] = digits[j::16]
+        out += text[:-1].decode("ascii").split(",")
         i += run
     return out
 
@@ -198,6 +215,28 @@ def _transport(rows: Rows, uid: str, data: bytes, off: int, proto: int, v6: bool
         rows["icmp6" if v6 else "icmp4"] = (uid, typ, code, csum, rest)
 
 
+
+def skip_ipv6_extensions(data: bytes, off: int, proto: int, caplen: int) -> tuple[int, int]:
+    """Follow IPv6 extension headers from ``off``: (next protocol, its offset).
+
+    The protocol returned is still an extension header's when no transport
+    header follows: a non-first fragment, a truncated chain, more than 8 hops.
+    """
+    hops = 0
+    while proto in _IPV6_EXT and hops < 8 and off + 8 <= caplen:
+        hops += 1
+        nh, hlen = _EXT(data, off)
+        if proto == 44:
+            if _U16(data, off + 2)[0] & 0xFFF8:
+                return proto, off  # non-first fragment
+            off += 8
+        elif proto == 51:
+            off += (hlen + 2) * 4
+        else:
+            off += (hlen + 1) * 8
+        proto = nh
+    return proto, off
+
 def decode(data: bytes, ts_us: int, length: int, ifname: str, uid: str) -> Rows:
     """Decode one Ethernet frame into ``{table: row}``; never raises.
 
@@ -227,20 +266,7 @@ def decode(data: bytes, ts_us: int, length: int, ifname: str, uid: str) -> Rows:
             word, plen, nxt, hlim, s, d = _IP6(data, 14)
             rows["ip6"] = (uid, word & 0xFFFFF, plen, nxt, hlim, data[14],
                            inet_ntop(AF_INET6, s), inet_ntop(AF_INET6, d))
-            off = 54
-            hops = 0
-            while nxt in _IPV6_EXT and hops < 8 and off + 8 <= caplen:
-                hops += 1
-                nh, hlen = _EXT(data, off)
-                if nxt == 44:
-                    if _U16(data, off + 2)[0] & 0xFFF8:
-                        return rows  # non-first fragment: no transport header
-                    off += 8
-                elif nxt == 51:
-                    off += (hlen + 2) * 4
-                else:
-                    off += (hlen + 1) * 8
-                nxt = nh
+            nxt, off = skip_ipv6_extensions(data, 54, nxt, caplen)
             if nxt not in _IPV6_EXT:
                 _transport(rows, uid, data, off, nxt, True)
         elif etype == ETHERTYPE_ARP:

@@ -21,6 +21,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from edgesec.capture.columnar import Columns
 from edgesec.capture.decode import Rows
 from edgesec.capture.options import CaptureOptions
 from edgesec.capture.pcapfile import Packet
@@ -65,12 +66,16 @@ class Batch:
     """Frames captured on one interface; ``frames[i]`` decodes ``packets[i]``.
 
     ``frames`` is empty when every middleware of the pipeline declared
-    ``needs_decode = False`` (e.g. pcap + cleaner only).
+    ``needs_decode = False`` (e.g. pcap + cleaner only). A bulk import
+    whose decoding middlewares all declare ``columnar = True`` (header)
+    gets ``columns`` instead of ``frames``: per table, the column values of
+    its rows in one flat list (:mod:`edgesec.capture.columnar`).
     """
 
     ifname: str
     packets: list[Packet]
     frames: list[Rows]
+    columns: Columns | None = None
 
 
 @runtime_checkable

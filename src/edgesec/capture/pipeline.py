@@ -26,11 +26,13 @@ from edgesec.capture.checkpoint import (
     Checkpointer,
     wal_pages,
 )
+from edgesec.capture.columnar import decode_columns
 from edgesec.capture.decode import decode, new_ids
 from edgesec.capture.guard import MIB, StorageGuard
 from edgesec.capture.middleware import Batch, Context, Middleware, load
 from edgesec.capture.options import CaptureOptions
 from edgesec.capture.pcapfile import Packet
+from edgesec.capture.schema import WIDTHS
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,11 @@ class Pipeline:
         # pcap/cleaner-only pipelines skip decoding (middlewares opt out
         # with ``needs_decode = False``)
         self.decoding = any(getattr(m, "needs_decode", True) for m in self.middlewares)
+        # a bulk import whose decoding middlewares all take per-table columns
+        # (header) skips the per-frame dicts (see columnar.py)
+        self.columnar = bulk and not live and self.decoding and all(
+            getattr(m, "columnar", False) for m in self.middlewares
+            if getattr(m, "needs_decode", True))
 
     def feed(self, ifname: str, packets: list[Packet]) -> Batch | None:
         """Decode ``packets`` (captured on ``ifname``) and process them.
@@ -194,13 +201,17 @@ class Pipeline:
             self.storage_drops += len(packets)
             return None
         frames = []
-        if self.decoding:
+        columns = None
+        if self.columnar:
+            columns = decode_columns(packets, ifname, new_ids(len(packets)))
+            self.rows += sum(len(v) // WIDTHS[t] for t, v in columns.items())
+        elif self.decoding:
             ids = new_ids(len(packets))
             frames = [decode(data, ts, length, ifname, uid)
                       for (ts, length, data), uid in zip(packets, ids, strict=True)]
-        batch = Batch(ifname=ifname, packets=packets, frames=frames)
+            self.rows += sum(map(len, frames))
+        batch = Batch(ifname=ifname, packets=packets, frames=frames, columns=columns)
         self.packets += len(packets)
-        self.rows += sum(map(len, frames))
         self.process(batch)
         return batch
 
@@ -235,11 +246,15 @@ class Pipeline:
         return True
 
     def check_storage(self) -> str:
-        """Ask the guard (live only); logs once when capture pauses and when it resumes."""
+        """Ask the guard (live only); logs once when capture pauses and when it resumes.
+
+        While paused the reason's figures change with every check (free space moves);
+        only the transitions are logged.
+        """
         if self.guard is None:
             return ""
-        before = self.guard.reason
-        if self.guard.check() != before:
+        was_paused = bool(self.guard.reason)
+        if bool(self.guard.check()) != was_paused:
             if self.guard.reason:
                 log.warning("%s", self.guard.reason)
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import BinaryIO
 
 from edgesec.capture.options import CaptureOptions
@@ -52,20 +53,22 @@ def recap(stream: BinaryIO, options: CaptureOptions, *, ifname: str = "ifname",
     pipe = Pipeline(options, middlewares or ("header",),
                     transaction=transaction, linktype=linktype, bulk=True)
     size = options.batch_size
-    batch: list[Packet] = []
+    packets = iter(reader)
     try:
-        try:
-            for pkt in reader:
-                batch.append(pkt)
-                if len(batch) >= size:
-                    pipe.feed(ifname, batch)
-                    batch = []
-                    if progress:
-                        progress(pipe.packets, reader.bytes_read)
-        except PcapError as exc:
-            error = str(exc)
-        if batch:
-            pipe.feed(ifname, batch)
+        while True:
+            batch: list[Packet] = []
+            try:
+                # extend() keeps what it took before the reader raised: a damaged
+                # pcap still stores every record before the damage
+                batch.extend(islice(packets, size))
+            except PcapError as exc:
+                error = str(exc)
+            if batch:
+                pipe.feed(ifname, batch)
+            if error is not None or len(batch) < size:
+                break
+            if progress:
+                progress(pipe.packets, reader.bytes_read)
         if progress:
             progress(pipe.packets, reader.bytes_read)
     finally:

@@ -126,6 +126,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+WIDTHS: dict[str, int] = {table: len(cols) for table, cols in TABLES.items()}  # columns per row
 
 _PRIMARY_KEYS = {"eth": "timestamp, id"}
 

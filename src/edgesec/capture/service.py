@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgesec.capture.options import CaptureOptions
+from edgesec.restart import Backoff, WorkerReader
 
 if TYPE_CHECKING:
     from edgesec.config import Settings
@@ -52,8 +53,11 @@ def build_capture_service(settings: Settings, registry: Registry | None = None
     return CaptureService(settings)
 
 
-class CaptureService:
+class CaptureService(WorkerReader):
     """Live capture on ``interfaces`` into the capture DB and middlewares."""
+
+    _what = "capture"
+    _spawn_errors = CaptureError
 
     name = "capture"
 
@@ -148,35 +152,26 @@ class CaptureService:
                 self._reconfigure = True
                 await self._kill(self._proc)
 
-    async def _read_loop(self) -> None:
-        backoff = 1.0
-        while not self._stopping:
-            proc = self._proc
-            assert proc is not None and proc.stdout is not None
-            async for line in proc.stdout:
-                with contextlib.suppress(ValueError):
-                    self._last = json.loads(line)
-                backoff = 1.0
-            await proc.wait()
-            if self._stopping:
-                return
-            if self._reconfigure:
-                self._reconfigure = False
-                try:
-                    await self._spawn()
-                except CaptureError as exc:
-                    self._error = str(exc)
-                    await asyncio.sleep(backoff)
-                continue
-            self._error = f"worker exited with {proc.returncode}"
-            log.warning("capture %s; restarting in %.0f s", self._error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            try:
-                await self._spawn()
-                self._restarts += 1
-            except CaptureError as exc:
-                self._error = str(exc)
+    def _on_message(self, msg: Any) -> None:
+        self._last = msg
+
+    async def _exited(self, backoff: Backoff) -> bool:
+        """An exit we asked for (new options): start the new worker at once."""
+        if not self._reconfigure:
+            return False
+        self._reconfigure = False
+        try:
+            await self._spawn()
+        except CaptureError as exc:
+            self._error = str(exc)
+            await asyncio.sleep(backoff.delay)
+        return True
+
+    def _report(self, error: str) -> None:
+        self._error = error
+
+    def _restarted(self) -> None:
+        self._restarts += 1
 
     async def _kill(self, proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
         if proc.returncode is None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgesec.config import DetectSettings
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class DetectConfig:
     dns_forward_port: int = 0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DetectConfig:
+    def from_settings(cls, settings: DetectSettings) -> DetectConfig:
+        """The thresholds of a ``[detect]`` section (keys it lacks keep their defaults)."""
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)
                       if hasattr(settings, f.name)})
 

@@ -20,12 +20,17 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesec.detect.alerts import Alert, AlertStore
 from edgesec.detect.model import DetectConfig
-from edgesec.events import Event
+from edgesec.events import AlertRaised, Event, QuarantineChanged
 from edgesec.registry import RegistryError, normalise_mac
+from edgesec.restart import WorkerReader
+
+if TYPE_CHECKING:
+    from edgesec.config import Settings
+    from edgesec.registry import Registry
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("edgesec.audit")  # the supervisor's audit trail logger
@@ -36,18 +41,18 @@ WATCHED = ("device", "ip", "bridge_added", "bridge_removed", "group_changed", "a
            "access_removed")
 
 
-def eve_path(settings: Any) -> Path:
+def eve_path(settings: Settings) -> Path:
     d = settings.detect
     if d.eve_path:
         return Path(d.eve_path)
     cap = settings.capture
-    if getattr(cap, "eve_path", None):
+    if cap.eve_path:
         return Path(cap.eve_path)
     base = cap.capture_db_path.parent if cap.capture_db_path else Path(".")
     return base / "eve.json"
 
 
-def _forward_port(settings: Any) -> int:
+def _forward_port(settings: Settings) -> int:
     try:
         from edgesec.dhcp.dnsfwd import forwarder_port
 
@@ -87,10 +92,14 @@ class Containment:
             and self.mode(alert.mac) == "quarantine"
 
 
-class DetectService:
+class DetectService(WorkerReader):
+    """The detect worker's parent: publishes its alerts, contains by the policy."""
+
+    _what = "detect"
     name = "detect"
 
-    def __init__(self, settings: Any, registry: Any, *, python: str = sys.executable) -> None:
+    def __init__(self, settings: Settings, registry: Registry, *,
+                 python: str = sys.executable) -> None:
         self.settings = settings
         self.registry = registry
         d = settings.detect
@@ -144,7 +153,7 @@ class DetectService:
         }
 
     def _on_event(self, event: Event) -> None:
-        if event.kind == "quarantine" and not event.data.get("on"):
+        if isinstance(event, QuarantineChanged) and not event.on:
             self._write({"reset": event.mac})
         if event.kind in WATCHED and self._world_task is None and not self._stopping:
             with contextlib.suppress(RuntimeError):
@@ -175,8 +184,8 @@ class DetectService:
             self.store.add(alert)
         except Exception:
             log.exception("cannot record alert %s", alert.kind)
-        self.registry.bus.publish(Event("alert", alert.mac, {
-            "kind": alert.kind, "severity": alert.severity, "message": alert.message}))
+        self.registry.bus.publish(AlertRaised(alert.mac, alert=alert.kind,
+                                              severity=alert.severity, message=alert.message))
         log.warning("alert %s %s severity %d: %s", alert.mac or "-", alert.kind, alert.severity,
                     alert.message)
         if not self.containment.should_quarantine(alert):
@@ -225,36 +234,20 @@ class DetectService:
         await self._spawn()
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
-    async def _read_loop(self) -> None:
-        backoff = 1.0
-        while not self._stopping:
-            proc = self._proc
-            assert proc is not None and proc.stdout is not None
-            async for line in proc.stdout:
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if "alert" in msg:
-                    try:
-                        self.handle_alert(Alert.from_dict(msg["alert"]))
-                    except Exception:
-                        log.exception("bad alert from the detect worker")
-                elif "stats" in msg:
-                    self.stats = msg["stats"]
-                backoff = 1.0
-            await proc.wait()
-            if self._stopping:
-                return
-            self.error = f"worker exited with {proc.returncode}"
-            log.warning("detect %s; restarting in %.0f s", self.error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+    def _on_message(self, msg: Any) -> None:
+        if "alert" in msg:
             try:
-                await self._spawn()
-                self.restarts += 1
-            except RuntimeError as exc:
-                self.error = str(exc)
+                self.handle_alert(Alert.from_dict(msg["alert"]))
+            except Exception:
+                log.exception("bad alert from the detect worker")
+        elif "stats" in msg:
+            self.stats = msg["stats"]
+
+    def _report(self, error: str) -> None:
+        self.error = error
+
+    def _restarted(self) -> None:
+        self.restarts += 1
 
     async def stop(self) -> None:
         self._stopping = True
@@ -291,5 +284,5 @@ class DetectService:
         return ("degraded", self.error) if self.error else ("ok", "")
 
 
-def build_detect_service(settings: Any, registry: Any) -> DetectService:
+def build_detect_service(settings: Settings, registry: Registry) -> DetectService:
     return DetectService(settings, registry)

@@ -35,7 +35,7 @@ __all__ = ["NatWatch", "flush_dns_flows"]
 
 def flush_dns_flows(ips: Iterable[str]) -> int:
     """Delete conntrack entries from ``ips`` to port 53 (udp, tcp); how many went."""
-    from pyroute2 import Conntrack
+    from pyroute2.conntrack import Conntrack  # not `pyroute2`: see net/pyroute2_lazy.py
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 

@@ -137,17 +137,23 @@ def ctl(
     try:
         sock.bind("")
         sock.settimeout(timeout)
-        try:
-            sock.sendto(command.encode(), str(socket_path))
-            return sock.recv(4 * 1024 * 1024).decode("utf-8", "replace")
-        except TimeoutError:
-            raise ClientError(f"no reply from the supervisor at {socket_path}") from None
-        except OSError as exc:
-            raise ClientError(
-                f"cannot reach the supervisor at {socket_path}: {exc.strerror or exc}"
-            ) from None
+        return _exchange(sock, socket_path, command.encode(), 4 * 1024 * 1024).decode(
+            "utf-8", "replace")
     finally:
         sock.close()
+
+
+def _exchange(sock: socket.socket, socket_path: Path | str, request: bytes, size: int) -> bytes:
+    """Send ``request`` to the supervisor and return its reply (ClientError if none)."""
+    try:
+        sock.sendto(request, str(socket_path))
+        return sock.recv(size)
+    except TimeoutError:
+        raise ClientError(f"no reply from the supervisor at {socket_path}") from None
+    except OSError as exc:
+        raise ClientError(
+            f"cannot reach the supervisor at {socket_path}: {exc.strerror or exc}"
+        ) from None
 
 
 def events(socket_path: Path | str, netns: str | None = None) -> Iterator[str]:
@@ -164,15 +170,7 @@ def events(socket_path: Path | str, netns: str | None = None) -> Iterator[str]:
     try:
         sock.bind("")
         sock.settimeout(5.0)
-        try:
-            sock.sendto(b"SUBSCRIBE_EVENTS", str(socket_path))
-            reply = sock.recv(4096)
-        except TimeoutError:
-            raise ClientError(f"no reply from the supervisor at {socket_path}") from None
-        except OSError as exc:
-            raise ClientError(
-                f"cannot reach the supervisor at {socket_path}: {exc.strerror or exc}"
-            ) from None
+        reply = _exchange(sock, socket_path, b"SUBSCRIBE_EVENTS", 4096)
         if reply != b"OK\n":
             raise ClientError(f"SUBSCRIBE_EVENTS answered {reply.strip()!r}")
         sock.settimeout(None)

@@ -14,7 +14,7 @@ import argparse
 import socket
 import sys
 
-from edgesec.lab.probe import PAYLOAD
+from edgesec.lab.probe import echoed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,14 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     with sock:
         for _line in sys.stdin:
             try:
-                sock.sendall(PAYLOAD)
-                got = b""
-                while len(got) < len(PAYLOAD):
-                    chunk = sock.recv(len(PAYLOAD) - len(got))
-                    if not chunk:
-                        break
-                    got += chunk
-                ok = got == PAYLOAD
+                ok = echoed(sock)
             except OSError:
                 ok = False
             print("echo" if ok else "silent", flush=True)

@@ -77,14 +77,19 @@ def socket_in_netns(
 
 
 def access_request(
-    mac: str, secret: bytes, ident: int, authenticator: bytes | None = None
+    mac: str, secret: bytes, ident: int, authenticator: bytes | None = None, *,
+    password: str | None = None,
 ) -> tuple[bytes, bytes]:
-    """hostapd's MAC-ACL Access-Request for ``mac``; returns (packet, authenticator)."""
+    """hostapd's MAC-ACL Access-Request for ``mac``; returns (packet, authenticator).
+
+    Its User-Password is the MAC, as hostapd sends, unless ``password`` is given.
+    """
     auth = authenticator or secrets.token_bytes(16)
     plain = mac.replace(":", "").lower()
+    pw = (password or plain).encode()
     attrs = [
         (rc.USER_NAME, plain.encode()),
-        (rc.USER_PASSWORD, rc.encrypt_user_password(plain.encode(), secret, auth)),
+        (rc.USER_PASSWORD, rc.encrypt_user_password(pw, secret, auth)),
         (rc.CALLING_STATION_ID, mac.replace(":", "-").upper().encode()),
         (CALLED_STATION_ID, f"{AP_MAC}:edgesec-lab".encode()),
         (NAS_IDENTIFIER, b"edgesec-lab"),

@@ -20,16 +20,21 @@ def tcp_echo(host: str, port: int, timeout: float = 1.0, source: str | None = No
         with socket.create_connection(
             (host, port), timeout=timeout, source_address=(source, 0) if source else None
         ) as s:
-            s.sendall(PAYLOAD)
-            got = b""
-            while len(got) < len(PAYLOAD):
-                chunk = s.recv(len(PAYLOAD) - len(got))
-                if not chunk:
-                    break
-                got += chunk
-            return got == PAYLOAD
+            return echoed(s)
     except OSError:
         return False
+
+
+def echoed(sock: socket.socket) -> bool:
+    """Send the payload over a connected TCP socket: did it come back whole?"""
+    sock.sendall(PAYLOAD)
+    got = b""
+    while len(got) < len(PAYLOAD):
+        chunk = sock.recv(len(PAYLOAD) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got == PAYLOAD
 
 
 def tcp_connect(host: str, port: int, timeout: float = 1.0, source: str | None = None) -> bool:

@@ -153,32 +153,28 @@ def _leased(rows: P.Rows, ip: str) -> bool:
 def accepts(rows: P.Rows, src_ip: str, dst_ip: str, proto: str = "", port: int = 0
             ) -> str | None:
     """The ``from_device`` rule accepting the first packet ``src_ip -> dst_ip``, or None."""
-    if not _leased(rows, src_ip):
-        return None  # anti-spoofing (a denied device has no lease rows)
-    pair = (src_ip, dst_ip)
-    if pair in rows[P.BRIDGES]:
-        return "bridge"
-    if pair in rows[P.GROUPS]:
-        return "group"
-    if proto and (src_ip, dst_ip, proto, str(port)) in rows[P.ACCESS]:
-        return "access"
-    if pair in rows[P.ACCESS_ANY]:
-        return "access-any"
-    return None
+    return _accepting(rows, src_ip, (src_ip, dst_ip), (src_ip, dst_ip), proto, port, "")
 
 
 def answers(rows: P.Rows, opener_ip: str, peer_ip: str, proto: str = "", port: int = 0
             ) -> str | None:
     """The rule accepting the peer's answers to a connection ``opener_ip -> peer_ip``, or None."""
-    if not _leased(rows, peer_ip):
-        return None
-    pair = (peer_ip, opener_ip)
+    return _accepting(rows, peer_ip, (peer_ip, opener_ip), (opener_ip, peer_ip), proto, port,
+                      "-reply")
+
+
+def _accepting(rows: P.Rows, sender: str, pair: tuple[str, str], rule: tuple[str, str],
+               proto: str, port: int, suffix: str) -> str | None:
+    """The rule passing ``sender``'s packet on ``pair`` (``rule``: the access rule's
+    opener and peer; ``suffix`` names the answer direction of access rules)."""
+    if not _leased(rows, sender):
+        return None  # anti-spoofing (a denied device has no lease rows)
     if pair in rows[P.BRIDGES]:
         return "bridge"
     if pair in rows[P.GROUPS]:
         return "group"
-    if proto and (opener_ip, peer_ip, proto, str(port)) in rows[P.ACCESS]:
-        return "access-reply"
-    if (opener_ip, peer_ip) in rows[P.ACCESS_ANY]:
-        return "access-any-reply"
+    if proto and (*rule, proto, str(port)) in rows[P.ACCESS]:
+        return "access" + suffix
+    if rule in rows[P.ACCESS_ANY]:
+        return "access-any" + suffix
     return None

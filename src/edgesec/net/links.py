@@ -30,9 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyroute2 import AsyncIPRoute
-
 from edgesec.events import DeviceChanged
+from edgesec.net import pyroute2_lazy
+
+pyroute2_lazy.install()  # only the parts used below, not all of pyroute2 (its docstring)
+from pyroute2.iproute import AsyncIPRoute  # noqa: E402
 
 if TYPE_CHECKING:
     from edgesec.config import Settings

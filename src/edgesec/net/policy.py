@@ -58,6 +58,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from edgesec.device_like import DeviceLike as DeviceLike  # re-exported: P.DeviceLike
+
 if TYPE_CHECKING:
     from edgesec.config import Settings
 
@@ -94,23 +96,6 @@ SET_TYPES: dict[str, Any] = {
 IP_CACHE_MAX = 65_536  # memoised (VLAN, address) -> inside the subnet?
 Row = Any  # str or tuple[str, ...]
 Rows = dict[str, set[Row]]
-
-
-class DeviceLike(Protocol):
-    """The fields of ``edgesec.registry.Device`` the policy reads (read-only, so the
-    frozen dataclass matches)."""
-
-    @property
-    def mac(self) -> str: ...
-    @property
-    def allow(self) -> bool: ...
-    @property
-    def vlanid(self) -> int: ...
-    @property
-    def nat(self) -> bool: ...
-
-    @property
-    def ips(self) -> tuple[str, ...]: ...
 
 
 def is_quarantined(dev: DeviceLike) -> bool:
@@ -226,22 +211,8 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
         return rows
     if dev.nat and cfg.nat_interface:
         rows[NAT].update(ips)
-    for peer in partners:
-        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
-            continue
-        for pip in valid_ips(cfg, peer):
-            for ip in ips:
-                if ip != pip:
-                    rows[BRIDGES].add((ip, pip))
-                    rows[BRIDGES].add((pip, ip))
-    for peer in members:
-        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
-            continue
-        for pip in valid_ips(cfg, peer):
-            for ip in ips:
-                if ip != pip:
-                    rows[GROUPS].add((ip, pip))
-                    rows[GROUPS].add((pip, ip))
+    _both_ways(cfg, dev, ips, partners, rows[BRIDGES])
+    _both_ways(cfg, dev, ips, members, rows[GROUPS])
     for rule, peer in access:
         if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
             continue
@@ -255,6 +226,20 @@ def device_rows(cfg: PolicyConfig, dev: DeviceLike, partners: Iterable[DeviceLik
                     else:
                         rows[ACCESS_ANY].add((sip, dip))
     return rows
+
+
+def _both_ways(cfg: PolicyConfig, dev: DeviceLike, ips: Iterable[str],
+               peers: Iterable[DeviceLike], into: set[Row]) -> None:
+    """Address pairs both ways between ``dev`` and each allowed, free peer (a bridge or
+    a shared group)."""
+    for peer in peers:
+        if not peer.allow or peer.mac == dev.mac or is_quarantined(peer):
+            continue
+        for pip in valid_ips(cfg, peer):
+            for ip in ips:
+                if ip != pip:
+                    into.add((ip, pip))
+                    into.add((pip, ip))
 
 
 def elements(cfg: PolicyConfig, devices: Iterable[DeviceLike],

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # kept out of the import path of light clients (the lease hook)
+    from edgesec.events import Event
     from edgesec.registry import Bridge, Device
 
 OK = "OK\n"
@@ -111,6 +112,21 @@ def format_bridges(bridges: list[Bridge] | list[tuple[str, str]]) -> str:
     return "".join(lines) or OK
 
 
+def event_line(event: Event) -> str | None:
+    """The datagram a ``SUBSCRIBE_EVENTS`` client gets for ``event`` (None: not sent).
+
+    Typed events of edgesec.detect are formatted from their fields; the others
+    from their wire mapping by :func:`format_event`.
+    """
+    from edgesec.events import AlertRaised, QuarantineChanged, payload
+
+    if isinstance(event, QuarantineChanged):  # containment on/off
+        return f"QUARANTINE {event.mac} {'on' if event.on else 'off'} {_word(event.reason)}\n"
+    if isinstance(event, AlertRaised):  # one alert (or an aggregate of a burst)
+        return f"ALERT {event.mac or '-'} {_word(event.alert)} {_word(str(event.severity))}\n"
+    return format_event(event.kind, event.mac, payload(event))
+
+
 def format_event(kind: str, mac: str, data: Mapping[str, Any]) -> str | None:
     """An event datagram: the original's ``IP``/``AP`` lines plus documented extensions."""
     if kind == "ip":
@@ -136,11 +152,6 @@ def format_event(kind: str, mac: str, data: Mapping[str, Any]) -> str | None:
         return f"DEVICE_REMOVED {mac} {_word(data.get('reason', ''))}\n"
     if kind == "mdns" and "text" in data:
         return f"MDNS {data['text']}\n"
-    if kind == "quarantine":  # edgesec.detect: containment on/off
-        return f"QUARANTINE {mac} {'on' if data.get('on') else 'off'} " \
-               f"{_word(str(data.get('reason', '')))}\n"
-    if kind == "alert":  # edgesec.detect: one alert (or an aggregate of a burst)
-        return f"ALERT {mac or '-'} {_word(str(data['kind']))} {_word(str(data['severity']))}\n"
     if kind == "policy":
         from edgesec.supervisor.audit import format_policy_event
 

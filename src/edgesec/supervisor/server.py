@@ -35,6 +35,7 @@ from edgesec.supervisor.audit import (
 )
 from edgesec.supervisor.commands import Address, Channel, CommandTable, Request
 from edgesec.supervisor.ratelog import RateLimitedLog
+from edgesec.supervisor.reader import ReaderThread
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +89,13 @@ class _Endpoint:
         self.sock = sock
         # UNIX senders' pid/uid/gid arrive with each datagram (the audit trail's source).
         self.creds = channel == "unix"
+        self.reader: ReaderThread | None = None
         if self.creds:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 
     def on_readable(self) -> None:
+        """Drain up to ``READ_BATCH`` datagrams (``add_reader`` callback)."""
         sock = self.sock
-        server = self.server
-        channel = self.channel
-        # Constant replies (PING_SUPERVISOR) skip parsing, dispatch and allocation;
-        # they are counted like any request.  Not on authenticated UDP (framed).
-        constants = server.table.constants if channel != "udp-auth" else {}
-        results = server.table.results
         for _ in range(READ_BATCH):
             anc = None
             try:
@@ -112,24 +109,32 @@ class _Endpoint:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.debug("%s socket error: %s", channel, exc)
+                log.debug("%s socket error: %s", self.channel, exc)
                 return
-            constant = constants.get(data)
-            reply: bytes | None
-            if constant is not None:
-                reply, key = constant
-                results[key] += 1
-            else:
-                try:
-                    reply = server.handle(data, addr, channel, ancdata=anc)
-                except Exception:  # handle() never raises; this is the last line of defence
-                    log.exception("%s: request from %s failed", channel, addr)
-                    reply = proto.FAIL.encode()
-            if reply is not None and addr:
-                try:
-                    sock.sendto(reply, addr)
-                except OSError as exc:
-                    log.debug("%s: reply to %s dropped: %s", channel, addr, exc)
+            self.answer(data, anc, addr)
+
+    def answer(self, data: bytes, anc: list[tuple[int, int, bytes]] | None, addr: Any) -> None:
+        """Reply to one datagram, in the loop.  Constant replies (PING_SUPERVISOR) skip
+        parsing and dispatch and are counted like any request; not on authenticated
+        UDP (framed)."""
+        server = self.server
+        constant = server.table.constants.get(data) if self.channel != "udp-auth" else None
+        reply: bytes | None
+        if constant is not None:
+            reply, key = constant
+            server.table.results[key] += 1
+        else:
+            try:
+                reply = server.handle(data, addr, self.channel, ancdata=anc)
+            except Exception:  # handle() never raises; this is the last line of defence
+                log.exception("%s: request from %s failed", self.channel, addr)
+                reply = proto.FAIL.encode()
+        if reply is not None and addr:
+            try:
+                # never blocks: the UNIX socket is in blocking mode for its reader thread
+                self.sock.sendto(reply, socket.MSG_DONTWAIT, addr)
+            except OSError as exc:
+                log.debug("%s: reply to %s dropped: %s", self.channel, addr, exc)
 
 
 class SupervisorServer:
@@ -203,16 +208,25 @@ class SupervisorServer:
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
                      channel: Channel) -> None:
-        sock.setblocking(False)
         endpoint = _Endpoint(self, channel, sock)
-        loop.add_reader(sock.fileno(), endpoint.on_readable)
+        if channel == "unix":  # its own reader thread (supervisor/reader.py)
+            endpoint.reader = ReaderThread(sock, RECV_SIZE, self.table.constants,
+                                           endpoint.answer, loop)
+            endpoint.reader.start()
+        else:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), endpoint.on_readable)
         self._endpoints.append(endpoint)
 
     async def stop(self) -> None:
         self._unsubscribe()
         loop = asyncio.get_running_loop()
         for endpoint in self._endpoints:
-            loop.remove_reader(endpoint.sock.fileno())
+            if endpoint.reader is not None:
+                endpoint.reader.stop()
+                self.table.results.update(endpoint.reader.counts)  # the thread has ended
+            else:
+                loop.remove_reader(endpoint.sock.fileno())
             endpoint.sock.close()
         self._endpoints.clear()
         if self.unix_path is not None and self.unix_path.exists():
@@ -221,7 +235,12 @@ class SupervisorServer:
     def counters(self) -> dict[str, float]:
         """Requests by command and result, and malformed datagrams (for metrics)."""
         out: dict[str, float] = {"malformed_requests": self.malformed}
-        for (command, result), n in self.table.results.items():
+        results = collections.Counter(self.table.results)
+        for endpoint in self._endpoints:
+            if endpoint.reader is not None:
+                # dict(): one C-level copy (the thread may add a key meanwhile)
+                results.update(dict(endpoint.reader.counts))
+        for (command, result), n in results.items():
             out[f"requests|command={command}|result={result}"] = n
         return out
 
@@ -294,7 +313,7 @@ class SupervisorServer:
         return proto.OK
 
     def _on_event(self, event: Event) -> None:
-        text = proto.format_event(event.kind, event.mac, dict(event.data))
+        text = proto.event_line(event)
         if text is None or not self.subscribers:
             return
         self.broadcast(text.encode())
@@ -307,7 +326,7 @@ class SupervisorServer:
             if sock is None:
                 continue
             try:
-                sock.sendto(payload, addr)
+                sock.sendto(payload, socket.MSG_DONTWAIT, addr)
                 self.subscribers[key] = 0
             except (BlockingIOError, InterruptedError):
                 pass  # a slow subscriber misses one event; it is not dropped for that

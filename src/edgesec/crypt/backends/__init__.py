@@ -3,8 +3,8 @@
 A backend owns the vault's *root key* and nothing else: it creates one, opens
 an existing one from the public parameters the vault stored for it, and wraps
 or unwraps data keys with it.  Backends are found through the entry-point
-group ``edgesec.crypt.backends`` (the built-ins are registered the same way;
-a fallback table keeps them usable from an uninstalled source tree).  A backend
+group ``edgesec.crypt.backends``; the built-ins (registered there too) are
+loaded from their own modules first, so a plug-in cannot shadow them.  A backend
 class is called as ``cls(settings: CryptSettings, secret: bytes | None)``
 where ``secret`` optionally overrides the backend's own secret source
 (passphrase, PIN) — used by tests and interactive CLI prompts.
@@ -13,7 +13,6 @@ where ``secret`` optionally overrides the backend's own secret source
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from edgesec.crypt.errors import BackendError
@@ -52,6 +51,8 @@ class Backend(Protocol):
 
 def available() -> list[str]:
     """Names of all backends (installed entry points plus built-ins)."""
+    from importlib.metadata import entry_points
+
     names = {ep.name for ep in entry_points(group=GROUP)}
     return sorted(names | set(_BUILTIN))
 
@@ -59,18 +60,26 @@ def available() -> list[str]:
 def load_backend(
     name: str, settings: CryptSettings, secret: bytes | None = None
 ) -> Backend:
-    """Instantiate the backend called ``name``; BackendError if unknown/broken."""
+    """Instantiate the backend called ``name``; BackendError if unknown/broken.
+
+    A built-in name loads its own module directly (no plug-in can shadow it, and
+    the daemon does not keep ``importlib.metadata``, ~1.6 MB, for the lookup);
+    other names are looked up among the installed entry points.
+    """
     target: Any = None
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            try:
-                target = ep.load()
-            except Exception as exc:
-                raise BackendError(f"crypt backend {name!r} failed to load: {exc}") from exc
-            break
-    if target is None and name in _BUILTIN:
+    if name in _BUILTIN:
         module, _, attr = _BUILTIN[name].partition(":")
         target = getattr(importlib.import_module(module), attr)
+    else:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=GROUP):
+            if ep.name == name:
+                try:
+                    target = ep.load()
+                except Exception as exc:
+                    raise BackendError(f"crypt backend {name!r} failed to load: {exc}") from exc
+                break
     if target is None:
         raise BackendError(f"unknown crypt backend {name!r} (available: {', '.join(available())})")
     backend = target(settings, secret)
