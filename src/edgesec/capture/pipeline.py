@@ -184,8 +184,9 @@ class Pipeline:
         # with ``needs_decode = False``)
         self.decoding = any(getattr(m, "needs_decode", True) for m in self.middlewares)
         # a bulk import whose decoding middlewares all take per-table columns
-        # (header) skips the per-frame dicts (see columnar.py)
-        self.columnar = bulk and not live and self.decoding and all(
+        # (header) skips the per-frame dicts (see columnar.py); so does live
+        # capture when header is its only decoding middleware (header,cleaner)
+        self.columnar = (bulk or live) and self.decoding and all(
             getattr(m, "columnar", False) for m in self.middlewares
             if getattr(m, "needs_decode", True))
 
@@ -221,11 +222,14 @@ class Pipeline:
         :meth:`store` then runs it through the middlewares (the store thread).
         """
         frames = []
-        if self.decoding:
+        columns = None
+        if self.columnar:
+            columns = decode_columns(packets, ifname, new_ids(len(packets)))
+        elif self.decoding:
             ids = new_ids(len(packets))
             frames = [decode(data, ts, length, ifname, uid)
                       for (ts, length, data), uid in zip(packets, ids, strict=True)]
-        return Batch(ifname=ifname, packets=packets, frames=frames)
+        return Batch(ifname=ifname, packets=packets, frames=frames, columns=columns)
 
     def store(self, batch: Batch) -> bool:
         """Store a batch from :meth:`decode_batch` (decoding it here if it was not).
@@ -238,10 +242,13 @@ class Pipeline:
                 self.commit()
             self.storage_drops += len(batch.packets)
             return False
-        if self.decoding and batch.packets and not batch.frames:
+        if self.decoding and batch.packets and not batch.frames and batch.columns is None:
             batch = self.decode_batch(batch.ifname, batch.packets)
         self.packets += len(batch.packets)
-        self.rows += sum(map(len, batch.frames))
+        if batch.columns is not None:
+            self.rows += sum(len(v) // WIDTHS[t] for t, v in batch.columns.items())
+        else:
+            self.rows += sum(map(len, batch.frames))
         self.process(batch)
         return True
 
