@@ -137,3 +137,27 @@ def test_a_failed_commit_drops_its_transaction_and_counts_it(live, monkeypatch):
     storer.put(pipe.decode_batch("veth0", packets(200, 300)))
     assert wait(lambda: count(opts.capture_db_path) == 200)  # capture goes on
     assert storer.packets == 200 and storer.own_drops == 300
+
+
+def test_live_header_capture_stores_the_decoders_rows_from_columns(live):
+    opts, pipe, storer, _ = live
+    from edgesec.capture.decode import decode
+    from edgesec.capture.schema import columns
+
+    assert pipe.columnar  # header only: per-table columns, no dict per frame
+    pkts = packets(300)
+    storer.put(pipe.decode_batch("veth0", pkts))
+    assert wait(lambda: count(opts.capture_db_path) == 300)
+    want: dict[str, list[tuple]] = {}
+    for ts, length, data in pkts:
+        for table, row in decode(data, ts, length, "veth0", "x").items():
+            want.setdefault(table, []).append(row)
+    db = sqlite3.connect(opts.capture_db_path)
+    try:
+        for table, rows in want.items():
+            cols = columns(table)
+            at = cols.index("id")
+            got = db.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+            assert [r[:at] + r[at + 1:] for r in got] == [r[:at] + r[at + 1:] for r in rows]
+    finally:
+        db.close()
