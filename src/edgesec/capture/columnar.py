@@ -9,8 +9,9 @@ what differs is the shape: no dict per frame, no regrouping per table, no
 function call per frame, and flat lists that the header middleware cuts
 into multi-row INSERTs with one slice each. Recap spends most of its Python
 time here, so this path is worth its second copy of the layer logic; live
-capture keeps :func:`decode`, whose per-frame rows the flow, EVE and
-protobuf middlewares read.
+capture uses it too when header is its only decoding middleware, and keeps
+:func:`decode` otherwise (the flow, EVE and protobuf middlewares read its
+per-frame rows).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class Batch:
     """Frames captured on one interface; ``frames[i]`` decodes ``packets[i]``.
 
     ``frames`` is empty when every middleware of the pipeline declared
-    ``needs_decode = False`` (e.g. pcap + cleaner only). A bulk import
+    ``needs_decode = False`` (e.g. pcap + cleaner only). A pipeline
     whose decoding middlewares all declare ``columnar = True`` (header)
     gets ``columns`` instead of ``frames``: per table, the column values of
     its rows in one flat list (:mod:`edgesec.capture.columnar`).
