@@ -43,7 +43,7 @@ test: venv
 
 # The inner loop: unit tests without the fuzzers (CI runs everything through `make test`).
 check: venv
-	$(PY) -m pytest tests/unit -m "not slow" -q
+	$(PY) -m pytest tests/unit -m "not slow" -q -p no:schemathesis
 
 # Line coverage of src/edgesec by the unit tests alone, per module.
 coverage: venv

@@ -88,6 +88,7 @@ def tshark_counts(pcap: Path) -> dict[str, int]:
     return {t: c[t] for t in TABLE_NAMES}
 
 
+@pytest.mark.slow  # waits out real time (deadlines, back-off, idle sampling)
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is a Debian dependency")
 def test_mixed_pcap_counts_match_tshark(tmp_path):
     pcap = tmp_path / "mix.pcap"
@@ -222,6 +223,7 @@ def test_no_db_is_created_when_the_input_cannot_be_read(tmp_path):
     assert not db.exists()
 
 
+@pytest.mark.slow  # waits out real time (deadlines, back-off, idle sampling)
 def test_progress_line_with_d(tmp_path):
     argv = [sys.executable, "-m", "edgesec.capture.cli", "-p", str(DATA / "original-test.pcap")]
     quiet = subprocess.run([*argv, "-f", str(tmp_path / "q.sqlite")], capture_output=True,

@@ -68,6 +68,7 @@ def test_killed_child_is_restarted_and_stop_ends_it() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.slow  # waits out real time (deadlines, back-off, idle sampling)
 def test_child_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     code = ("import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -85,6 +86,7 @@ def test_child_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.slow  # waits out real time (deadlines, back-off, idle sampling)
 def test_restart_backoff_grows() -> None:
     async def scenario() -> None:
         proc = SupervisedProcess([sys.executable, "-c", "raise SystemExit(3)"], "crasher",

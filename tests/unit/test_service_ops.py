@@ -140,6 +140,7 @@ def test_status_lines_health_states(gateway: gw.Gateway) -> None:
     assert summary == "running: 2 ok, 1 degraded (hostapd), 4 failed (c d e radius)"
 
 
+@pytest.mark.slow  # waits out real time (deadlines, back-off, idle sampling)
 def test_stop_is_bounded_whatever_the_services_do(gateway: gw.Gateway) -> None:
     gateway.services = [Fake("a"), Fake("hangs", stop_delay=3600), Fake("b")]
     t0 = time.monotonic()

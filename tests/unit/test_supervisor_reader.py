@@ -9,6 +9,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from edgesec.events import EventBus
 from edgesec.supervisor import protocol as proto
 from edgesec.supervisor.commands import CommandTable, Request
@@ -105,6 +107,7 @@ def _thread_cpu_ticks(tid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+@pytest.mark.slow  # waits out real time (deadlines, back-off, idle sampling)
 def test_the_idle_thread_costs_nothing_and_ends_on_stop(tmp_path: Path) -> None:
     table = CommandTable()
     table.register_constant("PING_SUPERVISOR", proto.PONG)
