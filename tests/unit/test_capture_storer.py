@@ -15,15 +15,7 @@ from edgesec.capture.middleware import Batch
 from edgesec.capture.options import CaptureOptions
 from edgesec.capture.pipeline import Pipeline, open_db
 from edgesec.capture.storer import Storer
-
-
-def wait(pred, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
+from poll import wait_for as wait
 
 
 def udp_frame(i: int) -> bytes:
