@@ -99,6 +99,8 @@ def edgesec_service(port: int, policy_kind: str, tmp: str) -> Any:
                  for i, mac in enumerate(macs())}
 
         class Memory:
+            vault = None  # the secret comes from the config
+
             def admit(self, mac: str, passphrase: str | None = None) -> Admission:
                 return table.get(mac) or Admission(False, reason="unknown")
         policy = Memory()
