@@ -196,25 +196,7 @@ class Pipeline:
         Returns None (the batch dropped and counted in :attr:`storage_drops`)
         while the storage guard refuses writing.
         """
-        if self.check_storage():
-            if self._txn_since is not None:
-                self.commit()
-            self.storage_drops += len(packets)
-            return None
-        frames = []
-        columns = None
-        if self.columnar:
-            columns = decode_columns(packets, ifname, new_ids(len(packets)))
-            self.rows += sum(len(v) // WIDTHS[t] for t, v in columns.items())
-        elif self.decoding:
-            ids = new_ids(len(packets))
-            frames = [decode(data, ts, length, ifname, uid)
-                      for (ts, length, data), uid in zip(packets, ids, strict=True)]
-            self.rows += sum(map(len, frames))
-        batch = Batch(ifname=ifname, packets=packets, frames=frames, columns=columns)
-        self.packets += len(packets)
-        self.process(batch)
-        return batch
+        return self._store(Batch(ifname=ifname, packets=packets, frames=[]))
 
     def decode_batch(self, ifname: str, packets: list[Packet]) -> Batch:
         """Decode ``packets`` into a batch without storing it (live: the worker's main thread).
@@ -237,11 +219,15 @@ class Pipeline:
         Returns False (the batch dropped and counted in :attr:`storage_drops`)
         while the storage guard refuses writing.
         """
+        return self._store(batch) is not None
+
+    def _store(self, batch: Batch) -> Batch | None:
+        """The batch as stored (decoded once the guard allows writing), or None."""
         if self.check_storage():
             if self._txn_since is not None:
                 self.commit()
             self.storage_drops += len(batch.packets)
-            return False
+            return None
         if self.decoding and batch.packets and not batch.frames and batch.columns is None:
             batch = self.decode_batch(batch.ifname, batch.packets)
         self.packets += len(batch.packets)
@@ -250,7 +236,7 @@ class Pipeline:
         else:
             self.rows += sum(map(len, batch.frames))
         self.process(batch)
-        return True
+        return batch
 
     def check_storage(self) -> str:
         """Ask the guard (live only); logs once when capture pauses and when it resumes.
