@@ -166,6 +166,14 @@ def test_tampered_data_key_is_integrity_error(tmp_path: Path) -> None:
     (blob,) = conn.execute("SELECT value FROM secrets").fetchone()
     conn.execute("UPDATE secrets SET value=?", (blob[:-1] + bytes([blob[-1] ^ 1]),))
     conn.close()
+    # the key check proves the passphrase without decrypting: the data key is first
+    # unwrapped, and found tampered, when a value is read or written
+    with Vault.open(path, backend()) as vault, pytest.raises(IntegrityError):
+        vault.put("k", b"v")
+    # a vault without a key check (made before it existed) decrypts at open
+    conn = raw(path)
+    conn.execute("DELETE FROM meta WHERE name='key_check'")
+    conn.close()
     with pytest.raises(IntegrityError):
         Vault.open(path, backend())
 
@@ -173,6 +181,8 @@ def test_tampered_data_key_is_integrity_error(tmp_path: Path) -> None:
 def test_tampered_verifier_or_params(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     Vault.create(path, backend()).close()
+    # the verifier proves the key where there is no key check (older vaults, tokens)
+    _tamper(path, "DELETE FROM meta WHERE name='key_check'")
     _tamper(path, "UPDATE meta SET value='00' WHERE name='verifier'")
     with pytest.raises(WrongKeyError):
         Vault.open(path, backend())
@@ -341,3 +351,100 @@ def test_closed_vault_raises_crypt_error(tmp_path: Path) -> None:
         v.get("k")
     with pytest.raises(CryptError):
         v.put("k", b"v")
+
+
+# ------------------------------------------------------------------ key check
+def _meta(path: Path, name: str) -> str | None:
+    conn = raw(path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+    finally:
+        conn.close()
+
+
+def test_key_check_is_stored_and_a_tampered_one_refuses_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    with Vault.create(path, backend()) as vault:
+        vault.put("k", b"v")
+    check = _meta(path, "key_check")
+    assert check is not None and len(bytes.fromhex(check)) == 32
+    with pytest.raises(WrongKeyError):
+        Vault.open(path, backend(b"wrong"))
+    conn = raw(path)
+    conn.execute("UPDATE meta SET value=? WHERE name='key_check'", ("00" * 32,))
+    conn.close()
+    with pytest.raises(WrongKeyError):
+        Vault.open(path, backend())
+
+
+def test_a_vault_without_key_check_gets_one_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    with Vault.create(path, backend()) as vault:
+        vault.put("k", b"v")
+    conn = raw(path)
+    conn.execute("DELETE FROM meta WHERE name='key_check'")
+    conn.close()
+    with Vault.open(path, backend()) as vault:
+        assert vault.get("k") == b"v"
+    assert _meta(path, "key_check") is not None
+    with Vault.open(path, backend()) as vault:
+        assert vault.get("k") == b"v"
+
+
+def test_rotation_replaces_the_key_check(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    with Vault.create(path, backend()) as vault:
+        vault.put("k", b"v")
+        before = _meta(path, "key_check")
+        vault.rotate(backend(b"new passphrase"))
+    assert _meta(path, "key_check") not in (None, before)
+    with pytest.raises(WrongKeyError):
+        Vault.open(path, backend())
+    with Vault.open(path, backend(b"new passphrase")) as vault:
+        assert vault.get("k") == b"v"
+
+
+def test_opening_with_the_key_check_does_not_load_cryptography(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "v.db"
+    with Vault.create(path, backend()) as vault:
+        vault.put("k", b"v")
+    code = textwrap.dedent(f"""
+        import sys
+        from edgesec.crypt import CryptSettings, Vault
+        from edgesec.crypt.backends.passphrase import PassphraseBackend
+        vault = Vault.open({str(path)!r}, PassphraseBackend(CryptSettings(kdf_log_n=10),
+                                                            b"correct horse"))
+        print("cryptography" in sys.modules, vault.get("k"), "cryptography" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["False", "b'v'", "True"]
+
+
+def test_scrypt_is_rfc_7914_and_bounded() -> None:
+    from edgesec.crypt.backends.passphrase import derive
+    from edgesec.crypt.errors import BackendError
+
+    # RFC 7914, section 12: P="password", S="NaCl", N=1024, r=8, p=16 (first 32 bytes)
+    expected = bytes.fromhex(
+        "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162")
+    assert derive(b"password", b"NaCl", 10, r=8, p=16) == expected
+    with pytest.raises(BackendError):
+        derive(b"password", b"NaCl", 20, r=16)  # 2 GiB
+
+
+def test_kdf_parameters_over_the_memory_bound_are_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    Vault.create(path, backend()).close()
+    params = json.loads(_meta(path, "backend_params") or "{}")
+    params.update(log_n=20, r=32)  # 4 GiB of scrypt memory in a tampered file
+    conn = raw(path)
+    conn.execute("UPDATE meta SET value=? WHERE name='backend_params'", (json.dumps(params),))
+    conn.close()
+    with pytest.raises(VaultFormatError):
+        Vault.open(path, backend())

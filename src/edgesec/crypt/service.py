@@ -3,7 +3,7 @@ and the secret names other services use.
 
 * ``crypt_settings_from(settings)`` maps the gateway's ``Settings`` onto
   :class:`CryptSettings`.
-* ``build_crypt_commands(settings)`` opens (or creates) the vault and returns a
+* ``build_crypt_commands(settings)`` opens (or first creates) the vault and returns a
   :class:`CryptCommands`; it raises :class:`CryptError` with the reason when no
   vault can be opened (no passphrase, wrong passphrase, token missing) — the
   gateway then answers FAIL to the crypt commands and reports the reason.
@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgesec.crypt.commands import CryptCommands
-from edgesec.crypt.errors import CryptError
+from edgesec.crypt.errors import CryptError, VaultFormatError
+from edgesec.crypt.firstboot import create_in_child
 from edgesec.crypt.settings import CryptSettings
 from edgesec.crypt.vault import Vault
 
@@ -33,10 +34,16 @@ def crypt_settings_from(settings: Settings) -> CryptSettings:
 
 
 def open_vault(settings: Settings, secret: bytes | None = None) -> Vault:
-    """Open or create the configured vault; CryptError with the reason otherwise."""
+    """Open the configured vault, creating it first (in a child process, see
+    :mod:`edgesec.crypt.firstboot`) when there is none; CryptError with the reason."""
     if not settings.system.exec_crypt:
         raise CryptError("crypt service disabled (system.execCrypt = false)")
-    return Vault.open_or_create(crypt_settings_from(settings), secret)
+    cs = crypt_settings_from(settings)
+    if cs.db_path is None:
+        raise VaultFormatError("no crypt database path configured (system.cryptDbPath)")
+    if not Vault.exists(cs.db_path):
+        create_in_child(cs, secret)
+    return Vault.open(cs.db_path, settings=cs, secret=secret)
 
 
 def build_crypt_commands(settings: Settings) -> CryptCommands:

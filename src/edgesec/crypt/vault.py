@@ -5,6 +5,11 @@ Layout (the original's tables, extended):
 * ``meta(name, value)``: format version, vault id, backend name and its public
   parameters (JSON), the active data-key id, and a *verifier* (a constant
   wrapped by the root key) so a wrong passphrase is told apart from tampering.
+  Root keys held in memory (the passphrase backend) also store a ``key_check``
+  (an HMAC of the vault id under the root key): it proves the key at open
+  without AES, so the daemon loads ``cryptography`` only when a value or data
+  key is first used (see :mod:`edgesec.crypt.aead`). A vault without one gets
+  it at its next open; readers that do not know the row ignore it.
 * ``secrets(id, value, salt, iv, alg)``: data keys wrapped by the root key
   (``value`` = backend blob; ``salt``/``iv`` unused, NULL).
 * ``store(key, value, id, iv, alg)``: values, AES-256-GCM under data key
@@ -19,6 +24,7 @@ its transaction committed.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import sqlite3
@@ -29,10 +35,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from edgesec.crypt.backends import Backend, RootKey, load_backend
+from edgesec.crypt.aead import AesGcmKey, new_key
+from edgesec.crypt.backends import Backend, KeyCheckingRootKey, RootKey, load_backend
 from edgesec.crypt.errors import (
     CryptError,
     IntegrityError,
@@ -69,6 +73,21 @@ def _aad(table: str, *parts: str) -> bytes:
     return bytes(out)
 
 
+def _key_check(root: RootKey, vault_id: str) -> str | None:
+    """The root key's check value for this vault (hex), None if it has none."""
+    if not isinstance(root, KeyCheckingRootKey):
+        return None
+    return root.key_check(_aad("key_check", vault_id)).hex()
+
+
+def _remove_database(path: Path) -> None:
+    """Delete a database file and its WAL companions (what exists of them)."""
+    for leftover in (path, path.with_name(path.name + "-wal"),
+                     path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(
@@ -96,7 +115,7 @@ class Vault:
         self._root: RootKey | None = root
         self._vault_id = meta["vault_id"]
         self._active = meta["active_key"]
-        self._keys: dict[str, AESGCM] = {}
+        self._keys: dict[str, AesGcmKey] = {}
         self._lock = threading.RLock()
 
     # ---------------------------------------------------------------- lifecycle
@@ -105,9 +124,15 @@ class Vault:
         """Create a new vault at ``path`` (fails if one already exists)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        was_empty = not cls.exists(path)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
-        conn = _connect(path)
+        try:
+            conn = _connect(path)
+        except BaseException:
+            if was_empty:
+                _remove_database(path)
+            raise
         try:
             if conn.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone():
                 raise VaultFormatError(f"{path} already holds a vault")
@@ -115,7 +140,7 @@ class Vault:
                 raise VaultFormatError(f"{path} holds an original edgesec store; import it")
             root, params = backend.create_root()
             vault_id, kid = str(uuid.uuid4()), uuid.uuid4().hex
-            data_key = AESGCM.generate_key(256)
+            data_key = new_key()
             meta = {
                 "format": FORMAT,
                 "vault_id": vault_id,
@@ -124,6 +149,9 @@ class Vault:
                 "verifier": root.wrap(_VERIFIER, _aad("verifier", vault_id)).hex(),
                 "active_key": kid,
             }
+            check = _key_check(root, vault_id)
+            if check is not None:
+                meta["key_check"] = check
             conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -138,6 +166,8 @@ class Vault:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
+            if was_empty:  # a failed first creation must not leave a "vault" behind
+                _remove_database(path)
             raise
         return cls(path, conn, backend, root, meta)
 
@@ -157,21 +187,41 @@ class Vault:
                 raise VaultFormatError(
                     f"vault uses backend {meta['backend']!r}, not {backend.name!r}")
             root = backend.open_root(json.loads(meta["backend_params"]))
-            try:
-                root.unwrap(bytes.fromhex(meta["verifier"]), _aad("verifier", meta["vault_id"]))
-            except (IntegrityError, ValueError) as exc:
-                root.close()
-                raise WrongKeyError("wrong passphrase or root key for this vault") from exc
+            checked = cls._check_root(conn, root, meta)
         except BaseException:
             conn.close()
             raise
         vault = cls(path, conn, backend, root, meta)
-        try:
-            vault._data_key(vault._active)  # fail now, not on the first GET
-        except BaseException:
-            vault.close()
-            raise
+        if not checked:
+            try:
+                vault._data_key(vault._active)  # fail now, not on the first GET
+            except BaseException:
+                vault.close()
+                raise
         return vault
+
+    @staticmethod
+    def _check_root(conn: sqlite3.Connection, root: RootKey, meta: dict[str, str]) -> bool:
+        """WrongKeyError unless ``root`` opens this vault. True when its key check
+        proved it (nothing decrypted, cryptography not loaded); False when the
+        verifier was decrypted (then the missing key check is stored)."""
+        vault_id = meta["vault_id"]
+        check = _key_check(root, vault_id)
+        stored = meta.get("key_check")
+        if check is not None and stored is not None:
+            if hmac.compare_digest(check.encode(), _enc(stored)):
+                return True
+            root.close()
+            raise WrongKeyError("wrong passphrase or root key for this vault")
+        try:
+            root.unwrap(bytes.fromhex(meta["verifier"]), _aad("verifier", vault_id))
+        except (IntegrityError, ValueError) as exc:
+            root.close()
+            raise WrongKeyError("wrong passphrase or root key for this vault") from exc
+        if check is not None:
+            with contextlib.suppress(sqlite3.Error):  # a read-only copy stays as it is
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('key_check', ?)", (check,))
+        return False
 
     @classmethod
     def open_or_create(cls, settings: CryptSettings, secret: bytes | None = None) -> Vault:
@@ -179,9 +229,15 @@ class Vault:
         if settings.db_path is None:
             raise VaultFormatError("no crypt database path configured (system.cryptDbPath)")
         path = Path(settings.db_path)
-        if path.is_file() and path.stat().st_size > 0:
+        if cls.exists(path):
             return cls.open(path, settings=settings, secret=secret)
         return cls.create(path, load_backend(settings.backend, settings, secret))
+
+    @staticmethod
+    def exists(path: Path | str) -> bool:
+        """Whether ``path`` holds something to open (an empty file is created over)."""
+        path = Path(path)
+        return path.is_file() and path.stat().st_size > 0
 
     @staticmethod
     def _read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
@@ -230,7 +286,7 @@ class Vault:
             raise CryptError("vault is closed")
         return self._root
 
-    def _data_key(self, kid: str) -> AESGCM:
+    def _data_key(self, kid: str) -> AesGcmKey:
         aead = self._keys.get(kid)
         if aead is not None:
             return aead
@@ -242,7 +298,7 @@ class Vault:
         raw = self._root_key().unwrap(row[0], _aad("secrets", kid, self._vault_id))
         if len(raw) != 32:
             raise IntegrityError(f"data key {kid!r} has a bad length")
-        aead = self._keys[kid] = AESGCM(raw)
+        aead = self._keys[kid] = AesGcmKey(raw)
         return aead
 
     def _seal(self, key: str, value: bytes) -> tuple[bytes, bytes]:
@@ -296,10 +352,10 @@ class Vault:
                 raise IntegrityError(f"entry {key!r} has unknown algorithm {alg!r}")
             if not isinstance(value, bytes) or not isinstance(nonce, bytes) or len(nonce) != NONCE:
                 raise IntegrityError(f"entry {key!r} is malformed")
+            aead = self._data_key(kid)
             try:
-                return self._data_key(kid).decrypt(
-                    nonce, value, _aad("store", key, kid, self._vault_id))
-            except InvalidTag as exc:
+                return aead.decrypt(nonce, value, _aad("store", key, kid, self._vault_id))
+            except IntegrityError as exc:
                 raise IntegrityError(f"entry {key!r} failed authentication") from exc
 
     def delete(self, key: str) -> bool:
@@ -347,6 +403,12 @@ class Vault:
                     ("verifier", new_root.wrap(_VERIFIER, _aad("verifier", self._vault_id)).hex()),
                 ):
                     self._conn.execute("UPDATE meta SET value=? WHERE name=?", (value, name))
+                check = _key_check(new_root, self._vault_id)
+                if check is None:
+                    self._conn.execute("DELETE FROM meta WHERE name='key_check'")
+                else:
+                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)",
+                                       (check,))
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
@@ -365,7 +427,7 @@ class Vault:
         """New data key; re-encrypt every value under it; drop old keys. Returns count."""
         with self._lock:
             root = self._root_key()
-            kid, raw = uuid.uuid4().hex, AESGCM.generate_key(256)
+            kid, raw = uuid.uuid4().hex, new_key()
             old_active = self._active
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -373,7 +435,7 @@ class Vault:
                 self._conn.execute(
                     "INSERT INTO secrets (id, value, alg) VALUES (?, ?, ?)",
                     (kid, root.wrap(raw, _aad("secrets", kid, self._vault_id)), WRAP_ALG))
-                self._keys[kid] = AESGCM(raw)
+                self._keys[kid] = AesGcmKey(raw)
                 self._active = kid
                 for key, value in plain:
                     nonce, ct = self._seal(key, value or b"")

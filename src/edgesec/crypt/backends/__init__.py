@@ -37,6 +37,14 @@ class RootKey(Protocol):
 
 
 @runtime_checkable
+class KeyCheckingRootKey(RootKey, Protocol):
+    """A root key that proves itself without decrypting: ``key_check(context)`` is a
+    keyed digest (equal for the same key and context, unguessable without the key)."""
+
+    def key_check(self, context: bytes) -> bytes: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """Creates, opens and retires root keys; ``params`` are public and stored."""
 

@@ -4,34 +4,41 @@ Parameters stored in the vault (public): salt, log2(N), r, p.  The derived key
 never touches disk.  Default cost N=2^17, r=8, p=1 (128 MiB, ~0.45 s on the
 reference 2-core machine); ``kdf_log_n`` lowers it for small devices or tests.
 Wrapping is AES-256-GCM with a fresh 96-bit nonce: blob = nonce || ct || tag.
+
+scrypt is the standard library's (``hashlib.scrypt``, OpenSSL's, the same function
+cryptography calls) and the root key can tell whether it is the right one through
+an HMAC (:meth:`AesGcmRootKey.key_check`), so opening a vault at start does not
+load cryptography (~7 MB resident) until a key is first used.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
+from edgesec.crypt.aead import AesGcmKey
 from edgesec.crypt.backends.secrets_source import find_secret
 from edgesec.crypt.errors import BackendError, IntegrityError, VaultFormatError
 from edgesec.crypt.settings import CryptSettings
 
 ENV_VAR = "EDGESEC_CRYPT_PASSPHRASE"
 MIN_LOG_N, MAX_LOG_N = 10, 20  # bounds also protect against a tampered, huge N
+MAX_KDF_MEMORY = 1 << 30  # 128 * r * N bytes; the default costs 128 MiB, N=2^20 r=8 1 GiB
 NONCE = 12
+_KEY_CHECK_LABEL = b"edgesec vault key check v1\0"
 
 
 class AesGcmRootKey:
     """A root key held in memory (derived from the passphrase)."""
 
     def __init__(self, key: bytes) -> None:
-        self._aead: AESGCM | None = AESGCM(key)
+        self._key: bytes | None = key
+        self._aead: AesGcmKey | None = AesGcmKey(key)
 
-    def _get(self) -> AESGCM:
+    def _get(self) -> AesGcmKey:
         if self._aead is None:
             raise BackendError("root key is closed")
         return self._aead
@@ -45,16 +52,29 @@ class AesGcmRootKey:
             raise IntegrityError("wrapped key is truncated")
         try:
             return self._get().decrypt(blob[:NONCE], blob[NONCE:], aad)
-        except InvalidTag as exc:
+        except IntegrityError as exc:
             raise IntegrityError("wrapped key failed authentication") from exc
 
+    def key_check(self, context: bytes) -> bytes:
+        """HMAC-SHA256 of ``context`` under this key: equal values, same key."""
+        if self._key is None:
+            raise BackendError("root key is closed")
+        return hmac.digest(self._key, _KEY_CHECK_LABEL + context, "sha256")
+
     def close(self) -> None:
+        self._key = None
         self._aead = None
 
 
 def derive(passphrase: bytes, salt: bytes, log_n: int, r: int = 8, p: int = 1) -> bytes:
-    """scrypt(passphrase, salt) -> 32-byte key."""
-    return Scrypt(salt=salt, length=32, n=1 << log_n, r=r, p=p).derive(passphrase)
+    """scrypt(passphrase, salt) -> 32-byte key (RFC 7914, OpenSSL's through hashlib)."""
+    n = 1 << log_n
+    need = 128 * r * (n + p + 2)  # OpenSSL's own count: V (N+2 blocks) and B (p blocks)
+    if 128 * r * n > MAX_KDF_MEMORY:
+        raise BackendError(f"scrypt parameters need {128 * r * n >> 20} MiB, "
+                           f"more than the {MAX_KDF_MEMORY >> 20} MiB allowed")
+    return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, dklen=32,
+                          maxmem=need + (1 << 16))
 
 
 class PassphraseBackend:
@@ -96,7 +116,8 @@ class PassphraseBackend:
                 raise ValueError(f"unsupported kdf {params.get('kdf')!r}")
             salt = base64.b64decode(params["salt"], validate=True)
             log_n, r, p = int(params["log_n"]), int(params["r"]), int(params["p"])
-            if not (MIN_LOG_N <= log_n <= MAX_LOG_N and 1 <= r <= 32 and 1 <= p <= 4):
+            if not (MIN_LOG_N <= log_n <= MAX_LOG_N and 1 <= r <= 32 and 1 <= p <= 4
+                    and 128 * r << log_n <= MAX_KDF_MEMORY):
                 raise ValueError("KDF parameters out of bounds")
             if len(salt) < 16:
                 raise ValueError("KDF salt too short")
