@@ -232,19 +232,22 @@ def row(r: Result) -> str:
 
 
 def ratio_row(pairs: list[tuple[Result, Result]]) -> str:
-    """edgesec / bare over the rounds: min-max of req/s, p50, p99 and CPU per request."""
+    """edgesec / bare over the rounds: median (min-max) of req/s, p50, p99 and CPU per
+    request (each round's pair ran interleaved, so a busy moment hits both)."""
     def span(values: list[float]) -> str:
         if not values:
             return "-"
-        return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+        if len(values) == 1:
+            return f"{values[0]:.2f}"
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
     def ratios(attr: str) -> list[float]:
         return [getattr(o, attr) / getattr(b, attr) for o, b in pairs if getattr(b, attr)]
 
     o = pairs[0][0]
-    return (f"{o.label.removeprefix('edgesec '):<24} {o.clients:>7} {span(ratios('rate')):>12}"
-            f" {span(ratios('p50_ms')):>11} {span(ratios('p99_ms')):>11}"
-            f" {span(ratios('cpu_us')):>11}")
+    return (f"{o.label.removeprefix('edgesec '):<24} {o.clients:>7} {span(ratios('rate')):>17}"
+            f" {span(ratios('p50_ms')):>17} {span(ratios('p99_ms')):>17}"
+            f" {span(ratios('cpu_us')):>17}")
 
 
 def main() -> int:
@@ -323,10 +326,10 @@ def main() -> int:
     print(row(accept))
     print(row(bare_db))
     print()
-    print(f"edgesec / bare, range over {args.rounds} rounds (req/s: higher is better; "
-          "latency and server CPU per request: lower is better)")
-    print(f"{'measurement':<24} {'clients':>7} {'req/s':>12} {'p50':>11} {'p99':>11}"
-          f" {'cpu us/req':>11}")
+    print(f"edgesec / bare, median (range) over {args.rounds} rounds (req/s: higher is "
+          "better; latency and server CPU per request: lower is better)")
+    print(f"{'measurement':<24} {'clients':>7} {'req/s':>17} {'p50':>17} {'p99':>17}"
+          f" {'cpu us/req':>17}")
     for pairs in results.values():
         print(ratio_row(pairs))
     print(ratio_row([(accept, bare_db)]).replace("ACCEPT_MAC (durable)",
