@@ -33,6 +33,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from edgesec.aiotasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 STABLE_AFTER_S = 10.0
@@ -243,11 +245,8 @@ class SupervisedProcess:
     async def stop(self) -> None:
         """SIGTERM the child by pid, SIGKILL after ``stop_timeout``; stop watching."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         child = self.proc
         if child is None:
             return

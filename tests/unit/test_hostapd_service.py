@@ -212,3 +212,24 @@ def test_actions_for_one_mac_keep_their_order(tmp_path: Path, ctrl_dir: Path) ->
             assert A not in ap.deny
 
     asyncio.run(run())
+
+
+def test_stop_ends_the_keepalive_even_when_a_reattach_meets_the_cancel(
+        tmp_path: Path, ctrl_dir: Path) -> None:
+    """A restart signal arriving with the stop used to be swallowed by the keep-alive's
+    wait (Python 3.11's wait_for), which then retried attaching forever: stop() hung
+    (a CI timeout) and, after a reload, a second keep-alive would have run beside it."""
+    svc, _ = make(tmp_path, ctrl_dir)
+
+    async def run() -> None:
+        await svc.start()
+        assert not await svc.wait_attached(0.3)  # absent hostapd: the back-off loop runs
+        task = svc._task
+        assert task is not None
+        before = svc._attach_failures
+        svc._reattach.set()  # our child's restart, in the same loop turn as the stop
+        await asyncio.wait_for(svc.stop(), 10)
+        assert task.done() and svc._task is None
+        assert svc._attach_failures <= before + 1, "the keep-alive went on after stop()"
+
+    asyncio.run(run())

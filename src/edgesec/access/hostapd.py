@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from edgesec.access import psk_file
 from edgesec.access.hostapd_conf import render_hostapd_conf, render_vlan_file
 from edgesec.access.wpa_ctrl import CtrlError, WpaCtrl, parse_event
+from edgesec.aiotasks import cancel_and_wait
 from edgesec.atomic import write_atomic
 from edgesec.device_status import DeviceStatus
 from edgesec.events import DeviceChanged, Event
@@ -161,11 +162,8 @@ class HostapdService:
             self._unsubscribe = None
         for action in list(self._actions):
             action.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._close_ctrl()
         if self.process is not None:
             await self.process.stop()
@@ -301,8 +299,8 @@ class HostapdService:
                 log.exception("hostapd: keep-alive failed")
             attached = self.mon is not None and self.mon.attached
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reattach.wait(),
-                                       self.ping_interval if attached else backoff)
+                async with asyncio.timeout(self.ping_interval if attached else backoff):
+                    await self._reattach.wait()
             if self._reattach.is_set():
                 # a restart of our child: its new socket appears within moments
                 self._reattach.clear()

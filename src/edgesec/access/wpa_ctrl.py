@@ -158,7 +158,8 @@ class WpaCtrl:
             self._pending = loop.create_future()
             try:
                 self._transport.sendto(command.encode())
-                return await asyncio.wait_for(self._pending, timeout or self.timeout)
+                async with asyncio.timeout(timeout or self.timeout):
+                    return await self._pending
             except TimeoutError:
                 raise CtrlError(f"hostapd did not answer {command.split()[0]} "
                                 f"within {timeout or self.timeout}s") from None

@@ -464,7 +464,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.write(b": edgesec events\n\n")
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                async with asyncio.timeout(SSE_KEEPALIVE_S):  # never loses a cancel
+                    event = await queue.get()
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue

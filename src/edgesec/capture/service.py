@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgesec.aiotasks import cancel_and_wait
 from edgesec.capture.options import CaptureOptions
 from edgesec.restart import Backoff, WorkerReader
 
@@ -185,11 +186,8 @@ class CaptureService(WorkerReader):
     async def stop(self) -> None:
         """SIGTERM the worker (by its pid), wait for the final flush."""
         self._stopping = True
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-            self._follower = None
+        await cancel_and_wait(self._follower)
+        self._follower = None
         if self._proc is not None:
             await self._kill(self._proc)
         if self._reader is not None:

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgesec.aiotasks import cancel_and_wait
 from edgesec.detect.alerts import Alert, AlertStore
 from edgesec.detect.model import DetectConfig
 from edgesec.events import AlertRaised, Event, QuarantineChanged
@@ -262,11 +263,8 @@ class DetectService(WorkerReader):
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+        await cancel_and_wait(self._reader)
+        self._reader = None
         self.store.close()
 
     def status(self) -> str:

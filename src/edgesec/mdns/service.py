@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgesec.aiotasks import cancel_and_wait
 from edgesec.events import DeviceChanged, Event, FirewallHealed, MdnsAnnounced, MdnsBridge
 from edgesec.mdns.bridging import AutoBridger, decide, owner_mac
 from edgesec.mdns.decoder import TYPE_A, TYPE_AAAA, TYPE_SRV, Limits, Message
@@ -132,11 +133,8 @@ class MdnsService:
 
     async def stop(self) -> None:
         """Close sockets and remove the detection table."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.reflector.stop()
         await self._stop_detection()
         if self._unsubscribe is not None:
