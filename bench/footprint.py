@@ -16,6 +16,11 @@ the process has been idle for ``--settle`` seconds):
 
     .venv/bin/python bench/footprint.py               # 3 rounds, ~1 min a round
     .venv/bin/python bench/footprint.py --rounds 1 --no-lab
+    .venv/bin/python bench/footprint.py --old-src /tmp/old/src   # and an older tree's daemon
+
+``--old-src`` runs every case a second time with the daemon importing edgesec
+from that source tree (``git archive <rev> src | tar -x -C /tmp/old``), in the
+same rounds.
 """
 
 from __future__ import annotations
@@ -107,12 +112,19 @@ def daemon_rss(daemon: Daemon, settle: float, devices: int, vlans: list[int],
         daemon.stop()
 
 
-def minimal(tmp: Path, settle: float, devices: int) -> tuple[float, float, float | None]:
+def source_env(src: str) -> dict[str, str]:
+    """The daemon's environment for importing edgesec from ``src`` ("" = this tree)."""
+    return {"PYTHONPATH": src} if src else {}
+
+
+def minimal(tmp: Path, settle: float, devices: int, src: str = ""
+            ) -> tuple[float, float, float | None]:
     config = write_config(tmp, {"api": {"socketPath": ""}})
-    return daemon_rss(Daemon(config, verbosity=0), settle, devices, [1, 2, 3, 4, 5])
+    return daemon_rss(Daemon(config, verbosity=0, env=source_env(src)), settle, devices,
+                      [1, 2, 3, 4, 5])
 
 
-def lab(tmp: Path, settle: float, devices: int, api: bool
+def lab(tmp: Path, settle: float, devices: int, api: bool, src: str = ""
         ) -> tuple[float, float, float | None]:
     from edgesec.lab import gwconfig
     from edgesec.lab.topology import Topology
@@ -126,7 +138,8 @@ def lab(tmp: Path, settle: float, devices: int, api: bool
         config = tmp / "config.ini"
         config.write_text(text)
         daemon = Daemon(config, netns=topo.gateway, verbosity=0,
-                        env={"EDGESEC_CRYPT_PASSPHRASE": lab_secrets.crypt_passphrase})
+                        env={"EDGESEC_CRYPT_PASSPHRASE": lab_secrets.crypt_passphrase,
+                             **source_env(src)})
         api_socket = None
         if api:
             from edgesec.config import load_settings
@@ -163,17 +176,20 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=3.0, help="idle seconds before reading")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--no-lab", action="store_true", help="skip the namespaced lab configs")
+    parser.add_argument("--old-src", default="", help="also run each case on this src tree")
     args = parser.parse_args()
     if not args.no_lab and os.geteuid() != 0:
         parser.error("the lab configs need root (network namespaces); use --no-lab")
 
-    cases: list[tuple[str, Callable[[Path], tuple[float, float, float | None]]]] = [
-        ("minimal (everything off)", lambda t: minimal(t, args.settle, args.devices))]
-    if not args.no_lab:
-        cases.append(("lab minus capture, no API",
-                      lambda t: lab(t, args.settle, args.devices, api=False)))
-        cases.append(("lab minus capture, API on",
-                      lambda t: lab(t, args.settle, args.devices, api=True)))
+    cases: list[tuple[str, Callable[[Path], tuple[float, float, float | None]]]] = []
+    for src, tag in [("", "")] + ([(args.old_src, " (old)")] if args.old_src else []):
+        cases.append((f"minimal (everything off){tag}",
+                      lambda t, src=src: minimal(t, args.settle, args.devices, src)))
+        if not args.no_lab:
+            cases.append((f"lab minus capture, no API{tag}",
+                          lambda t, src=src: lab(t, args.settle, args.devices, False, src)))
+            cases.append((f"lab minus capture, API on{tag}",
+                          lambda t, src=src: lab(t, args.settle, args.devices, True, src)))
     peers: list[float] = []
     results: dict[str, list[tuple[float, float, float | None]]] = {
         name: [] for name, _ in cases}
@@ -185,21 +201,22 @@ def main() -> int:
 
     print(f"edgesec daemon RSS (MB), {args.rounds} rounds (range), idle {args.settle:g} s; "
           f"peer = python -c 'import asyncio; asyncio.run(asyncio.sleep(...))'")
-    print(f"{'process':<28} {'idle MB':>13} {'/ peer':>11} "
+    print(f"{'process':<34} {'idle MB':>13} {'/ peer':>11} "
           f"{f'+{args.devices:,} devices MB':>20} {'growth MB':>11}")
-    print(f"{'peer (bare asyncio)':<28} {span(peers):>13}")
+    print(f"{'peer (bare asyncio)':<34} {span(peers):>13}")
     ok = True
     for name, values in results.items():
         idle = [v[0] for v in values]
         after = [v[1] for v in values]
         ratio = [i / p for i, p in zip(idle, peers, strict=True)]
         growth = [a - i for i, a, _ in values]
-        print(f"{name:<28} {span(idle):>13} {span(ratio):>11} {span(after):>20} "
+        print(f"{name:<34} {span(idle):>13} {span(ratio):>11} {span(after):>20} "
               f"{span(growth):>11}")
-        ok = ok and max(idle) <= TARGET_MB
+        if "(old)" not in name:
+            ok = ok and max(idle) <= TARGET_MB
         used = [u for _, _, u in values if u is not None]
         if used:
-            print(f"{'  then one API request':<28} {span(used):>13} "
+            print(f"{'  then one API request':<34} {span(used):>13} "
                   f"{span([u / p for u, p in zip(used, peers, strict=True)]):>11}")
     print(f"target: idle daemon <= {TARGET_MB:g} MB (every case above, before its API is "
           f"used): {'met' if ok else 'MISSED'}")
