@@ -130,3 +130,19 @@ def test_a_lan_address_without_a_certificate_is_refused(tmp_path: Path) -> None:
             await api.start()
 
     asyncio.run(main())
+
+
+def test_stop_while_the_server_is_starting(tmp_path: Path) -> None:
+    async def main() -> None:
+        api = service(tmp_path)
+        await api.start()
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "api.sock"))
+        for _ in range(3):  # the listening socket's reader fires, _serve() begins
+            await asyncio.sleep(0)
+        assert api._serving is not None
+        await asyncio.wait_for(api.stop(), 30)
+        assert api.status() == "stopped" and not api.serving
+        assert not (tmp_path / "api.sock").exists()
+        writer.close()
+
+    asyncio.run(main())

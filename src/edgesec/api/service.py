@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgesec import unixsock
+from edgesec.aiotasks import cancel_and_wait
 from edgesec.api.tokens import TokenStore
 from edgesec.config import Settings
 from edgesec.registry import Registry
@@ -178,10 +179,8 @@ class ApiService:
 
     async def stop(self) -> None:
         task, self._serving = self._serving, None
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not asyncio.current_task():  # _serve() stops us itself when it fails
+            await cancel_and_wait(task)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
