@@ -136,7 +136,7 @@ def test_stop_while_the_server_is_starting(tmp_path: Path) -> None:
     async def main() -> None:
         api = service(tmp_path)
         await api.start()
-        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "api.sock"))
+        _reader, writer = await asyncio.open_unix_connection(str(tmp_path / "api.sock"))
         for _ in range(3):  # the listening socket's reader fires, _serve() begins
             await asyncio.sleep(0)
         assert api._serving is not None
