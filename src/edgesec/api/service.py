@@ -7,8 +7,8 @@
   served (``certFile``/``keyFile``), so tokens never cross the LAN in clear.
 
 The service binds and listens at start (a taken port, a bad certificate, a
-missing group stop the start as before), but imports the web server (aiohttp,
-the app, prometheus_client: ~14 MB resident) only when the first connection
+missing group stop the start as before), but imports the web server (aiohttp
+and the app: ~16 MB resident) only when the first connection
 waits on one of its sockets; that connection stays in the kernel's accept queue
 and is answered once the server runs. A gateway whose API nobody calls does not
 pay for it; the first request after start pays the import (~0.2 s).
