@@ -82,6 +82,11 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+def database_files(path: Path) -> tuple[Path, Path, Path]:
+    """An SQLite database's files: the main one, its ``-wal`` and its ``-shm``."""
+    return path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")
+
+
 def make_private(path: Path) -> None:
     """Create ``path`` 0600 if absent; tighten it and its ``-wal``/``-shm`` if open to others.
 
@@ -91,7 +96,7 @@ def make_private(path: Path) -> None:
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                          PRIVATE_MODE))
-    for p in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+    for p in database_files(path):
         with contextlib.suppress(FileNotFoundError):
             if stat.S_IMODE(p.stat().st_mode) & 0o077:
                 os.chmod(p, PRIVATE_MODE)

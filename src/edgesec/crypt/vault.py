@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edgesec.crypt.aead import AesGcmKey, new_key
+from edgesec.crypt.aead import NONCE_BYTES, AesGcmKey, new_key
 from edgesec.crypt.backends import Backend, KeyCheckingRootKey, RootKey, load_backend
 from edgesec.crypt.errors import (
     CryptError,
@@ -44,12 +44,12 @@ from edgesec.crypt.errors import (
     WrongKeyError,
 )
 from edgesec.crypt.settings import CryptSettings
+from edgesec.store import database_files
 
 FORMAT = "edgesec-vault/1"
 ALG = "AES-256-GCM/1"
 WRAP_ALG = "ROOT-WRAP/1"
 _VERIFIER = b"edgesec vault verifier v1"
-NONCE = 12
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
@@ -82,8 +82,7 @@ def _key_check(root: RootKey, vault_id: str) -> str | None:
 
 def _remove_database(path: Path) -> None:
     """Delete a database file and its WAL companions (what exists of them)."""
-    for leftover in (path, path.with_name(path.name + "-wal"),
-                     path.with_name(path.name + "-shm")):
+    for leftover in database_files(path):
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
 
@@ -302,7 +301,7 @@ class Vault:
         return aead
 
     def _seal(self, key: str, value: bytes) -> tuple[bytes, bytes]:
-        nonce = os.urandom(NONCE)
+        nonce = os.urandom(NONCE_BYTES)
         ct = self._data_key(self._active).encrypt(
             nonce, value, _aad("store", key, self._active, self._vault_id))
         return nonce, ct
@@ -350,7 +349,8 @@ class Vault:
             value, kid, nonce, alg = row
             if alg != ALG:
                 raise IntegrityError(f"entry {key!r} has unknown algorithm {alg!r}")
-            if not isinstance(value, bytes) or not isinstance(nonce, bytes) or len(nonce) != NONCE:
+            if (not isinstance(value, bytes) or not isinstance(nonce, bytes)
+                    or len(nonce) != NONCE_BYTES):
                 raise IntegrityError(f"entry {key!r} is malformed")
             aead = self._data_key(kid)
             try:

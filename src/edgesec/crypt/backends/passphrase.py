@@ -19,7 +19,7 @@ import hmac
 import os
 from typing import Any
 
-from edgesec.crypt.aead import AesGcmKey
+from edgesec.crypt.aead import NONCE_BYTES, TAG_BYTES, AesGcmKey
 from edgesec.crypt.backends.secrets_source import find_secret
 from edgesec.crypt.errors import BackendError, IntegrityError, VaultFormatError
 from edgesec.crypt.settings import CryptSettings
@@ -27,7 +27,6 @@ from edgesec.crypt.settings import CryptSettings
 ENV_VAR = "EDGESEC_CRYPT_PASSPHRASE"
 MIN_LOG_N, MAX_LOG_N = 10, 20  # bounds also protect against a tampered, huge N
 MAX_KDF_MEMORY = 1 << 30  # 128 * r * N bytes; the default costs 128 MiB, N=2^20 r=8 1 GiB
-NONCE = 12
 _KEY_CHECK_LABEL = b"edgesec vault key check v1\0"
 
 
@@ -44,14 +43,14 @@ class AesGcmRootKey:
         return self._aead
 
     def wrap(self, data_key: bytes, aad: bytes) -> bytes:
-        nonce = os.urandom(NONCE)
+        nonce = os.urandom(NONCE_BYTES)
         return nonce + self._get().encrypt(nonce, data_key, aad)
 
     def unwrap(self, blob: bytes, aad: bytes) -> bytes:
-        if len(blob) < NONCE + 16:
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise IntegrityError("wrapped key is truncated")
         try:
-            return self._get().decrypt(blob[:NONCE], blob[NONCE:], aad)
+            return self._get().decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except IntegrityError as exc:
             raise IntegrityError("wrapped key failed authentication") from exc
 
